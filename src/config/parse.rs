@@ -1,0 +1,139 @@
+//! Parsers for single setting values, each returning a [`ConfigError`] naming the setting.
+
+use super::{ConfigError, Raw};
+use std::time::Duration;
+
+/// Parses a boolean the way Python's `strtobool` does (PyWorker uses it for `UNSECURED`):
+/// `y yes t true on 1` and `n no f false off 0`, case-insensitive.
+pub fn parse_bool(s: &str) -> Option<bool> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "y" | "yes" | "t" | "true" | "on" | "1" => Some(true),
+        "n" | "no" | "f" | "false" | "off" | "0" => Some(false),
+        _ => None,
+    }
+}
+
+impl Raw {
+    pub(crate) fn error(&self, problem: impl std::fmt::Display) -> ConfigError {
+        ConfigError::new(
+            self.origin.clone(),
+            format!("{problem} (got {:?})", self.value),
+        )
+    }
+
+    pub(crate) fn bool(&self) -> Result<bool, ConfigError> {
+        parse_bool(&self.value).ok_or_else(|| self.error("expected true or false"))
+    }
+
+    pub(crate) fn f64_min(&self, min: f64) -> Result<f64, ConfigError> {
+        let v: f64 = self
+            .value
+            .trim()
+            .parse()
+            .map_err(|_| self.error("expected a number"))?;
+        if !v.is_finite() || v < min {
+            return Err(self.error(format!("expected a number >= {min}")));
+        }
+        Ok(v)
+    }
+
+    pub(crate) fn u64_min(&self, min: u64) -> Result<u64, ConfigError> {
+        let v: u64 = self
+            .value
+            .trim()
+            .parse()
+            .map_err(|_| self.error("expected a whole number"))?;
+        if v < min {
+            return Err(self.error(format!("expected a whole number >= {min}")));
+        }
+        Ok(v)
+    }
+
+    /// Seconds as a positive number; `none` or `0` mean "no limit".
+    pub(crate) fn optional_secs(&self) -> Result<Option<Duration>, ConfigError> {
+        if self.value.trim().eq_ignore_ascii_case("none") {
+            return Ok(None);
+        }
+        let v = self.f64_min(0.0)?;
+        Ok((v > 0.0).then(|| Duration::from_secs_f64(v)))
+    }
+
+    pub(crate) fn secs(&self) -> Result<Duration, ConfigError> {
+        let v = self.f64_min(0.0)?;
+        Ok(Duration::from_secs_f64(v))
+    }
+
+    /// A byte size: a whole number with an optional `K`, `M`, `G` (1000) or `KiB`, `MiB`,
+    /// `GiB` (1024) suffix.
+    pub(crate) fn bytes(&self) -> Result<u64, ConfigError> {
+        let s = self.value.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let n: u64 = num
+            .parse()
+            .map_err(|_| self.error("expected a size in bytes, e.g. 67108864 or 64MiB"))?;
+        let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "k" | "kb" => 1000,
+            "m" | "mb" => 1_000_000,
+            "g" | "gb" => 1_000_000_000,
+            "kib" => 1 << 10,
+            "mib" => 1 << 20,
+            "gib" => 1 << 30,
+            _ => return Err(self.error("unknown size unit (use K, M, G, KiB, MiB or GiB)")),
+        };
+        n.checked_mul(mult)
+            .filter(|v| *v > 0)
+            .ok_or_else(|| self.error("expected a size greater than zero"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(v: &str) -> Raw {
+        Raw {
+            value: v.into(),
+            origin: "X".into(),
+        }
+    }
+
+    #[test]
+    fn bools_follow_python_strtobool() {
+        for t in ["1", "true", "TRUE", "yes", "on", "t", "y"] {
+            assert_eq!(parse_bool(t), Some(true), "{t}");
+        }
+        for f in ["0", "false", "False", "no", "off", "f", "n"] {
+            assert_eq!(parse_bool(f), Some(false), "{f}");
+        }
+        assert_eq!(parse_bool("maybe"), None);
+    }
+
+    #[test]
+    fn sizes_accept_units() {
+        assert_eq!(raw("64MiB").bytes().unwrap(), 64 << 20);
+        assert_eq!(raw("1000").bytes().unwrap(), 1000);
+        assert_eq!(raw("2K").bytes().unwrap(), 2000);
+        assert!(raw("0").bytes().is_err());
+        assert!(raw("12 parsecs").bytes().is_err());
+    }
+
+    #[test]
+    fn errors_name_the_setting_and_value() {
+        let e = raw("abc").f64_min(0.0).unwrap_err();
+        assert_eq!(e.setting, "X");
+        assert!(e.to_string().contains("\"abc\""), "{e}");
+    }
+
+    #[test]
+    fn optional_seconds_accept_none_and_zero() {
+        assert_eq!(raw("none").optional_secs().unwrap(), None);
+        assert_eq!(raw("0").optional_secs().unwrap(), None);
+        assert_eq!(
+            raw("1.5").optional_secs().unwrap(),
+            Some(Duration::from_millis(1500))
+        );
+        assert!(raw("-1").optional_secs().is_err());
+    }
+}

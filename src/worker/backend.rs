@@ -1,0 +1,232 @@
+//! The connection to the model server: HTTP/1.1 over a small keep-alive pool.
+//!
+//! Internal: hyper-util's pooled client cannot tell whether a failed request went out on a
+//! reused connection, and only a reused connection that failed before any response byte may
+//! be retried. One backend origin makes a pool simple: a stack of idle `SendRequest`s, most
+//! recently used first, dropped once idle longer than the pool timeout (below uvicorn's 5 s
+//! keep-alive, so we never reuse a connection the backend is about to close).
+//!
+//! Dropping a response future or a response body before it ends closes its connection:
+//! hyper's HTTP/1 client cannot reuse a connection with an unread message, so the backend
+//! sees the disconnect at once. That is how a client leaving aborts the backend's work.
+
+use crate::http_util::Body;
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, Uri, Version};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+
+/// Why a backend request failed before its response started.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// No TCP connection could be made.
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        /// `host:port` of the backend.
+        addr: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The connection failed while sending the request or waiting for the answer.
+    #[error("request failed: {0}")]
+    Request(#[from] hyper::Error),
+}
+
+struct Idle {
+    sender: SendRequest<Body>,
+    since: Instant,
+}
+
+/// A pooled connection, handed back with [`Backend::checkin`] once its response has ended.
+pub struct Conn {
+    sender: SendRequest<Body>,
+}
+
+/// Client for one backend origin.
+pub struct Backend {
+    base: Uri,
+    addr: String,
+    host: HeaderValue,
+    prefix: String,
+    idle: Mutex<Vec<Idle>>,
+    connect_timeout: Duration,
+    idle_timeout: Duration,
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backend")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Backend {
+    /// A client for `base` (an `http://host[:port][/prefix]` URL).
+    pub fn new(base: Uri, connect_timeout: Duration, idle_timeout: Duration) -> Self {
+        let authority = base.authority().map(|a| a.as_str()).unwrap_or("localhost");
+        let addr = if base.port_u16().is_some() {
+            authority.to_string()
+        } else {
+            format!("{authority}:80")
+        };
+        let host =
+            HeaderValue::from_str(authority).unwrap_or(HeaderValue::from_static("localhost"));
+        let prefix = base.path().trim_end_matches('/').to_string();
+        Self {
+            base,
+            addr,
+            host,
+            prefix,
+            idle: Mutex::new(Vec::new()),
+            connect_timeout,
+            idle_timeout,
+        }
+    }
+
+    /// The backend's base URL.
+    pub fn base(&self) -> &Uri {
+        &self.base
+    }
+
+    /// Origin-form target for an incoming `path` and `query`.
+    pub fn target(&self, path: &str, query: Option<&str>) -> Uri {
+        let mut s = format!("{}{}", self.prefix, path);
+        if let Some(q) = query {
+            s.push('?');
+            s.push_str(q);
+        }
+        s.parse().unwrap_or_else(|_| Uri::from_static("/"))
+    }
+
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes the most recently used live idle connection, if any.
+    fn take_idle(&self) -> Option<SendRequest<Body>> {
+        let mut idle = self.idle();
+        while let Some(c) = idle.pop() {
+            if c.since.elapsed() < self.idle_timeout && !c.sender.is_closed() {
+                return Some(c.sender);
+            }
+        }
+        None
+    }
+
+    /// Returns a connection whose response has fully ended to the pool.
+    pub fn checkin(&self, conn: Conn) {
+        if conn.sender.is_closed() || self.idle_timeout.is_zero() {
+            return;
+        }
+        let mut idle = self.idle();
+        idle.retain(|c| c.since.elapsed() < self.idle_timeout && !c.sender.is_closed());
+        idle.push(Idle {
+            sender: conn.sender,
+            since: Instant::now(),
+        });
+    }
+
+    /// Number of idle pooled connections (for tests and status).
+    pub fn idle_connections(&self) -> usize {
+        self.idle().len()
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Body>, BackendError> {
+        let connect = TcpStream::connect(&self.addr);
+        let stream = match tokio::time::timeout(self.connect_timeout, connect).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(source)) => {
+                return Err(BackendError::Connect {
+                    addr: self.addr.clone(),
+                    source,
+                });
+            }
+            Err(_) => {
+                return Err(BackendError::Connect {
+                    addr: self.addr.clone(),
+                    source: std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"),
+                });
+            }
+        };
+        // Small SSE frames must not wait for Nagle.
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(BackendError::Request)?;
+        // Internal: the connection driver must run on its own; it ends when both the sender
+        // and any response body are dropped, which is what closes the socket on cancel.
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "backend connection ended with an error");
+            }
+        });
+        Ok(sender)
+    }
+
+    fn prepare(&self, mut req: Request<Body>) -> Request<Body> {
+        *req.version_mut() = Version::HTTP_11;
+        req.headers_mut().insert(header::HOST, self.host.clone());
+        req
+    }
+
+    /// Sends `req` and waits for the response head. A pooled connection found closed before
+    /// the request went out is skipped. When the request went out on a reused connection and
+    /// failed before any response byte, it is sent once more on a new connection, provided
+    /// `replay` (the complete body) is given.
+    pub async fn send(
+        &self,
+        req: Request<Body>,
+        replay: Option<Bytes>,
+    ) -> Result<(Response<Incoming>, Conn), BackendError> {
+        let mut req = self.prepare(req);
+        while let Some(mut sender) = self.take_idle() {
+            if sender.ready().await.is_err() {
+                continue;
+            }
+            let retry = replay
+                .as_ref()
+                .map(|body| clone_request(&req, body.clone()));
+            match sender.try_send_request(req).await {
+                Ok(resp) => return Ok((resp, Conn { sender })),
+                Err(mut e) => {
+                    if let Some(unsent) = e.take_message() {
+                        req = unsent;
+                        continue;
+                    }
+                    let error = e.into_error();
+                    let Some(retry) = retry else {
+                        return Err(BackendError::Request(error));
+                    };
+                    tracing::debug!(%error, "reused backend connection failed before answering; retrying once");
+                    return self.send_new(retry).await;
+                }
+            }
+        }
+        self.send_new(req).await
+    }
+
+    async fn send_new(
+        &self,
+        req: Request<Body>,
+    ) -> Result<(Response<Incoming>, Conn), BackendError> {
+        let mut sender = self.connect().await?;
+        let resp = sender.send_request(req).await?;
+        Ok((resp, Conn { sender }))
+    }
+}
+
+fn clone_request(req: &Request<Body>, body: Bytes) -> Request<Body> {
+    let mut copy = Request::new(crate::http_util::full(body));
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    copy
+}

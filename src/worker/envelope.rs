@@ -1,0 +1,459 @@
+//! The request envelope (PROTOCOL.md §2): reads `auth_data` and the payload from a request.
+//!
+//! Three shapes arrive at a worker:
+//! - a JSON body `{"auth_data": {...}, "payload": ...}` (the official clients);
+//! - `serverless_*` query parameters, with any body forwarded unchanged (GET/HEAD, uploads);
+//! - in unsecured mode only, a plain request ("passthrough"), forwarded as it is with a
+//!   synthetic `auth_data`.
+//!
+//! The payload is forwarded as the exact bytes the client sent (`RawValue`), so numbers and
+//! key order reach the backend untouched.
+
+use super::error::WorkerError;
+use bytes::Bytes;
+use http::{HeaderMap, Method, header};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
+
+/// The six keys `auth_data` must carry (PROTOCOL.md §2).
+pub const AUTH_KEYS: [&str; 6] = [
+    "cost",
+    "endpoint",
+    "reqnum",
+    "request_idx",
+    "signature",
+    "url",
+];
+
+const QUERY_PREFIX: &str = "serverless_";
+
+/// Signed request metadata as the autoscaler issued it. `fields` keeps every key with the
+/// JSON type it arrived with, since the signature covers those exact values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuthData {
+    /// All keys of `auth_data`, extra ones (`__request_id`) included.
+    pub fields: Map<String, Value>,
+}
+
+impl AuthData {
+    /// `cost` as a number (a string holding a number is accepted).
+    pub fn cost(&self) -> Option<f64> {
+        number(self.fields.get("cost")?)
+    }
+
+    /// `reqnum` as an integer, 0 when it is not one.
+    pub fn reqnum(&self) -> u64 {
+        self.fields.get("reqnum").and_then(integer).unwrap_or(0)
+    }
+
+    /// `request_idx` as an integer, 0 when it is not one.
+    pub fn request_idx(&self) -> u64 {
+        self.fields
+            .get("request_idx")
+            .and_then(integer)
+            .unwrap_or(0)
+    }
+
+    /// A string field (`signature`, `url`, `endpoint`).
+    pub fn str(&self, key: &str) -> Option<&str> {
+        self.fields.get(key)?.as_str()
+    }
+}
+
+fn number(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse().ok().filter(|f: &f64| f.is_finite()),
+        _ => None,
+    }
+}
+
+fn integer(v: &Value) -> Option<u64> {
+    match v {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// What to send to the backend as the request body.
+#[derive(Debug)]
+pub enum Payload {
+    /// No body.
+    None,
+    /// The envelope's `payload`, sent as `application/json`.
+    Json(Bytes),
+    /// The client's body, unchanged (its own `Content-Type` is kept).
+    Raw(Bytes),
+    /// The client's body, unchanged and streamed (query auth or non-JSON passthrough).
+    Stream(Incoming),
+}
+
+/// A request after the envelope stage.
+#[derive(Debug)]
+pub struct Inbound {
+    /// `auth_data` from the client, or `None` for an unsecured passthrough request.
+    pub auth: Option<AuthData>,
+    /// Query string to forward (without `serverless_*` and `api_key`), if any.
+    pub query: Option<String>,
+    /// Body to forward.
+    pub payload: Payload,
+}
+
+impl Inbound {
+    /// The client's workload estimate, when it gave a usable (positive) one.
+    pub fn cost(&self) -> Option<f64> {
+        self.auth.as_ref()?.cost().filter(|c| *c > 0.0)
+    }
+}
+
+/// Envelope-stage settings.
+#[derive(Debug, Clone, Copy)]
+pub struct EnvelopeRules {
+    /// Unsecured mode: plain requests are passed through.
+    pub unsecured: bool,
+    /// Body size limit, bytes.
+    pub max_body_size: u64,
+}
+
+/// Reads the envelope of a request. Errors are 401, 413 or 422 answers.
+pub async fn read(
+    method: &Method,
+    query: Option<&str>,
+    headers: &HeaderMap,
+    body: Incoming,
+    rules: EnvelopeRules,
+) -> Result<Inbound, WorkerError> {
+    let too_large = WorkerError::BodyTooLarge {
+        limit: rules.max_body_size,
+    };
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        && len > rules.max_body_size
+    {
+        return Err(too_large);
+    }
+    let (query_auth, forward_query) = split_query(query)?;
+    if let Some(auth) = query_auth {
+        // Query auth: the body, whatever it is, goes through unchanged.
+        return Ok(Inbound {
+            auth: Some(auth),
+            query: forward_query,
+            payload: Payload::Stream(body),
+        });
+    }
+    if !is_json_like(headers) {
+        if !rules.unsecured {
+            return Err(WorkerError::InvalidSignature(
+                "no auth_data: send a JSON envelope or serverless_* query parameters".into(),
+            ));
+        }
+        return Ok(Inbound {
+            auth: None,
+            query: forward_query,
+            payload: Payload::Stream(body),
+        });
+    }
+    let bytes = match Limited::new(body, rules.max_body_size as usize)
+        .collect()
+        .await
+    {
+        Ok(c) => c.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large),
+        Err(e) => {
+            return Err(WorkerError::InvalidRequest {
+                message: format!("could not read the request body: {e}"),
+                fields: None,
+            });
+        }
+    };
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        if !rules.unsecured {
+            return Err(WorkerError::InvalidSignature(
+                "no auth_data: send a JSON envelope or serverless_* query parameters".into(),
+            ));
+        }
+        return Ok(Inbound {
+            auth: None,
+            query: forward_query,
+            payload: raw_or_none(bytes),
+        });
+    }
+    let top: Value = serde_json::from_slice(&bytes).map_err(|e| WorkerError::InvalidRequest {
+        message: format!("invalid JSON: {e}"),
+        fields: None,
+    })?;
+    let is_envelope = top.as_object().is_some_and(|o| o.contains_key("auth_data"));
+    if !is_envelope && rules.unsecured {
+        return Ok(Inbound {
+            auth: None,
+            query: forward_query,
+            payload: Payload::Raw(bytes),
+        });
+    }
+    let (auth, payload) = parse_envelope(&bytes)?;
+    let (query, payload) = place_payload(method, forward_query, payload)?;
+    Ok(Inbound {
+        auth: Some(auth),
+        query,
+        payload,
+    })
+}
+
+fn raw_or_none(bytes: Bytes) -> Payload {
+    if bytes.is_empty() {
+        Payload::None
+    } else {
+        Payload::Raw(bytes)
+    }
+}
+
+/// `Content-Type` is JSON, or absent.
+fn is_json_like(headers: &HeaderMap) -> bool {
+    let Some(ct) = headers.get(header::CONTENT_TYPE) else {
+        return true;
+    };
+    let Ok(ct) = ct.to_str() else { return false };
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    mime == "application/json" || mime.ends_with("+json") || mime == "text/json"
+}
+
+#[derive(serde::Deserialize)]
+struct RawEnvelope<'a> {
+    #[serde(borrow, default)]
+    auth_data: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    payload: Option<&'a RawValue>,
+}
+
+fn parse_envelope(bytes: &[u8]) -> Result<(AuthData, Option<Bytes>), WorkerError> {
+    let env: RawEnvelope =
+        serde_json::from_slice(bytes).map_err(|_| WorkerError::InvalidRequest {
+            message: "expected a JSON object with auth_data and payload".into(),
+            fields: None,
+        })?;
+    let mut fields = Map::new();
+    let mut missing = Vec::new();
+    let auth = match env
+        .auth_data
+        .map(|r| serde_json::from_str::<Value>(r.get()))
+    {
+        None => {
+            fields.insert("auth_data".into(), json!("field missing"));
+            missing.push("auth_data".to_string());
+            None
+        }
+        Some(Ok(Value::Object(map))) => {
+            let absent: Map<String, Value> = AUTH_KEYS
+                .iter()
+                .filter(|k| !map.contains_key(**k))
+                .map(|k| ((*k).to_string(), json!("missing parameter")))
+                .collect();
+            if !absent.is_empty() {
+                missing.extend(absent.keys().map(|k| format!("auth_data.{k}")));
+                fields.insert("auth_data".into(), Value::Object(absent));
+            }
+            Some(AuthData { fields: map })
+        }
+        Some(_) => {
+            fields.insert("auth_data".into(), json!("expected an object"));
+            missing.push("auth_data (not an object)".to_string());
+            None
+        }
+    };
+    if env.payload.is_none() {
+        fields.insert("payload".into(), json!("field missing"));
+        missing.push("payload".into());
+    }
+    match auth {
+        Some(auth) if missing.is_empty() => {
+            let payload = env
+                .payload
+                .filter(|p| p.get() != "null")
+                .map(|p| Bytes::copy_from_slice(p.get().as_bytes()));
+            Ok((auth, payload))
+        }
+        _ => Err(WorkerError::InvalidRequest {
+            message: format!("missing or invalid fields: {}", missing.join(", ")),
+            fields: Some(fields),
+        }),
+    }
+}
+
+/// GET and HEAD carry an object payload as query parameters; other methods as a JSON body.
+fn place_payload(
+    method: &Method,
+    query: Option<String>,
+    payload: Option<Bytes>,
+) -> Result<(Option<String>, Payload), WorkerError> {
+    let Some(payload) = payload else {
+        return Ok((query, Payload::None));
+    };
+    if method != Method::GET && method != Method::HEAD {
+        return Ok((query, Payload::Json(payload)));
+    }
+    let Ok(Value::Object(obj)) = serde_json::from_slice::<Value>(&payload) else {
+        return Err(WorkerError::InvalidRequest {
+            message: format!(
+                "a {method} payload must be a JSON object (it becomes the query string)"
+            ),
+            fields: None,
+        });
+    };
+    let mut ser = form_urlencoded::Serializer::new(query.unwrap_or_default());
+    for (k, v) in &obj {
+        let text = match v {
+            Value::String(s) => s.clone(),
+            Value::Null => String::new(),
+            other => other.to_string(),
+        };
+        ser.append_pair(k, &text);
+    }
+    let q = ser.finish();
+    Ok(((!q.is_empty()).then_some(q), Payload::None))
+}
+
+/// Splits the query into `serverless_*` auth (when present) and the rest to forward.
+/// The forwarded part keeps its original encoding; `api_key` is dropped (the official
+/// client adds it, and it must not reach the backend).
+fn split_query(query: Option<&str>) -> Result<(Option<AuthData>, Option<String>), WorkerError> {
+    let Some(query) = query else {
+        return Ok((None, None));
+    };
+    let mut auth: BTreeMap<String, String> = BTreeMap::new();
+    let mut keep = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = form_urlencoded::parse(pair.as_bytes())
+            .next()
+            .unwrap_or_default();
+        if let Some(name) = key.strip_prefix(QUERY_PREFIX) {
+            auth.insert(name.to_string(), value.into_owned());
+        } else if key != "api_key" {
+            keep.push(pair);
+        }
+    }
+    let forward = (!keep.is_empty()).then(|| keep.join("&"));
+    if auth.is_empty() {
+        return Ok((None, forward));
+    }
+    let absent: Vec<&str> = AUTH_KEYS
+        .iter()
+        .copied()
+        .filter(|k| !auth.contains_key(*k))
+        .collect();
+    if !absent.is_empty() {
+        let fields: Map<String, Value> = absent
+            .iter()
+            .map(|k| (format!("{QUERY_PREFIX}{k}"), json!("missing parameter")))
+            .collect();
+        return Err(WorkerError::InvalidRequest {
+            message: format!(
+                "missing query parameters: {}",
+                absent
+                    .iter()
+                    .map(|k| format!("{QUERY_PREFIX}{k}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            fields: Some(fields),
+        });
+    }
+    let fields = auth.into_iter().map(|(k, v)| {
+        let value = match k.as_str() {
+            // "serverless_cost parses as a float if it contains '.', else as an int".
+            "cost" => typed_number(&v, v.contains('.')),
+            "reqnum" | "request_idx" => typed_number(&v, false),
+            _ => Value::String(v),
+        };
+        (k, value)
+    });
+    Ok((
+        Some(AuthData {
+            fields: fields.collect(),
+        }),
+        forward,
+    ))
+}
+
+fn typed_number(s: &str, float: bool) -> Value {
+    let parsed = if float {
+        s.parse::<f64>().ok().and_then(serde_json::Number::from_f64)
+    } else {
+        s.parse::<i64>().ok().map(serde_json::Number::from)
+    };
+    parsed
+        .map(Value::Number)
+        .unwrap_or_else(|| Value::String(s.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelope_keeps_payload_bytes_and_auth_types() {
+        let body = br#"{"auth_data":{"cost":242.0,"endpoint":"e","reqnum":5,"request_idx":9,"signature":"s","url":"u","__request_id":"x"},"session_id":null,"payload":{"b":1.50,"a":[1]}}"#;
+        let (auth, payload) = parse_envelope(body).unwrap();
+        assert_eq!(payload.unwrap(), &br#"{"b":1.50,"a":[1]}"#[..]);
+        assert_eq!(auth.cost(), Some(242.0));
+        assert!(auth.fields["cost"].is_f64());
+        assert_eq!((auth.reqnum(), auth.request_idx()), (5, 9));
+    }
+
+    #[test]
+    fn missing_fields_are_named_like_pyworker() {
+        let body = br#"{"auth_data":{"cost":1,"endpoint":"e","reqnum":1,"request_idx":1,"signature":"s"}}"#;
+        match parse_envelope(body).unwrap_err() {
+            WorkerError::InvalidRequest {
+                fields: Some(f),
+                message,
+            } => {
+                assert_eq!(f["auth_data"], json!({"url": "missing parameter"}));
+                assert_eq!(f["payload"], json!("field missing"));
+                assert!(message.contains("auth_data.url"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn query_auth_types_cost_like_pyworker_and_drops_api_key() {
+        let q = "a=1&serverless_cost=2.5&serverless_endpoint=e&serverless_reqnum=3&serverless_request_idx=4&serverless_signature=c2ln%3D&serverless_url=http%3A%2F%2Fw&api_key=k&b=%20x";
+        let (auth, fwd) = split_query(Some(q)).unwrap();
+        let auth = auth.unwrap();
+        assert_eq!(fwd.as_deref(), Some("a=1&b=%20x"));
+        assert!(auth.fields["cost"].is_f64());
+        assert_eq!(auth.fields["reqnum"], json!(3));
+        assert_eq!(auth.str("signature"), Some("c2ln="));
+        assert_eq!(auth.str("url"), Some("http://w"));
+        let (auth, _) = split_query(Some(q.replace("2.5", "2").as_str())).unwrap();
+        assert!(auth.unwrap().fields["cost"].is_i64());
+    }
+
+    #[test]
+    fn partial_query_auth_is_rejected_with_the_missing_names() {
+        let err = split_query(Some("serverless_cost=1&serverless_url=u")).unwrap_err();
+        assert!(err.to_string().contains("serverless_signature"), "{err}");
+    }
+
+    #[test]
+    fn get_payload_becomes_query_parameters() {
+        let (q, p) = place_payload(
+            &Method::GET,
+            Some("x=1".into()),
+            Some(Bytes::from_static(br#"{"q":"a b","n":2}"#)),
+        )
+        .unwrap();
+        assert!(matches!(p, Payload::None));
+        assert_eq!(q.as_deref(), Some("x=1&n=2&q=a+b"));
+    }
+}

@@ -1,0 +1,68 @@
+//! Translation between the client's request and the backend's (PROTOCOL.md §2, "Forwarding").
+
+use super::backend::Backend;
+use super::envelope::{Inbound, Payload};
+use crate::http_util::{Body, full, strip_hop_by_hop};
+use bytes::Bytes;
+use http::Request;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::request::Parts;
+use http_body_util::{BodyExt, Limited};
+
+/// Request headers the worker never forwards, besides hop-by-hop ones: `Host` (set to the
+/// backend's), `Content-Length` (recomputed), `Authorization` (the client's key is for the
+/// endpoint, not the backend) and `Expect` (the worker already has the body).
+fn strip_request_headers(headers: &mut HeaderMap) {
+    strip_hop_by_hop(headers);
+    for name in [
+        header::HOST,
+        header::CONTENT_LENGTH,
+        header::AUTHORIZATION,
+        header::EXPECT,
+    ] {
+        headers.remove(name);
+    }
+}
+
+/// Builds the backend request: the client's method, path and (filtered) query, headers
+/// minus the ones above, and the payload. Returns the complete body too when it can be
+/// replayed on a retry.
+pub fn backend_request(
+    backend: &Backend,
+    parts: &Parts,
+    inbound: Inbound,
+    api_key: Option<&HeaderValue>,
+    max_body_size: u64,
+) -> (Request<Body>, Option<Bytes>) {
+    let mut headers = parts.headers.clone();
+    strip_request_headers(&mut headers);
+    if let Some(key) = api_key {
+        headers.insert(header::AUTHORIZATION, key.clone());
+    }
+    let (body, replay) = match inbound.payload {
+        Payload::None => {
+            if inbound.auth.is_some() {
+                // The envelope's own Content-Type described the envelope, not a body.
+                headers.remove(header::CONTENT_TYPE);
+            }
+            (crate::http_util::empty(), Some(Bytes::new()))
+        }
+        Payload::Json(bytes) => {
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            (full(bytes.clone()), Some(bytes))
+        }
+        Payload::Raw(bytes) => (full(bytes.clone()), Some(bytes)),
+        Payload::Stream(incoming) => (
+            Limited::new(incoming, max_body_size as usize).boxed_unsync(),
+            None,
+        ),
+    };
+    let mut req = Request::new(body);
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = backend.target(parts.uri.path(), inbound.query.as_deref());
+    *req.headers_mut() = headers;
+    (req, replay)
+}

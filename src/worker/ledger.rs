@@ -1,0 +1,396 @@
+//! Admission and accounting: the working set, the estimated wait, and request totals.
+//!
+//! A request that passes the envelope stage is either rejected ([`Ledger::reject`]) or admitted
+//! ([`Ledger::admit`]), which checks the estimated wait and inserts the request into the
+//! working set under one lock (PROTOCOL.md §4). Admission returns a [`Ticket`]: an RAII guard
+//! that travels with the request (and later with its response body) and records exactly one
+//! outcome. A ticket dropped without an outcome, because the client went away and hyper
+//! dropped the future or body holding it, records `cancelled`; no disconnect can leak a
+//! working-set entry or a count.
+
+use super::error::WorkerError;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+use tokio::sync::watch;
+
+/// Identity and workload of one request, as the envelope stage determined them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestInfo {
+    /// `auth_data.request_idx` (or a synthetic one).
+    pub request_idx: u64,
+    /// `auth_data.reqnum` (or a synthetic one).
+    pub reqnum: u64,
+    /// Workload units.
+    pub workload: f64,
+}
+
+/// How an admitted request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The backend answered (any status) and the body was relayed in full.
+    Success,
+    /// Transport error, timeout, or the backend died mid-body.
+    Errored,
+    /// The client went away.
+    Cancelled,
+}
+
+/// A number of requests and their total workload.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Count {
+    /// Number of requests.
+    pub requests: u64,
+    /// Sum of their workload.
+    pub workload: f64,
+}
+
+impl Count {
+    fn add(&mut self, workload: f64) {
+        self.requests += 1;
+        self.workload += workload;
+    }
+}
+
+/// Totals since start. Invariant once the working set is empty:
+/// `received = served + errored + cancelled + rejected`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Totals {
+    /// Every request with a readable envelope.
+    pub received: Count,
+    /// Ended with [`Outcome::Success`].
+    pub served: Count,
+    /// Ended with [`Outcome::Errored`].
+    pub errored: Count,
+    /// Ended with [`Outcome::Cancelled`].
+    pub cancelled: Count,
+    /// Refused before admission (401, 429, 503).
+    pub rejected: Count,
+}
+
+/// A consistent view of the ledger.
+#[derive(Debug, Clone, Serialize)]
+pub struct Snapshot {
+    /// Capacity, workload units per second.
+    pub max_perf: f64,
+    /// Σ workload of the working set.
+    pub cur_load: f64,
+    /// Estimated wait for a new request, seconds.
+    pub estimated_wait: f64,
+    /// Admitted requests waiting for a backend slot.
+    pub queued: usize,
+    /// Requests being served by the backend.
+    pub in_flight: usize,
+    /// `request_idx` of every request in the working set.
+    #[serde(skip)]
+    pub working_request_idxs: Vec<u64>,
+    /// Totals since start.
+    pub totals: Totals,
+}
+
+impl Snapshot {
+    /// Size of the working set (queued + in flight).
+    pub fn working(&self) -> usize {
+        self.queued + self.in_flight
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    request_idx: u64,
+    workload: f64,
+    started: bool,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    max_perf: f64,
+    working: HashMap<u64, Entry>,
+    cur_load: f64,
+    in_flight: usize,
+    next_id: u64,
+    totals: Totals,
+}
+
+impl Inner {
+    fn wait(&self) -> f64 {
+        if self.working.is_empty() {
+            0.0
+        } else {
+            self.cur_load / self.max_perf.max(1e-5)
+        }
+    }
+}
+
+/// The working set and request totals of one worker.
+#[derive(Debug)]
+pub struct Ledger {
+    inner: Mutex<Inner>,
+    max_wait_time: f64,
+    changes: watch::Sender<u64>,
+}
+
+impl Ledger {
+    /// A ledger for capacity `max_perf` that rejects when the wait exceeds `max_wait_time` s.
+    pub fn new(max_perf: f64, max_wait_time: f64) -> Arc<Self> {
+        Arc::new(Self {
+            inner: Mutex::new(Inner {
+                max_perf,
+                ..Inner::default()
+            }),
+            max_wait_time,
+            changes: watch::channel(0).0,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // Internal: every critical section is a few arithmetic steps that cannot panic, so a
+        // poisoned lock still holds consistent data.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn bump(&self) {
+        self.changes.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// A receiver that sees a new value after every change of the ledger.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Sets the capacity (after a benchmark).
+    pub fn set_max_perf(&self, max_perf: f64) {
+        self.lock().max_perf = max_perf;
+        self.bump();
+    }
+
+    /// Records a request refused before admission.
+    pub fn reject(&self, info: &RequestInfo) {
+        let mut inner = self.lock();
+        inner.totals.received.add(info.workload);
+        inner.totals.rejected.add(info.workload);
+        drop(inner);
+        self.bump();
+    }
+
+    /// Admits the request into the working set, or refuses it with
+    /// [`WorkerError::QueueFull`] (and records the rejection) when the estimated wait is above
+    /// the limit. The check and the insertion happen under one lock.
+    pub fn admit(self: &Arc<Self>, info: &RequestInfo) -> Result<Ticket, WorkerError> {
+        let mut inner = self.lock();
+        let wait = inner.wait();
+        if wait > self.max_wait_time {
+            inner.totals.received.add(info.workload);
+            inner.totals.rejected.add(info.workload);
+            drop(inner);
+            self.bump();
+            // Time until the backlog, drained at max_perf, brings the wait under the limit.
+            let retry_after = (wait - self.max_wait_time).ceil().max(1.0) as u64;
+            return Err(WorkerError::QueueFull {
+                wait,
+                limit: self.max_wait_time,
+                retry_after,
+            });
+        }
+        let id = inner.next_id;
+        inner.next_id += 1;
+        inner.working.insert(
+            id,
+            Entry {
+                request_idx: info.request_idx,
+                workload: info.workload,
+                started: false,
+            },
+        );
+        inner.cur_load += info.workload;
+        inner.totals.received.add(info.workload);
+        drop(inner);
+        self.bump();
+        Ok(Ticket {
+            ledger: Arc::clone(self),
+            id,
+            info: info.clone(),
+            entered_queue_at: SystemTime::now(),
+            work_started_at: None,
+            done: false,
+        })
+    }
+
+    /// A consistent view of the working set and totals.
+    pub fn snapshot(&self) -> Snapshot {
+        let inner = self.lock();
+        Snapshot {
+            max_perf: inner.max_perf,
+            cur_load: inner.cur_load,
+            estimated_wait: inner.wait(),
+            queued: inner.working.len() - inner.in_flight,
+            in_flight: inner.in_flight,
+            working_request_idxs: inner.working.values().map(|e| e.request_idx).collect(),
+            totals: inner.totals,
+        }
+    }
+
+    fn start(&self, id: u64) {
+        let mut inner = self.lock();
+        if let Some(e) = inner.working.get_mut(&id)
+            && !e.started
+        {
+            e.started = true;
+            inner.in_flight += 1;
+        }
+        drop(inner);
+        self.bump();
+    }
+
+    fn end(&self, id: u64, outcome: Outcome) {
+        let mut inner = self.lock();
+        let Some(entry) = inner.working.remove(&id) else {
+            return;
+        };
+        if entry.started {
+            inner.in_flight -= 1;
+        }
+        // Internal: reset the running sum when the set empties so float drift cannot
+        // accumulate into a phantom load.
+        inner.cur_load = if inner.working.is_empty() {
+            0.0
+        } else {
+            inner.cur_load - entry.workload
+        };
+        let count = match outcome {
+            Outcome::Success => &mut inner.totals.served,
+            Outcome::Errored => &mut inner.totals.errored,
+            Outcome::Cancelled => &mut inner.totals.cancelled,
+        };
+        count.add(entry.workload);
+        drop(inner);
+        self.bump();
+    }
+}
+
+/// An admitted request's place in the working set. Records exactly one [`Outcome`]:
+/// the one given to [`Ticket::finish`], or `Cancelled` when dropped unfinished.
+#[derive(Debug)]
+pub struct Ticket {
+    ledger: Arc<Ledger>,
+    id: u64,
+    info: RequestInfo,
+    entered_queue_at: SystemTime,
+    work_started_at: Option<SystemTime>,
+    done: bool,
+}
+
+impl Ticket {
+    /// The request this ticket accounts for.
+    pub fn info(&self) -> &RequestInfo {
+        &self.info
+    }
+
+    /// When the request entered the working set.
+    pub fn entered_queue_at(&self) -> SystemTime {
+        self.entered_queue_at
+    }
+
+    /// Marks the request as sent to the backend (it leaves the queue, joins in-flight).
+    pub fn start(&mut self) {
+        if self.work_started_at.is_none() {
+            self.work_started_at = Some(SystemTime::now());
+            self.ledger.start(self.id);
+        }
+    }
+
+    /// Records the outcome and leaves the working set. Later calls do nothing.
+    pub fn finish(&mut self, outcome: Outcome) {
+        if !self.done {
+            self.done = true;
+            self.ledger.end(self.id, outcome);
+        }
+    }
+
+    /// Whether an outcome was recorded.
+    pub fn is_finished(&self) -> bool {
+        self.done
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.finish(Outcome::Cancelled);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(idx: u64, workload: f64) -> RequestInfo {
+        RequestInfo {
+            request_idx: idx,
+            reqnum: idx,
+            workload,
+        }
+    }
+
+    fn assert_balanced(l: &Ledger) {
+        let s = l.snapshot();
+        let t = s.totals;
+        assert_eq!(s.working(), 0);
+        assert_eq!(
+            t.received.requests,
+            t.served.requests + t.errored.requests + t.cancelled.requests + t.rejected.requests
+        );
+    }
+
+    #[test]
+    fn first_request_is_always_admitted_then_wait_grows_with_load() {
+        let l = Ledger::new(10.0, 1.0);
+        let a = l.admit(&info(1, 100.0)).unwrap();
+        assert_eq!(l.snapshot().estimated_wait, 10.0);
+        let err = l.admit(&info(2, 1.0)).unwrap_err();
+        match err {
+            // wait 10 s, limit 1 s: under the limit after 9 s at max_perf.
+            WorkerError::QueueFull { retry_after, .. } => assert_eq!(retry_after, 9),
+            other => panic!("{other:?}"),
+        }
+        drop(a);
+        assert_balanced(&l);
+        let t = l.snapshot().totals;
+        assert_eq!(t.rejected.requests, 1);
+        assert_eq!(t.cancelled.requests, 1);
+    }
+
+    #[test]
+    fn wait_equal_to_limit_is_admitted() {
+        let l = Ledger::new(10.0, 1.0);
+        let _a = l.admit(&info(1, 10.0)).unwrap();
+        assert!(l.admit(&info(2, 1.0)).is_ok());
+    }
+
+    #[test]
+    fn ticket_records_one_outcome_and_tracks_in_flight() {
+        let l = Ledger::new(10.0, 100.0);
+        let mut t = l.admit(&info(7, 3.0)).unwrap();
+        assert_eq!(l.snapshot().queued, 1);
+        t.start();
+        let s = l.snapshot();
+        assert_eq!((s.queued, s.in_flight, s.cur_load), (0, 1, 3.0));
+        assert_eq!(s.working_request_idxs, vec![7]);
+        t.finish(Outcome::Success);
+        t.finish(Outcome::Errored);
+        drop(t);
+        let s = l.snapshot();
+        assert_eq!(
+            s.totals.served,
+            Count {
+                requests: 1,
+                workload: 3.0
+            }
+        );
+        assert_eq!(s.totals.errored.requests, 0);
+        assert_eq!(s.totals.cancelled.requests, 0);
+        assert_eq!(s.cur_load, 0.0);
+        assert_balanced(&l);
+    }
+}

@@ -1,0 +1,155 @@
+//! The worker's start-up state machine (PROTOCOL.md §6).
+//!
+//! `starting → waiting_for_backend → ready`, or `errored` with a message when the backend
+//! never becomes healthy. Proxied requests are only admitted in `ready`; before that they get
+//! 503 `not_ready` with `Retry-After`.
+
+use super::backend::Backend;
+use crate::http_util::empty;
+use http::{Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// Where the worker is in its life.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// Process started, nothing checked yet.
+    Starting,
+    /// Polling the backend's health path.
+    WaitingForBackend,
+    /// Serving.
+    Ready,
+    /// Cannot serve; the message says why.
+    Errored(String),
+}
+
+impl State {
+    /// Snake-case name, as shown in `/_vespa/status`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            State::Starting => "starting",
+            State::WaitingForBackend => "waiting_for_backend",
+            State::Ready => "ready",
+            State::Errored(_) => "errored",
+        }
+    }
+
+    /// The error message, in `errored`.
+    pub fn error(&self) -> Option<&str> {
+        match self {
+            State::Errored(m) => Some(m),
+            _ => None,
+        }
+    }
+}
+
+/// Shared, observable lifecycle state.
+#[derive(Debug)]
+pub struct Lifecycle {
+    state: watch::Sender<State>,
+    started: Instant,
+}
+
+impl Default for Lifecycle {
+    fn default() -> Self {
+        Self {
+            state: watch::channel(State::Starting).0,
+            started: Instant::now(),
+        }
+    }
+}
+
+impl Lifecycle {
+    /// The current state.
+    pub fn state(&self) -> State {
+        self.state.borrow().clone()
+    }
+
+    /// Moves to `next`, logging the transition.
+    pub fn set(&self, next: State) {
+        let prev = self.state.send_replace(next.clone());
+        if prev != next {
+            match &next {
+                State::Errored(msg) => {
+                    tracing::error!(from = prev.name(), error = %msg, "worker state errored")
+                }
+                _ => tracing::info!(from = prev.name(), to = next.name(), "worker state changed"),
+            }
+        }
+    }
+
+    /// A receiver notified on every state change.
+    pub fn subscribe(&self) -> watch::Receiver<State> {
+        self.state.subscribe()
+    }
+
+    /// Time since the process started.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+}
+
+/// How the start-up health wait behaves.
+#[derive(Debug, Clone)]
+pub struct HealthWait {
+    /// Backend path that must answer 200.
+    pub path: String,
+    /// Give up after this long.
+    pub timeout: Duration,
+    /// Pause between polls.
+    pub interval: Duration,
+}
+
+/// One health probe: `GET path` answered 200 within 10 s.
+pub async fn probe(backend: &Backend, path: &str) -> Result<(), String> {
+    let mut req = Request::new(empty());
+    *req.method_mut() = Method::GET;
+    *req.uri_mut() = backend.target(path, None);
+    let attempt = async {
+        let (resp, conn) = backend.send(req, None).await.map_err(|e| e.to_string())?;
+        let status = resp.status();
+        // Read the (small) body so the connection can be reused.
+        let ok = resp.into_body().collect().await.is_ok();
+        if ok {
+            backend.checkin(conn);
+        }
+        if status == StatusCode::OK {
+            Ok(())
+        } else {
+            Err(format!("health check answered {status}"))
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), attempt)
+        .await
+        .unwrap_or_else(|_| Err("health check timed out after 10 s".into()))
+}
+
+/// Polls the backend until it is healthy, then marks the worker ready; marks it errored
+/// when `wait.timeout` passes first.
+pub async fn wait_for_backend(lifecycle: Arc<Lifecycle>, backend: Arc<Backend>, wait: HealthWait) {
+    lifecycle.set(State::WaitingForBackend);
+    let deadline = tokio::time::Instant::now() + wait.timeout;
+    loop {
+        match probe(&backend, &wait.path).await {
+            Ok(()) => {
+                lifecycle.set(State::Ready);
+                return;
+            }
+            Err(e) => tracing::debug!(error = %e, "backend not healthy yet"),
+        }
+        if tokio::time::Instant::now() + wait.interval > deadline {
+            lifecycle.set(State::Errored(format!(
+                "backend at {} did not answer 200 on {} within {} s",
+                backend.base(),
+                wait.path,
+                wait.timeout.as_secs()
+            )));
+            return;
+        }
+        tokio::time::sleep(wait.interval).await;
+    }
+}

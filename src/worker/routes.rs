@@ -1,0 +1,58 @@
+//! Routes the worker answers itself. They live under `/_vespa/` so they never shadow a
+//! backend path; `GET /ping` is kept for PyWorker compatibility.
+
+use super::Shared;
+use super::error::WorkerError;
+use super::lifecycle::State;
+use crate::http_util::{Body, json_response, text_response};
+use http::{Method, Request, StatusCode};
+use hyper::body::Incoming;
+use serde_json::json;
+
+/// The worker's own answer for `req`, or `None` when the request is to be proxied.
+pub fn own_route(shared: &Shared, req: &Request<Incoming>) -> Option<http::Response<Body>> {
+    let path = req.uri().path();
+    let readable = req.method() == Method::GET || req.method() == Method::HEAD;
+    if path == "/ping" && readable {
+        return Some(text_response(StatusCode::OK, "pong"));
+    }
+    let route = path.strip_prefix("/_vespa/")?;
+    Some(match (route, readable) {
+        ("health", true) => json_response(StatusCode::OK, &json!({"status": "alive"})),
+        ("ready", true) => ready(shared),
+        ("status", true) => json_response(StatusCode::OK, &status(shared)),
+        _ => WorkerError::NotFound(path.to_string()).into_response(),
+    })
+}
+
+fn ready(shared: &Shared) -> http::Response<Body> {
+    let state = shared.lifecycle.state();
+    let status = if state == State::Ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    json_response(
+        status,
+        &json!({"state": state.name(), "error": state.error()}),
+    )
+}
+
+/// The `/_vespa/status` document.
+pub fn status(shared: &Shared) -> serde_json::Value {
+    let state = shared.lifecycle.state();
+    let snap = shared.ledger.snapshot();
+    json!({
+        "state": state.name(),
+        "error": state.error(),
+        "uptime_secs": shared.lifecycle.uptime().as_secs_f64(),
+        "max_perf": snap.max_perf,
+        "cur_load": snap.cur_load,
+        "estimated_wait": snap.estimated_wait,
+        "max_wait_time": shared.config.max_wait_time,
+        "queued": snap.queued,
+        "in_flight": snap.in_flight,
+        "working_request_idxs": snap.working_request_idxs,
+        "totals": snap.totals,
+    })
+}

@@ -1,0 +1,85 @@
+//! The `vespa` binary: configuration errors exit 64 before any port is bound.
+
+use std::process::Command;
+
+fn vespa(env: &[(&str, &str)], args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_vespa"))
+        .args(args)
+        .env_clear()
+        .envs(env.iter().copied())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn invalid_configuration_exits_64_naming_the_variable() {
+    // WORKER_PORT points at a port that is already taken: a config error must win over the
+    // bind, proving validation happens before any port is bound.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        (&[("MAX_PERF", "lots")], "MAX_PERF"),
+        (
+            &[("MAX_PERF", "10"), ("BACKEND_URL", "not a url")],
+            "BACKEND_URL",
+        ),
+        (&[("MAX_PERF", "10"), ("BENCHMARK", "quantum")], "BENCHMARK"),
+        (
+            &[("MAX_PERF", "10"), ("MAX_WAIT_TIME", "soon")],
+            "MAX_WAIT_TIME",
+        ),
+        (&[("BENCHMARK", "none")], "MAX_PERF"),
+    ];
+    for (env, var) in cases {
+        let mut env = env.to_vec();
+        env.push(("WORKER_PORT", &port));
+        let out = vespa(&env, &["worker", "--listen", &format!("127.0.0.1:{port}")]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{env:?}: {stderr}");
+        assert!(
+            stderr.contains(var),
+            "{env:?}: message should name {var}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn help_documents_every_setting_with_its_environment_name() {
+    let out = vespa(&[], &["worker", "--help"]);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for var in [
+        "WORKER_PORT",
+        "BACKEND_URL",
+        "BENCHMARK",
+        "MAX_PERF",
+        "HEALTHCHECK_ENDPOINT",
+        "READY_TIMEOUT",
+        "ALLOW_PARALLEL",
+        "MAX_CONCURRENCY",
+        "MAX_WAIT_TIME",
+        "DEFAULT_COST",
+        "UNSECURED",
+        "BACKEND_API_KEY",
+        "MAX_BODY_SIZE",
+        "RESPONSE_START_TIMEOUT",
+        "IDLE_TIMEOUT",
+        "LOG_LEVEL",
+        "MODEL_NAME",
+        "REPORT_ADDR",
+        "MASTER_TOKEN",
+        "CONTAINER_ID",
+        "PUBLIC_IPADDR",
+        "VAST_TCP_PORT_",
+        "USE_SSL",
+    ] {
+        assert!(
+            help.contains(&format!("[env: {var}")),
+            "--help misses {var}"
+        );
+    }
+    assert!(
+        help.matches("[default:").count() >= 20,
+        "every setting states its default"
+    );
+}

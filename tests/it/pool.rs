@@ -1,0 +1,140 @@
+//! The backend keep-alive pool: reuse, and the single retry of a reused connection.
+
+use crate::support::*;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+/// Reads one HTTP/1.1 request (head plus `content-length` body); `None` at EOF.
+async fn read_request(stream: &mut TcpStream) -> Option<String> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_string();
+            let len = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().unwrap())
+                })
+                .unwrap_or(0);
+            while buf.len() < end + 4 + len {
+                let n = stream.read(&mut chunk).await.ok()?;
+                if n == 0 {
+                    return None;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            return Some(head);
+        }
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+const OK: &[u8] =
+    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
+
+/// A backend whose first connection answers its first request (keep-alive) and then drops
+/// the second request unanswered, like a server closing an idle connection just as a
+/// request arrives. Later connections answer everything. Reports (connection, request line).
+async fn closing_backend() -> (
+    std::net::SocketAddr,
+    mpsc::UnboundedReceiver<(usize, String)>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        for conn in 0.. {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut served = 0;
+                while let Some(head) = read_request(&mut stream).await {
+                    let line = head.lines().next().unwrap_or_default().to_string();
+                    let health = line.contains("/health");
+                    if !health {
+                        tx.send((conn, line)).unwrap();
+                    }
+                    if conn == 0 && !health && served == 1 {
+                        return; // drop the connection without answering
+                    }
+                    served += usize::from(!health);
+                    stream.write_all(OK).await.unwrap();
+                }
+            });
+        }
+    });
+    (addr, rx)
+}
+
+#[tokio::test]
+async fn reused_connection_failing_before_any_byte_is_retried_once_on_a_new_one() {
+    let (addr, mut seen) = closing_backend().await;
+    let backend = Backend::start(|_| async { json(200, json!({})) }).await;
+    let mut cfg = config(&backend);
+    cfg.backend_url = format!("http://{addr}").parse().unwrap();
+    let worker = start_worker(cfg).await;
+    let client = h1_client();
+    for i in 0..2 {
+        let (head, body) = send(
+            &client,
+            request(
+                "POST",
+                &url(&worker, &format!("/r{i}")),
+                envelope(i, 1.0, json!({})).to_string(),
+            ),
+        )
+        .await;
+        assert_eq!(head.status, 200, "request {i}: {body:?}");
+    }
+    let mut lines = Vec::new();
+    while let Ok(l) = seen.try_recv() {
+        lines.push(l);
+    }
+    // r0 on the first connection; r1 went out on it again (reused), was dropped, and was
+    // sent once more on a fresh connection.
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert_eq!(
+        lines[0].0, lines[1].0,
+        "r1 first tried the pooled connection: {lines:?}"
+    );
+    assert!(lines[1].1.contains("/r1") && lines[2].1.contains("/r1"));
+    assert_ne!(
+        lines[2].0, lines[1].0,
+        "the retry used a new connection: {lines:?}"
+    );
+    let snap = assert_settled(&worker).await;
+    assert_eq!(snap.totals.served.requests, 2);
+}
+
+#[tokio::test]
+async fn sequential_requests_reuse_one_backend_connection() {
+    let mut backend = Backend::start(|_| async { json(200, json!({})) }).await;
+    let worker = start_worker(config(&backend)).await;
+    let client = h1_client();
+    for i in 0..5 {
+        send(
+            &client,
+            request(
+                "POST",
+                &url(&worker, "/x"),
+                envelope(i, 1.0, json!({})).to_string(),
+            ),
+        )
+        .await;
+        backend.next_request().await;
+        assert_eq!(
+            worker.shared().backend.idle_connections(),
+            1,
+            "after request {i}"
+        );
+    }
+}

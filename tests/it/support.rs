@@ -1,0 +1,424 @@
+//! Test builders: a scriptable backend, a worker, and clients, all on 127.0.0.1:0.
+
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use vespa::config::WorkerConfig;
+use vespa::http_util::{Body, BoxError};
+use vespa::worker::Worker;
+use vespa::worker::ledger::Snapshot;
+
+/// Upper bound on any wait in a test: a failure guard, never a synchronisation.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// What the backend saw.
+#[derive(Debug)]
+pub enum Event {
+    /// A request arrived (body read in full).
+    Request(Box<Seen>),
+    /// A handler future or streaming body was dropped before it completed: the worker
+    /// closed the connection.
+    Dropped(String),
+}
+
+/// A request as the backend received it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: Method,
+    pub uri: Uri,
+    pub version: http::Version,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    /// Where to report drops of a streaming body (see [`streaming`]).
+    pub events: mpsc::UnboundedSender<Event>,
+}
+
+type Reply = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
+type Handler = Arc<dyn Fn(Seen) -> Reply + Send + Sync>;
+
+/// A scriptable backend.
+pub struct Backend {
+    pub addr: SocketAddr,
+    pub events: mpsc::UnboundedReceiver<Event>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Backend {
+    /// Stops the backend: the listener and every open connection close.
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Sends `Dropped(label)` when dropped unless disarmed.
+pub struct DropSignal {
+    label: String,
+    tx: Option<mpsc::UnboundedSender<Event>>,
+}
+
+impl DropSignal {
+    pub fn disarm(mut self) {
+        self.tx = None;
+    }
+}
+
+impl Drop for DropSignal {
+    fn drop(&mut self) {
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(Event::Dropped(self.label.clone()));
+        }
+    }
+}
+
+impl Backend {
+    /// A backend whose `/health` answers 200 and every other request goes to `handler`.
+    pub async fn start<F, Fut>(handler: F) -> Backend
+    where
+        F: Fn(Seen) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Response<Body>> + Send + 'static,
+    {
+        let handler: Handler = Arc::new(move |s| Box::pin(handler(s)));
+        Self::start_raw(handler, StatusCode::OK).await
+    }
+
+    /// Like [`Backend::start`] with `/health` answering `health`.
+    pub async fn start_with_health<F, Fut>(health: StatusCode, handler: F) -> Backend
+    where
+        F: Fn(Seen) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Response<Body>> + Send + 'static,
+    {
+        let handler: Handler = Arc::new(move |s| Box::pin(handler(s)));
+        Self::start_raw(handler, health).await
+    }
+
+    async fn start_raw(handler: Handler, health: StatusCode) -> Backend {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, events) = mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            // Connections live in this set, so stopping the backend closes them all.
+            let mut connections = tokio::task::JoinSet::new();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let handler = handler.clone();
+                let tx = tx.clone();
+                connections.spawn(async move {
+                    let svc = service_fn(move |req: Request<Incoming>| {
+                        let handler = handler.clone();
+                        let tx = tx.clone();
+                        async move {
+                            if req.uri().path().ends_with("/health") {
+                                let mut r = Response::new(vespa::http_util::full("ok"));
+                                *r.status_mut() = health;
+                                return Ok::<_, Infallible>(r);
+                            }
+                            let (parts, body) = req.into_parts();
+                            let body = body
+                                .collect()
+                                .await
+                                .map(|c| c.to_bytes())
+                                .unwrap_or_default();
+                            let seen = Seen {
+                                method: parts.method,
+                                uri: parts.uri,
+                                version: parts.version,
+                                headers: parts.headers,
+                                body,
+                                events: tx.clone(),
+                            };
+                            let label = seen.uri.path().to_string();
+                            let _ = tx.send(Event::Request(Box::new(seen.clone())));
+                            let signal = DropSignal {
+                                label,
+                                tx: Some(tx.clone()),
+                            };
+                            let resp = handler(seen).await;
+                            signal.disarm();
+                            Ok(resp)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Backend { addr, events, task }
+    }
+
+    pub fn url(&self) -> Uri {
+        format!("http://{}", self.addr).parse().unwrap()
+    }
+
+    /// The next event, failing the test if none comes in time.
+    pub async fn next_event(&mut self) -> Event {
+        tokio::time::timeout(PATIENCE, self.events.recv())
+            .await
+            .expect("backend event in time")
+            .expect("backend running")
+    }
+
+    /// The next request the backend received.
+    pub async fn next_request(&mut self) -> Seen {
+        match self.next_event().await {
+            Event::Request(s) => *s,
+            other => panic!("expected a request, got {other:?}"),
+        }
+    }
+
+    /// Waits for the backend to observe a dropped request or body.
+    pub async fn expect_dropped(&mut self) -> String {
+        match self.next_event().await {
+            Event::Dropped(label) => label,
+            other => panic!("expected the worker to drop the backend request, got {other:?}"),
+        }
+    }
+
+    /// No event is pending right now.
+    pub fn assert_quiet(&mut self) {
+        if let Ok(e) = self.events.try_recv() {
+            panic!("unexpected backend event {e:?}");
+        }
+    }
+}
+
+/// A JSON response.
+pub fn json(status: u16, value: serde_json::Value) -> Response<Body> {
+    let mut r = Response::new(vespa::http_util::full(value.to_string()));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap();
+    r.headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
+    r
+}
+
+/// A body fed from a channel. Dropped before the channel closed, it reports
+/// `Event::Dropped(label)`: the worker closed the connection mid-stream.
+pub struct ChannelBody {
+    rx: mpsc::UnboundedReceiver<Bytes>,
+    signal: Option<DropSignal>,
+}
+
+impl http_body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.rx.poll_recv(cx) {
+            std::task::Poll::Ready(Some(b)) => std::task::Poll::Ready(Some(Ok(Frame::data(b)))),
+            std::task::Poll::Ready(None) => {
+                if let Some(s) = self.signal.take() {
+                    s.disarm();
+                }
+                std::task::Poll::Ready(None)
+            }
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    }
+}
+
+/// A streaming (chunked) response fed from `rx`.
+pub fn streaming(
+    content_type: &str,
+    label: &str,
+    rx: mpsc::UnboundedReceiver<Bytes>,
+    events: mpsc::UnboundedSender<Event>,
+) -> Response<Body> {
+    let body = ChannelBody {
+        rx,
+        signal: Some(DropSignal {
+            label: label.to_string(),
+            tx: Some(events),
+        }),
+    };
+    let mut r = Response::new(body.boxed_unsync());
+    r.headers_mut()
+        .insert("content-type", content_type.parse().unwrap());
+    r
+}
+
+// ---------------------------------------------------------------- worker
+
+/// A worker configuration for `backend`: unsecured, fixed capacity 1000, port 0.
+pub fn config(backend: &Backend) -> WorkerConfig {
+    let mut c = WorkerConfig::new(backend.url(), 1000.0);
+    c.listen = "127.0.0.1:0".parse().unwrap();
+    c.unsecured = true;
+    c
+}
+
+/// Starts a worker and waits until it is ready.
+pub async fn start_worker(config: WorkerConfig) -> Worker {
+    let worker = Worker::start(config).await.unwrap();
+    let mut states = worker.shared().lifecycle.subscribe();
+    tokio::time::timeout(
+        PATIENCE,
+        states.wait_for(|s| *s == vespa::worker::lifecycle::State::Ready),
+    )
+    .await
+    .expect("worker ready in time")
+    .unwrap();
+    worker
+}
+
+/// Base URL of a worker.
+pub fn url(worker: &Worker, path: &str) -> String {
+    format!("http://{}{}", worker.local_addr(), path)
+}
+
+/// Waits until the ledger satisfies `pred` (driven by change notifications, not polling).
+pub async fn wait_until(worker: &Worker, pred: impl Fn(&Snapshot) -> bool) -> Snapshot {
+    let ledger = &worker.shared().ledger;
+    let mut changes = ledger.subscribe();
+    let wait = async {
+        loop {
+            let snap = ledger.snapshot();
+            if pred(&snap) {
+                return snap;
+            }
+            changes.changed().await.unwrap();
+        }
+    };
+    tokio::time::timeout(PATIENCE, wait)
+        .await
+        .unwrap_or_else(|_| panic!("ledger condition not reached; now {:?}", ledger.snapshot()))
+}
+
+/// Waits for the working set to empty and checks the accounting invariant
+/// `received = served + errored + cancelled + rejected`.
+pub async fn assert_settled(worker: &Worker) -> Snapshot {
+    let snap = wait_until(worker, |s| s.working() == 0).await;
+    let t = snap.totals;
+    assert_eq!(
+        t.received.requests,
+        t.served.requests + t.errored.requests + t.cancelled.requests + t.rejected.requests,
+        "request counts must balance: {t:?}"
+    );
+    let sum = t.served.workload + t.errored.workload + t.cancelled.workload + t.rejected.workload;
+    assert!(
+        (t.received.workload - sum).abs() < 1e-6,
+        "workload must balance: {t:?}"
+    );
+    assert_eq!(snap.cur_load, 0.0);
+    snap
+}
+
+// ---------------------------------------------------------------- clients
+
+pub type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+
+/// An HTTP/1.1 client.
+pub fn h1_client() -> HttpClient {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// An HTTP/2 (prior knowledge) client.
+pub fn h2_client() -> HttpClient {
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http()
+}
+
+/// Sends a request with `body` and returns the response head and full body.
+pub async fn send(
+    client: &HttpClient,
+    req: Request<Full<Bytes>>,
+) -> (http::response::Parts, Bytes) {
+    let resp = tokio::time::timeout(PATIENCE, client.request(req))
+        .await
+        .expect("response in time")
+        .unwrap();
+    let (parts, body) = resp.into_parts();
+    let bytes = tokio::time::timeout(PATIENCE, body.collect())
+        .await
+        .expect("body in time")
+        .unwrap()
+        .to_bytes();
+    (parts, bytes)
+}
+
+/// A request builder shortcut.
+pub fn request(method: &str, url: &str, body: impl Into<Bytes>) -> Request<Full<Bytes>> {
+    Request::builder()
+        .method(method)
+        .uri(url)
+        .body(Full::new(body.into()))
+        .unwrap()
+}
+
+/// A signed-style envelope around `payload`.
+pub fn envelope(request_idx: u64, cost: f64, payload: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "auth_data": {
+            "cost": cost, "endpoint": "test-endpoint", "reqnum": request_idx,
+            "request_idx": request_idx, "signature": "", "url": "http://worker"
+        },
+        "payload": payload
+    })
+}
+
+/// A raw HTTP/1.1 connection, for clients that go away at a chosen moment.
+pub struct RawClient {
+    pub stream: TcpStream,
+}
+
+impl RawClient {
+    /// Connects and sends `POST path` with a JSON `body`.
+    pub async fn post(addr: SocketAddr, path: &str, body: &serde_json::Value) -> RawClient {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let body = body.to_string();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nhost: worker\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream.write_all(body.as_bytes()).await.unwrap();
+        RawClient { stream }
+    }
+
+    /// Reads until `needle` has arrived; returns everything read.
+    pub async fn read_until(&mut self, needle: &[u8]) -> Vec<u8> {
+        let mut buf = Vec::new();
+        let read = async {
+            let mut chunk = [0u8; 4096];
+            while !buf.windows(needle.len()).any(|w| w == needle) {
+                let n = self.stream.read(&mut chunk).await.unwrap();
+                assert!(
+                    n > 0,
+                    "connection closed before {:?}",
+                    String::from_utf8_lossy(needle)
+                );
+                buf.extend_from_slice(&chunk[..n]);
+            }
+        };
+        tokio::time::timeout(PATIENCE, read)
+            .await
+            .expect("bytes in time");
+        buf
+    }
+}
