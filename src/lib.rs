@@ -11,4 +11,5 @@ pub mod cli;
 pub mod config;
 pub mod http_util;
 pub mod logging;
+pub mod signing;
 pub mod worker;
