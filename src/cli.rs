@@ -20,12 +20,15 @@ pub enum Command {
     ///
     /// Every setting is a flag or the PyWorker environment variable named in its help.
     Worker(WorkerArgs),
+    /// Run a local autoscaler: /route/, /pubkey/, /worker_status/, /delete_requests/.
+    Autoscaler(crate::autoscaler::AutoscalerArgs),
 }
 
 /// Runs the parsed command line; returns the process exit code.
 pub async fn run(cli: Cli, env: &dyn Env) -> i32 {
     match cli.command {
         Command::Worker(args) => run_worker(&args, env).await,
+        Command::Autoscaler(args) => crate::autoscaler::run(&args).await,
     }
 }
 

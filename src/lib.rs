@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod autoscaler;
 pub mod cli;
 pub mod config;
 pub mod http_util;
