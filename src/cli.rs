@@ -15,6 +15,7 @@ pub struct Cli {
 
 /// Subcommands.
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once at start-up
 pub enum Command {
     /// Run the worker proxy in front of a model server (the main job).
     ///
@@ -47,13 +48,50 @@ async fn run_worker(args: &WorkerArgs, env: &dyn Env) -> i32 {
     let worker = match Worker::start(config.clone()).await {
         Ok(w) => w,
         Err(e) => {
-            eprintln!("vespa: cannot listen on {}: {e}", config.listen);
-            return 1;
+            let msg = format!("cannot listen on {}: {e}", config.listen);
+            eprintln!("vespa: {msg}");
+            return beacon(&config, msg).await;
         }
     };
     println!("listening on http://{}", worker.local_addr());
-    let _ = tokio::signal::ctrl_c().await;
+    shutdown_signal().await;
+    tracing::info!(
+        timeout_secs = config.drain_timeout.as_secs_f64(),
+        "draining"
+    );
+    let clean = worker.drain(config.drain_timeout).await;
+    tracing::info!(clean, "worker stopped");
     0
+}
+
+/// A worker that cannot start keeps telling the autoscaler why (PROTOCOL.md §5.3) until it
+/// is stopped; without `REPORT_ADDR` there is no one to tell, so it exits 1.
+async fn beacon(config: &WorkerConfig, msg: String) -> i32 {
+    let Some(reporter) = crate::worker::beacon_reporter(config) else {
+        return 1;
+    };
+    tracing::error!(error = %msg, "start-up failed; reporting the error every 10 s until stopped");
+    tokio::select! {
+        () = reporter.beacon(msg, std::time::Duration::from_secs(10)) => {}
+        () = shutdown_signal() => {}
+    }
+    1
+}
+
+/// SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 fn log_settings(c: &WorkerConfig) {
@@ -72,6 +110,15 @@ fn log_settings(c: &WorkerConfig) {
         max_body_size = c.max_body_size,
         "worker configured"
     );
+    if !c.vast.report_addrs.is_empty() {
+        let addrs: Vec<String> = c.vast.report_addrs.iter().map(|u| u.to_string()).collect();
+        tracing::info!(
+            report_addr = %addrs.join(","),
+            container_id = c.vast.container_id.unwrap_or(0),
+            master_token = %crate::report::mask(c.vast.master_token.as_deref().unwrap_or("")),
+            "reporting to the autoscaler"
+        );
+    }
     if c.unsecured {
         tracing::warn!(
             "UNSECURED=true: signatures are not checked; any client that reaches this port is served"

@@ -12,5 +12,6 @@ pub mod cli;
 pub mod config;
 pub mod http_util;
 pub mod logging;
+pub mod report;
 pub mod signing;
 pub mod worker;

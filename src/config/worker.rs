@@ -1,6 +1,7 @@
 //! `vespa worker` settings.
 
 use super::{ConfigError, Env, Raw, lookup};
+use crate::signing::SignatureForm;
 use http::Uri;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -105,6 +106,16 @@ pub struct WorkerArgs {
     /// Whether the reported worker URL is https. [env: USE_SSL] [default: false]
     #[arg(long, value_name = "BOOL")]
     pub use_ssl: Option<String>,
+    /// Which message signatures cover: url, legacy or any. [env: SIGNATURE_FORM] [default: url]
+    #[arg(long, value_name = "FORM")]
+    pub signature_form: Option<String>,
+    /// Replay protection window in reqnums; 0 turns it off. [env: REPLAY_WINDOW] [default: 0]
+    #[arg(long, value_name = "N")]
+    pub replay_window: Option<String>,
+    /// Seconds to finish in-flight work after SIGTERM/SIGINT before exiting.
+    /// [env: DRAIN_TIMEOUT] [default: 30]
+    #[arg(long, value_name = "SECS")]
+    pub drain_timeout: Option<String>,
 }
 
 /// How the worker learns its capacity (`max_perf`).
@@ -162,6 +173,20 @@ pub struct WorkerConfig {
     pub model_name: String,
     /// Vast.ai identity and reporting settings.
     pub vast: VastSettings,
+    /// Signed message form. Default is [`SignatureForm::Url`].
+    pub signature_form: SignatureForm,
+    /// Replay window in reqnums; 0 is off. Default is 0.
+    pub replay_window: u64,
+    /// Time allowed for in-flight work on shutdown. Default is 30 s.
+    pub drain_timeout: Duration,
+    /// Interval of the periodic backend health check once ready. Default is 10 s.
+    pub health_interval: Duration,
+    /// Interval of the 1 s report tick. Default is 1 s.
+    pub report_tick: Duration,
+    /// Pause after a failed report attempt. Default is 2 s.
+    pub report_retry_pause: Duration,
+    /// Unit of the public key fetch back-off (1, 2, 4, 8 units). Default is 1 s.
+    pub pubkey_backoff_unit: Duration,
 }
 
 /// Settings that only matter on Vast.ai (all optional elsewhere).
@@ -207,6 +232,13 @@ impl WorkerConfig {
             log_json: false,
             model_name: "model".into(),
             vast: VastSettings::default(),
+            signature_form: SignatureForm::Url,
+            replay_window: 0,
+            drain_timeout: Duration::from_secs(30),
+            health_interval: Duration::from_secs(10),
+            report_tick: Duration::from_secs(1),
+            report_retry_pause: Duration::from_secs(2),
+            pubkey_backoff_unit: Duration::from_secs(1),
         }
     }
 
@@ -324,6 +356,21 @@ impl WorkerConfig {
             cfg.model_name = raw.value;
         }
         cfg.vast = load_vast(args, env, cfg.listen.port())?;
+        if let Some(raw) = get(&args.signature_form, "signature-form", "SIGNATURE_FORM") {
+            cfg.signature_form = raw.value.parse().map_err(|e: String| raw.error(e))?;
+        }
+        if let Some(raw) = get(&args.replay_window, "replay-window", "REPLAY_WINDOW") {
+            cfg.replay_window = raw.u64_min(0)?;
+        }
+        if let Some(raw) = get(&args.drain_timeout, "drain-timeout", "DRAIN_TIMEOUT") {
+            cfg.drain_timeout = raw.secs()?;
+        }
+        if !cfg.unsecured && cfg.vast.report_addrs.is_empty() {
+            return Err(ConfigError::new(
+                "REPORT_ADDR",
+                "not set: signed requests need the autoscaler's public key from REPORT_ADDR/pubkey/ (set UNSECURED=true for local development)",
+            ));
+        }
         Ok(cfg)
     }
 }
@@ -459,6 +506,7 @@ mod tests {
             ("WORKER_PORT", "3001"),
             ("VAST_TCP_PORT_3001", "41234"),
             ("CONTAINER_ID", "17"),
+            ("REPORT_ADDR", "https://run.vast.ai"),
         ])
         .unwrap();
         assert_eq!(c.listen.port(), 3001);
@@ -472,7 +520,7 @@ mod tests {
             max_perf: Some("7".into()),
             ..Default::default()
         };
-        let env = [("MAX_PERF", "5")];
+        let env = [("MAX_PERF", "5"), ("UNSECURED", "1")];
         assert_eq!(WorkerConfig::load(&args, &env).unwrap().max_perf, 7.0);
     }
 
@@ -515,6 +563,15 @@ mod tests {
                 "MAX_CONCURRENCY",
             ),
             (&[("MAX_PERF", "1"), ("LOG_LEVEL", "loud")], "LOG_LEVEL"),
+            (
+                &[
+                    ("MAX_PERF", "1"),
+                    ("UNSECURED", "1"),
+                    ("SIGNATURE_FORM", "rot13"),
+                ],
+                "SIGNATURE_FORM",
+            ),
+            (&[("MAX_PERF", "1")], "REPORT_ADDR"),
         ];
         for (env, var) in cases {
             let err = load(env).unwrap_err();

@@ -49,6 +49,9 @@ pub enum WorkerError {
         /// Suggested retry delay, seconds.
         retry_after: u64,
     },
+    /// 503: the worker is shutting down and takes no new work.
+    #[error("worker is draining: it finishes in-flight work and takes no new requests")]
+    Draining,
     /// 504: the backend did not start answering within `RESPONSE_START_TIMEOUT`.
     #[error("backend did not start answering within {0:.1} s")]
     BackendTimeout(f64),
@@ -66,7 +69,7 @@ impl WorkerError {
             Self::InvalidRequest { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::BackendUnavailable(_) => StatusCode::BAD_GATEWAY,
-            Self::NotReady { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NotReady { .. } | Self::Draining => StatusCode::SERVICE_UNAVAILABLE,
             Self::BackendTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
         }
@@ -81,6 +84,7 @@ impl WorkerError {
             Self::QueueFull { .. } => "queue_full",
             Self::BackendUnavailable(_) => "backend_unavailable",
             Self::NotReady { .. } => "not_ready",
+            Self::Draining => "draining",
             Self::BackendTimeout(_) => "backend_timeout",
             Self::NotFound(_) => "not_found",
         }

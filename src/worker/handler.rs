@@ -133,6 +133,7 @@ async fn proxy(
 fn accepting(shared: &Shared) -> Result<(), WorkerError> {
     match shared.lifecycle.state() {
         State::Ready => Ok(()),
+        State::Draining => Err(WorkerError::Draining),
         State::Errored(msg) => Err(WorkerError::NotReady {
             reason: msg,
             retry_after: 10,

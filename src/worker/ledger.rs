@@ -10,7 +10,7 @@
 
 use super::error::WorkerError;
 use serde::Serialize;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 use tokio::sync::watch;
@@ -112,9 +112,114 @@ struct Inner {
     in_flight: usize,
     next_id: u64,
     totals: Totals,
+    interval: Interval,
+    reqnums: Reqnums,
+    finished: VecDeque<Finished>,
+    finished_seq: u64,
+    finished_dropped: u64,
+}
+
+/// Workload counted since the last successful `worker_status` report (PROTOCOL.md §5.1).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Interval {
+    /// Workload received (admitted or rejected).
+    pub received: f64,
+    /// Workload cancelled.
+    pub cancelled: f64,
+    /// Workload rejected.
+    pub rejected: f64,
+    /// Workload served.
+    pub served: f64,
+}
+
+/// How a finished request is reported in `/delete_requests/` (PROTOCOL.md §5.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum FinishedStatus {
+    /// Served.
+    Success,
+    /// Failed in transport or mid-body.
+    Error,
+    /// The client went away.
+    Cancelled,
+    /// Refused (401, 429, 503).
+    Rejected,
+}
+
+/// One ended request, waiting to be reported.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Finished {
+    /// Position in the deletion list (internal).
+    #[serde(skip)]
+    pub seq: u64,
+    /// `request_idx` of the request.
+    pub request_idx: u64,
+    /// Cancelled requests count as successes, as PyWorker reports them.
+    pub success: bool,
+    /// Outcome.
+    pub status: FinishedStatus,
+    /// Unix seconds.
+    pub entered_queue_at: Option<f64>,
+    /// Unix seconds.
+    pub work_started_at: Option<f64>,
+    /// Unix seconds.
+    pub work_completed_at: Option<f64>,
+}
+
+/// Most records kept while the autoscaler is unreachable.
+pub const MAX_FINISHED: usize = 10_000;
+/// Recent reqnums remembered to count distinct ones without growing without bound.
+const REQNUM_MEMORY: usize = 65_536;
+
+/// Distinct reqnums received: a count plus a bounded memory of recent ones, so a retried
+/// request is not counted twice.
+#[derive(Debug, Default)]
+struct Reqnums {
+    count: u64,
+    recent: std::collections::HashSet<u64>,
+    order: VecDeque<u64>,
+}
+
+impl Reqnums {
+    fn see(&mut self, reqnum: u64) {
+        if !self.recent.insert(reqnum) {
+            return;
+        }
+        self.count += 1;
+        self.order.push_back(reqnum);
+        if self.order.len() > REQNUM_MEMORY
+            && let Some(old) = self.order.pop_front()
+        {
+            self.recent.remove(&old);
+        }
+    }
+}
+
+fn unix(t: SystemTime) -> f64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 impl Inner {
+    fn push_finished(&mut self, keep: bool, mut rec: Finished) {
+        if !keep {
+            return;
+        }
+        self.finished_seq += 1;
+        rec.seq = self.finished_seq;
+        self.finished.push_back(rec);
+        if self.finished.len() > MAX_FINISHED {
+            self.finished.pop_front();
+            self.finished_dropped += 1;
+        }
+    }
+
+    fn receive(&mut self, info: &RequestInfo) {
+        self.totals.received.add(info.workload);
+        self.interval.received += info.workload;
+        self.reqnums.see(info.reqnum);
+    }
+
     fn wait(&self) -> f64 {
         if self.working.is_empty() {
             0.0
@@ -129,18 +234,26 @@ impl Inner {
 pub struct Ledger {
     inner: Mutex<Inner>,
     max_wait_time: f64,
+    keep_finished: bool,
     changes: watch::Sender<u64>,
 }
 
 impl Ledger {
     /// A ledger for capacity `max_perf` that rejects when the wait exceeds `max_wait_time` s.
     pub fn new(max_perf: f64, max_wait_time: f64) -> Arc<Self> {
+        Self::with_reporting(max_perf, max_wait_time, false)
+    }
+
+    /// Like [`Ledger::new`]; with `keep_finished`, ended requests are kept (at most
+    /// [`MAX_FINISHED`]) for `/delete_requests/`.
+    pub fn with_reporting(max_perf: f64, max_wait_time: f64, keep_finished: bool) -> Arc<Self> {
         Arc::new(Self {
             inner: Mutex::new(Inner {
                 max_perf,
                 ..Inner::default()
             }),
             max_wait_time,
+            keep_finished,
             changes: watch::channel(0).0,
         })
     }
@@ -153,6 +266,11 @@ impl Ledger {
 
     fn bump(&self) {
         self.changes.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// A counter that changes with every change of the ledger.
+    pub fn version(&self) -> u64 {
+        *self.changes.borrow()
     }
 
     /// A receiver that sees a new value after every change of the ledger.
@@ -169,10 +287,26 @@ impl Ledger {
     /// Records a request refused before admission.
     pub fn reject(&self, info: &RequestInfo) {
         let mut inner = self.lock();
-        inner.totals.received.add(info.workload);
-        inner.totals.rejected.add(info.workload);
+        self.reject_locked(&mut inner, info);
         drop(inner);
         self.bump();
+    }
+
+    fn reject_locked(&self, inner: &mut Inner, info: &RequestInfo) {
+        inner.receive(info);
+        inner.totals.rejected.add(info.workload);
+        inner.interval.rejected += info.workload;
+        let now = Some(unix(SystemTime::now()));
+        let rec = Finished {
+            seq: 0,
+            request_idx: info.request_idx,
+            success: false,
+            status: FinishedStatus::Rejected,
+            entered_queue_at: now,
+            work_started_at: None,
+            work_completed_at: now,
+        };
+        inner.push_finished(self.keep_finished, rec);
     }
 
     /// Admits the request into the working set, or refuses it with
@@ -182,8 +316,7 @@ impl Ledger {
         let mut inner = self.lock();
         let wait = inner.wait();
         if wait > self.max_wait_time {
-            inner.totals.received.add(info.workload);
-            inner.totals.rejected.add(info.workload);
+            self.reject_locked(&mut inner, info);
             drop(inner);
             self.bump();
             // Time until the backlog, drained at max_perf, brings the wait under the limit.
@@ -205,7 +338,7 @@ impl Ledger {
             },
         );
         inner.cur_load += info.workload;
-        inner.totals.received.add(info.workload);
+        inner.receive(info);
         drop(inner);
         self.bump();
         Ok(Ticket {
@@ -232,6 +365,42 @@ impl Ledger {
         }
     }
 
+    /// Workload counted since the last successful report.
+    pub fn interval(&self) -> Interval {
+        self.lock().interval
+    }
+
+    /// Subtracts what a successful report carried, keeping what arrived meanwhile.
+    pub fn settle_interval(&self, sent: &Interval) {
+        let mut inner = self.lock();
+        let i = &mut inner.interval;
+        i.received = (i.received - sent.received).max(0.0);
+        i.cancelled = (i.cancelled - sent.cancelled).max(0.0);
+        i.rejected = (i.rejected - sent.rejected).max(0.0);
+        i.served = (i.served - sent.served).max(0.0);
+    }
+
+    /// Count of distinct reqnums received since start.
+    pub fn distinct_reqnums(&self) -> u64 {
+        self.lock().reqnums.count
+    }
+
+    /// Up to `max` of the oldest ended requests not yet reported, and how many were dropped
+    /// (oldest first) because the list was full since the last call.
+    pub fn pending_finished(&self, max: usize) -> (Vec<Finished>, u64) {
+        let mut inner = self.lock();
+        let dropped = std::mem::take(&mut inner.finished_dropped);
+        (inner.finished.iter().take(max).cloned().collect(), dropped)
+    }
+
+    /// Removes reported records, up to and including sequence `last_seq`.
+    pub fn ack_finished(&self, last_seq: u64) {
+        let mut inner = self.lock();
+        while inner.finished.front().is_some_and(|f| f.seq <= last_seq) {
+            inner.finished.pop_front();
+        }
+    }
+
     fn start(&self, id: u64) {
         let mut inner = self.lock();
         if let Some(e) = inner.working.get_mut(&id)
@@ -244,7 +413,7 @@ impl Ledger {
         self.bump();
     }
 
-    fn end(&self, id: u64, outcome: Outcome) {
+    fn end(&self, id: u64, outcome: Outcome, times: (SystemTime, Option<SystemTime>)) {
         let mut inner = self.lock();
         let Some(entry) = inner.working.remove(&id) else {
             return;
@@ -259,12 +428,27 @@ impl Ledger {
         } else {
             inner.cur_load - entry.workload
         };
-        let count = match outcome {
-            Outcome::Success => &mut inner.totals.served,
-            Outcome::Errored => &mut inner.totals.errored,
-            Outcome::Cancelled => &mut inner.totals.cancelled,
+        let (count, status) = match outcome {
+            Outcome::Success => (&mut inner.totals.served, FinishedStatus::Success),
+            Outcome::Errored => (&mut inner.totals.errored, FinishedStatus::Error),
+            Outcome::Cancelled => (&mut inner.totals.cancelled, FinishedStatus::Cancelled),
         };
         count.add(entry.workload);
+        match outcome {
+            Outcome::Success => inner.interval.served += entry.workload,
+            Outcome::Cancelled => inner.interval.cancelled += entry.workload,
+            Outcome::Errored => {}
+        }
+        let rec = Finished {
+            seq: 0,
+            request_idx: entry.request_idx,
+            success: outcome != Outcome::Errored,
+            status,
+            entered_queue_at: Some(unix(times.0)),
+            work_started_at: times.1.map(unix),
+            work_completed_at: Some(unix(SystemTime::now())),
+        };
+        inner.push_finished(self.keep_finished, rec);
         drop(inner);
         self.bump();
     }
@@ -305,7 +489,11 @@ impl Ticket {
     pub fn finish(&mut self, outcome: Outcome) {
         if !self.done {
             self.done = true;
-            self.ledger.end(self.id, outcome);
+            self.ledger.end(
+                self.id,
+                outcome,
+                (self.entered_queue_at, self.work_started_at),
+            );
         }
     }
 

@@ -25,6 +25,8 @@ pub enum State {
     Ready,
     /// Cannot serve; the message says why.
     Errored(String),
+    /// Shutting down: finishing in-flight work, refusing new work.
+    Draining,
 }
 
 impl State {
@@ -35,6 +37,7 @@ impl State {
             State::WaitingForBackend => "waiting_for_backend",
             State::Ready => "ready",
             State::Errored(_) => "errored",
+            State::Draining => "draining",
         }
     }
 
@@ -52,6 +55,7 @@ impl State {
 pub struct Lifecycle {
     state: watch::Sender<State>,
     started: Instant,
+    loaded: std::sync::OnceLock<Duration>,
 }
 
 impl Default for Lifecycle {
@@ -59,6 +63,7 @@ impl Default for Lifecycle {
         Self {
             state: watch::channel(State::Starting).0,
             started: Instant::now(),
+            loaded: Default::default(),
         }
     }
 }
@@ -69,9 +74,28 @@ impl Lifecycle {
         self.state.borrow().clone()
     }
 
-    /// Moves to `next`, logging the transition.
+    /// Seconds from process start to the first time the worker was ready (`loadtime`).
+    pub fn loadtime(&self) -> Option<Duration> {
+        self.loaded.get().copied()
+    }
+
+    /// Moves to `next`, logging the transition. Nothing leaves `draining`.
     pub fn set(&self, next: State) {
-        let prev = self.state.send_replace(next.clone());
+        if next == State::Ready {
+            let _ = self.loaded.set(self.started.elapsed());
+        }
+        let mut prev = State::Draining;
+        self.state.send_if_modified(|s| {
+            prev = s.clone();
+            if *s == State::Draining || *s == next {
+                return false;
+            }
+            *s = next.clone();
+            true
+        });
+        if prev == State::Draining {
+            return;
+        }
         if prev != next {
             match &next {
                 State::Errored(msg) => {
@@ -128,17 +152,14 @@ pub async fn probe(backend: &Backend, path: &str) -> Result<(), String> {
         .unwrap_or_else(|_| Err("health check timed out after 10 s".into()))
 }
 
-/// Polls the backend until it is healthy, then marks the worker ready; marks it errored
-/// when `wait.timeout` passes first.
-pub async fn wait_for_backend(lifecycle: Arc<Lifecycle>, backend: Arc<Backend>, wait: HealthWait) {
+/// Polls the backend until it is healthy; marks the worker errored and returns `false` when
+/// `wait.timeout` passes first.
+pub async fn wait_for_backend(lifecycle: &Lifecycle, backend: &Backend, wait: &HealthWait) -> bool {
     lifecycle.set(State::WaitingForBackend);
     let deadline = tokio::time::Instant::now() + wait.timeout;
     loop {
-        match probe(&backend, &wait.path).await {
-            Ok(()) => {
-                lifecycle.set(State::Ready);
-                return;
-            }
+        match probe(backend, &wait.path).await {
+            Ok(()) => return true,
             Err(e) => tracing::debug!(error = %e, "backend not healthy yet"),
         }
         if tokio::time::Instant::now() + wait.interval > deadline {
@@ -148,8 +169,43 @@ pub async fn wait_for_backend(lifecycle: Arc<Lifecycle>, backend: Arc<Backend>, 
                 wait.path,
                 wait.timeout.as_secs()
             )));
-            return;
+            return false;
         }
         tokio::time::sleep(wait.interval).await;
+    }
+}
+
+/// Consecutive failed health checks that mark a ready worker errored.
+pub const HEALTH_FAILURES: u32 = 3;
+
+/// Checks the backend every `interval` once ready: after [`HEALTH_FAILURES`] consecutive
+/// failures the worker is errored; the next success makes it ready again.
+pub async fn watch_health(
+    lifecycle: Arc<Lifecycle>,
+    backend: Arc<Backend>,
+    path: String,
+    interval: Duration,
+) {
+    let mut failures = 0;
+    loop {
+        tokio::time::sleep(interval).await;
+        match probe(&backend, &path).await {
+            Ok(()) => {
+                if failures >= HEALTH_FAILURES && matches!(lifecycle.state(), State::Errored(_)) {
+                    tracing::info!("backend healthy again");
+                    lifecycle.set(State::Ready);
+                }
+                failures = 0;
+            }
+            Err(e) => {
+                failures += 1;
+                tracing::warn!(error = %e, failures, "backend health check failed");
+                if failures == HEALTH_FAILURES && lifecycle.state() == State::Ready {
+                    lifecycle.set(State::Errored(format!(
+                        "backend health check failed {HEALTH_FAILURES} times in a row: {e}"
+                    )));
+                }
+            }
+        }
     }
 }

@@ -54,5 +54,11 @@ pub fn status(shared: &Shared) -> serde_json::Value {
         "in_flight": snap.in_flight,
         "working_request_idxs": snap.working_request_idxs,
         "totals": snap.totals,
+        "signatures": match shared.verifier() {
+            None => "unsecured",
+            Some(v) if v.has_key() => "key_loaded",
+            Some(_) => "waiting_for_key",
+        },
+        "report": shared.reporter.as_ref().map(|r| r.outcome()),
     })
 }

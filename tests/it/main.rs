@@ -3,7 +3,10 @@
 mod admission;
 mod cancel;
 mod cli;
+mod fake_autoscaler;
 mod pool;
 mod proxy;
+mod reports;
+mod signed;
 mod startup;
 mod support;

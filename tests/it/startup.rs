@@ -127,7 +127,8 @@ async fn malformed_envelopes_get_422_naming_each_problem() {
     let mut backend = Backend::start(|_| async { json(200, json!({})) }).await;
     let mut cfg = config(&backend);
     cfg.unsecured = false;
-    let worker = start_worker(cfg).await;
+    // Envelope errors come before readiness: no key or autoscaler is needed.
+    let worker = Worker::start(cfg).await.unwrap();
     let client = h1_client();
     let (head, body) = send(&client, request("POST", &url(&worker, "/x"), "{not json")).await;
     assert_eq!(head.status, 422);

@@ -54,6 +54,7 @@ type Handler = Arc<dyn Fn(Seen) -> Reply + Send + Sync>;
 /// A scriptable backend.
 pub struct Backend {
     pub addr: SocketAddr,
+    health: Arc<std::sync::atomic::AtomicU16>,
     pub events: mpsc::UnboundedReceiver<Event>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -113,6 +114,8 @@ impl Backend {
     }
 
     async fn start_raw(handler: Handler, health: StatusCode) -> Backend {
+        let health = Arc::new(std::sync::atomic::AtomicU16::new(health.as_u16()));
+        let health_state = Arc::clone(&health);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, events) = mpsc::unbounded_channel();
@@ -125,10 +128,14 @@ impl Backend {
                 };
                 let handler = handler.clone();
                 let tx = tx.clone();
+                let health = Arc::clone(&health_state);
                 connections.spawn(async move {
                     let svc = service_fn(move |req: Request<Incoming>| {
                         let handler = handler.clone();
                         let tx = tx.clone();
+                        let health =
+                            StatusCode::from_u16(health.load(std::sync::atomic::Ordering::SeqCst))
+                                .unwrap();
                         async move {
                             if req.uri().path().ends_with("/health") {
                                 let mut r = Response::new(vespa::http_util::full("ok"));
@@ -166,7 +173,18 @@ impl Backend {
                 });
             }
         });
-        Backend { addr, events, task }
+        Backend {
+            addr,
+            health,
+            events,
+            task,
+        }
+    }
+
+    /// Changes what `/health` answers from now on.
+    pub fn set_health(&self, status: StatusCode) {
+        self.health
+            .store(status.as_u16(), std::sync::atomic::Ordering::SeqCst);
     }
 
     pub fn url(&self) -> Uri {

@@ -1,0 +1,313 @@
+//! Reports to the autoscaler (PROTOCOL.md §5): `/worker_status/` on a 1 s tick when
+//! anything changed and every 10 s otherwise, `/delete_requests/` every tick while requests
+//! ended, and the failure beacon of a worker that cannot start.
+//!
+//! Every send tries the `REPORT_ADDR` list in order (failover, not fan-out): up to 3
+//! attempts per address, 10 s timeout each, 2 s pause after a failed attempt. Interval
+//! counters are settled only by a successful send, so an unreachable autoscaler loses no
+//! workload; the deletion list is bounded by the ledger.
+
+use crate::worker::Shared;
+use crate::worker::ledger::Interval;
+use crate::worker::lifecycle::State;
+use serde::Serialize;
+use serde_json::{Value, json};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+/// Worker version sent as `version`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// Heartbeat: a `worker_status` goes out at least this often.
+pub const HEARTBEAT: Duration = Duration::from_secs(10);
+/// Most records in one `/delete_requests/` post.
+const DELETE_BATCH: usize = 1000;
+
+/// Where and how reports are sent.
+#[derive(Debug, Clone)]
+pub struct ReportTarget {
+    /// Autoscaler base URLs, in failover order.
+    pub addrs: Vec<String>,
+    /// `id`.
+    pub id: i64,
+    /// `mtoken`.
+    pub mtoken: String,
+    /// The worker's public URL (`url`).
+    pub url: String,
+    /// Attempts per address. Default is 3.
+    pub attempts: u32,
+    /// Timeout per attempt. Default is 10 s.
+    pub timeout: Duration,
+    /// Pause after a failed attempt. Default is 2 s.
+    pub pause: Duration,
+}
+
+impl ReportTarget {
+    /// A target with the protocol's retry settings.
+    pub fn new(addrs: Vec<String>, id: i64, mtoken: String, url: String) -> Self {
+        Self {
+            addrs,
+            id,
+            mtoken,
+            url,
+            attempts: 3,
+            timeout: Duration::from_secs(10),
+            pause: Duration::from_secs(2),
+        }
+    }
+}
+
+/// `MASTER_TOKEN` as it may appear in logs: never in full.
+pub fn mask(token: &str) -> String {
+    let shown: String = token.chars().take(4).collect();
+    if token.chars().count() <= 8 {
+        "****".into()
+    } else {
+        format!("{shown}…")
+    }
+}
+
+/// The outcome of the latest report, shown in `/_vespa/status`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReportOutcome {
+    /// Unix seconds of the last successful `worker_status`.
+    pub last_success_at: Option<f64>,
+    /// Address that took it.
+    pub last_success_addr: Option<String>,
+    /// Error of the last failed send, cleared by a success.
+    pub last_error: Option<String>,
+    /// Successful `worker_status` sends.
+    pub sent: u64,
+    /// Failed `worker_status` sends (every address failed).
+    pub failed: u64,
+}
+
+/// Sends reports with failover.
+#[derive(Debug, Clone)]
+pub struct Reporter {
+    target: ReportTarget,
+    client: reqwest::Client,
+    outcome: Arc<Mutex<ReportOutcome>>,
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+impl Reporter {
+    /// A reporter for `target`.
+    pub fn new(target: ReportTarget, client: reqwest::Client) -> Self {
+        Self {
+            target,
+            client,
+            outcome: Arc::default(),
+        }
+    }
+
+    /// The latest outcome.
+    pub fn outcome(&self) -> ReportOutcome {
+        self.outcome
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Posts `body` to `{addr}{path}` for each address in order until one takes it.
+    pub async fn post(&self, path: &str, body: &Value) -> Result<String, String> {
+        let mut last = String::from("no REPORT_ADDR");
+        for addr in &self.target.addrs {
+            let url = format!("{}{}", addr.trim_end_matches('/'), path);
+            for attempt in 1..=self.target.attempts {
+                let sent = self
+                    .client
+                    .post(&url)
+                    .timeout(self.target.timeout)
+                    .json(body)
+                    .send()
+                    .await;
+                match sent {
+                    Ok(resp) if resp.status().is_success() => return Ok(addr.clone()),
+                    Ok(resp) => last = format!("{url} answered {}", resp.status()),
+                    Err(e) => last = format!("{url}: {e}"),
+                }
+                tracing::debug!(error = %last, attempt, "report attempt failed");
+                tokio::time::sleep(self.target.pause).await;
+            }
+        }
+        Err(last)
+    }
+
+    fn record(&self, result: &Result<String, String>) {
+        let mut o = self.outcome.lock().unwrap_or_else(|p| p.into_inner());
+        match result {
+            Ok(addr) => {
+                o.last_success_at = Some(unix_now());
+                o.last_success_addr = Some(addr.clone());
+                o.last_error = None;
+                o.sent += 1;
+            }
+            Err(e) => {
+                o.last_error = Some(e.clone());
+                o.failed += 1;
+            }
+        }
+    }
+
+    /// Sends one `worker_status` built from `shared`; settles the interval on success.
+    pub async fn send_status(&self, shared: &Shared, disk: &mut Disk) -> bool {
+        let interval = shared.ledger.interval();
+        let body = status_body(&self.target, shared, &interval, disk);
+        let result = self.post("/worker_status/", &body).await;
+        if result.is_ok() {
+            shared.ledger.settle_interval(&interval);
+        } else if let Err(e) = &result {
+            tracing::warn!(error = %e, "worker_status report failed on every address");
+        }
+        self.record(&result);
+        result.is_ok()
+    }
+
+    /// Sends the oldest unreported ended requests; removes them only once sent.
+    pub async fn send_deletions(&self, shared: &Shared) {
+        let (batch, dropped) = shared.ledger.pending_finished(DELETE_BATCH);
+        if dropped > 0 {
+            tracing::warn!(
+                dropped,
+                "deletion list full while the autoscaler was unreachable; oldest records dropped"
+            );
+        }
+        let Some(last) = batch.last().map(|f| f.seq) else {
+            return;
+        };
+        let body =
+            json!({"worker_id": self.target.id, "mtoken": self.target.mtoken, "requests": batch});
+        match self.post("/delete_requests/", &body).await {
+            Ok(_) => shared.ledger.ack_finished(last),
+            Err(e) => tracing::warn!(error = %e, "delete_requests report failed on every address"),
+        }
+    }
+
+    /// The `worker_status` loop: a tick every `tick`; a send when the ledger or the state
+    /// changed since the last successful send, or after [`HEARTBEAT`].
+    pub async fn status_loop(self, shared: Arc<Shared>, tick: Duration) {
+        let mut disk = Disk::default();
+        let mut sent: Option<(Instant, u64, State)> = None;
+        let mut ticker = tokio::time::interval(tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let version = shared.ledger.version();
+            let state = shared.lifecycle.state();
+            let due = match &sent {
+                None => true,
+                Some((at, v, s)) => *v != version || *s != state || at.elapsed() >= HEARTBEAT,
+            };
+            if due && self.send_status(&shared, &mut disk).await {
+                sent = Some((Instant::now(), version, state));
+            }
+        }
+    }
+
+    /// The `/delete_requests/` loop.
+    pub async fn delete_loop(self, shared: Arc<Shared>, tick: Duration) {
+        let mut ticker = tokio::time::interval(tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            self.send_deletions(&shared).await;
+        }
+    }
+
+    /// The failure beacon: a worker that cannot start reports `error_msg` every `every`
+    /// forever, so the autoscaler marks it errored instead of waiting for it.
+    pub async fn beacon(self, error_msg: String, every: Duration) {
+        loop {
+            let body = beacon_body(&self.target, &error_msg);
+            let result = self.post("/worker_status/", &body).await;
+            if let Err(e) = &result {
+                tracing::warn!(error = %e, "failure beacon could not be delivered");
+            }
+            self.record(&result);
+            tokio::time::sleep(every).await;
+        }
+    }
+}
+
+/// Disk usage of `/` in GB (2^30 bytes), and the previous reading for the delta.
+#[derive(Debug, Default)]
+pub struct Disk {
+    previous: Option<f64>,
+}
+
+impl Disk {
+    /// `(disk_usage, additional_disk_usage)` now.
+    pub fn read(&mut self) -> (f64, f64) {
+        let now = disk_used_gb().unwrap_or(0.0);
+        let delta = self.previous.map(|p| now - p).unwrap_or(0.0);
+        self.previous = Some(now);
+        (now, delta)
+    }
+}
+
+fn disk_used_gb() -> Option<f64> {
+    let s = rustix::fs::statvfs("/").ok()?;
+    let used = s.f_blocks.saturating_sub(s.f_bfree) as f64 * s.f_frsize as f64;
+    Some(used / (1u64 << 30) as f64)
+}
+
+/// The `worker_status` body (PROTOCOL.md §5.1; `num_requests_recieved` is spelled as the
+/// autoscaler expects).
+pub fn status_body(
+    target: &ReportTarget,
+    shared: &Shared,
+    interval: &Interval,
+    disk: &mut Disk,
+) -> Value {
+    let snap = shared.ledger.snapshot();
+    let state = shared.lifecycle.state();
+    let loadtime = shared.lifecycle.loadtime();
+    let (disk_usage, additional) = disk.read();
+    json!({
+        "id": target.id,
+        "mtoken": target.mtoken,
+        "version": VERSION,
+        "loadtime": loadtime.map(|d| d.as_secs_f64()).unwrap_or(0.0),
+        "new_load": (interval.received - interval.cancelled).max(0.0),
+        "cur_load": snap.cur_load,
+        "rej_load": interval.rejected,
+        "max_perf": if loadtime.is_some() { snap.max_perf } else { 0.0 },
+        "cur_perf": interval.served,
+        "error_msg": state.error().unwrap_or(""),
+        "num_requests_working": snap.working(),
+        "num_requests_recieved": shared.ledger.distinct_reqnums(),
+        "additional_disk_usage": additional,
+        "disk_usage": disk_usage,
+        "working_request_idxs": snap.working_request_idxs,
+        "cur_capacity": 0,
+        "max_capacity": 0,
+        "url": target.url,
+    })
+}
+
+fn beacon_body(target: &ReportTarget, error_msg: &str) -> Value {
+    json!({
+        "id": target.id, "mtoken": target.mtoken, "version": VERSION, "loadtime": 0.0,
+        "new_load": 0.0, "cur_load": 0.0, "rej_load": 0.0, "max_perf": 0.0, "cur_perf": 0.0,
+        "error_msg": error_msg, "num_requests_working": 0, "num_requests_recieved": 0,
+        "additional_disk_usage": 0.0, "disk_usage": disk_used_gb().unwrap_or(0.0),
+        "working_request_idxs": [], "cur_capacity": 0, "max_capacity": 0, "url": target.url,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn master_token_is_never_shown_in_full() {
+        assert_eq!(mask("abcdefghijklmnop"), "abcd…");
+        assert_eq!(mask("short"), "****");
+    }
+}

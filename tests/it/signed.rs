@@ -1,0 +1,130 @@
+//! Signed mode: the public key from the autoscaler, and 401 for anything it did not sign.
+
+use crate::fake_autoscaler::FakeAutoscaler;
+use crate::support::*;
+use serde_json::{Value, json};
+use std::time::Duration;
+use vespa::config::WorkerConfig;
+use vespa::worker::Worker;
+use vespa::worker::lifecycle::State;
+
+fn signed_config(backend: &Backend, autoscaler: &FakeAutoscaler) -> WorkerConfig {
+    let mut c = config(backend);
+    c.unsecured = false;
+    c.vast.report_addrs = vec![autoscaler.url().parse().unwrap()];
+    c.report_tick = Duration::from_millis(20);
+    c.report_retry_pause = Duration::from_millis(10);
+    c.pubkey_backoff_unit = Duration::from_millis(10);
+    c
+}
+
+fn body(auth: Value, payload: Value) -> String {
+    json!({"auth_data": auth, "session_id": null, "payload": payload}).to_string()
+}
+
+#[tokio::test]
+async fn signed_requests_are_served_and_forgeries_get_401() {
+    let mut backend = Backend::start(|_| async { json(200, json!({"ok": true})) }).await;
+    let autoscaler = FakeAutoscaler::start(true).await;
+    let worker = start_worker(signed_config(&backend, &autoscaler)).await;
+    let me = format!("http://{}", worker.local_addr());
+    let client = h1_client();
+    let post = |b: String| request("POST", &url(&worker, "/v1/completions"), b);
+
+    let good = autoscaler.auth_data(&me, 1, json!(8));
+    let (head, _) = send(&client, post(body(good.clone(), json!({"prompt": "x"})))).await;
+    assert_eq!(head.status, 200);
+    assert_eq!(backend.next_request().await.uri, "/v1/completions");
+
+    let mut bad_sig = good.clone();
+    bad_sig["signature"] = json!("AAAA");
+    let mut bad_url = autoscaler.auth_data(&me, 2, json!(8));
+    bad_url["url"] = json!("http://203.0.113.9:1");
+    let other = FakeAutoscaler::start(true).await;
+    let foreign = other.auth_data(&me, 3, json!(8));
+    for (what, auth) in [
+        ("tampered signature", bad_sig),
+        ("tampered url", bad_url),
+        ("another key", foreign),
+    ] {
+        let (head, b) = send(&client, post(body(auth, json!({})))).await;
+        assert_eq!(head.status, 401, "{what}");
+        assert_eq!(
+            serde_json::from_slice::<Value>(&b).unwrap()["code"],
+            "invalid_signature",
+            "{what}"
+        );
+    }
+    // A plain body and a non-JSON body without query auth are refused outright.
+    let (head, _) = send(&client, post(json!({"prompt": "x"}).to_string())).await;
+    assert_eq!(head.status, 422);
+    backend.assert_quiet();
+    let snap = assert_settled(&worker).await;
+    assert_eq!(
+        (snap.totals.served.requests, snap.totals.rejected.requests),
+        (1, 3)
+    );
+}
+
+#[tokio::test]
+async fn query_auth_signs_get_requests() {
+    let mut backend = Backend::start(|_| async { json(200, json!({"data": []})) }).await;
+    let autoscaler = FakeAutoscaler::start(true).await;
+    let worker = start_worker(signed_config(&backend, &autoscaler)).await;
+    let me = format!("http://{}", worker.local_addr());
+    let a = autoscaler.auth_data(&me, 4, json!(1));
+    let q = form_urlencoded::Serializer::new(String::new())
+        .append_pair("serverless_cost", "1")
+        .append_pair("serverless_endpoint", a["endpoint"].as_str().unwrap())
+        .append_pair("serverless_reqnum", "4")
+        .append_pair("serverless_request_idx", "4")
+        .append_pair("serverless_signature", a["signature"].as_str().unwrap())
+        .append_pair("serverless_url", &me)
+        .append_pair("limit", "5")
+        .finish();
+    let (head, _) = send(
+        &h1_client(),
+        request("GET", &url(&worker, &format!("/v1/models?{q}")), ""),
+    )
+    .await;
+    assert_eq!(head.status, 200);
+    assert_eq!(backend.next_request().await.uri, "/v1/models?limit=5");
+}
+
+#[tokio::test]
+async fn without_the_public_key_the_worker_is_never_ready_and_answers_401() {
+    let mut backend = Backend::start(|_| async { json(200, json!({})) }).await;
+    let mut autoscaler = FakeAutoscaler::start(false).await;
+    let worker = Worker::start(signed_config(&backend, &autoscaler))
+        .await
+        .unwrap();
+    let mut states = worker.shared().lifecycle.subscribe();
+    let state = tokio::time::timeout(
+        PATIENCE,
+        states.wait_for(|s| matches!(s, State::Errored(_))),
+    )
+    .await
+    .unwrap()
+    .unwrap()
+    .clone();
+    assert!(state.error().unwrap().contains("public key"), "{state:?}");
+    let me = format!("http://{}", worker.local_addr());
+    let auth = autoscaler.auth_data(&me, 1, json!(1));
+    let (head, _) = send(
+        &h1_client(),
+        request("POST", &url(&worker, "/x"), body(auth, json!({}))),
+    )
+    .await;
+    assert_eq!(head.status, 401);
+    backend.assert_quiet();
+    // The autoscaler hears why.
+    let report = autoscaler
+        .status_where(|r| {
+            r["error_msg"]
+                .as_str()
+                .is_some_and(|e| e.contains("public key"))
+        })
+        .await;
+    assert_eq!(report["loadtime"], 0.0);
+    assert_eq!(report["max_perf"], 0.0);
+}
