@@ -3,10 +3,12 @@
 mod admission;
 mod cancel;
 mod cli;
+mod e2e;
 mod fake_autoscaler;
 mod pool;
 mod proxy;
 mod reports;
 mod signed;
 mod startup;
+mod vastai_client;
 mod support;
