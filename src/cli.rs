@@ -14,6 +14,8 @@ pub struct Cli {
 }
 
 /// Subcommands.
+// Internal: parsed once per process, so the size difference between variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 #[allow(clippy::large_enum_variant)] // parsed once at start-up
 pub enum Command {

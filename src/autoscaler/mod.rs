@@ -1,11 +1,166 @@
 //! `vespa autoscaler`: a local control plane speaking the Vast autoscaler's protocol.
+//!
+//! It is what a client and a fleet of workers need to run without Vast: clients ask
+//! `/route/` for a worker and get a signed `auth_data` (PROTOCOL.md §1, §3); workers fetch
+//! `/pubkey/` and report to `/worker_status/` and `/delete_requests/` (§5). It routes, it does
+//! not scale: the pool is whatever workers report. For development, tests and small fixed
+//! fleets.
+//!
+//! Endpoints and workers: a worker serves every configured endpoint unless its report names
+//! one in an extra `endpoint` field (a Vespa extension; Vast's workers never send it), so with
+//! a single endpoint every worker serves it. [`registry`] holds the pool and the routing
+//! choice; [`routes`] the handlers; [`messages`] the wire formats.
 
-/// Flags of `vespa autoscaler`.
-#[derive(Debug, Default, Clone, clap::Args)]
-pub struct AutoscalerArgs {}
+mod config;
+pub mod error;
+pub mod messages;
+pub mod registry;
+pub mod routes;
+mod server;
 
-/// Runs the autoscaler until interrupted; returns the exit code.
-pub async fn run(_args: &AutoscalerArgs) -> i32 {
-    eprintln!("vespa: autoscaler is not built yet");
-    1
+pub use config::{AutoscalerArgs, AutoscalerConfig, DEFAULT_LISTEN, DEFAULT_STALE_AFTER};
+
+use crate::config::EXIT_CONFIG;
+use registry::Registry;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// State shared by every request of one autoscaler.
+#[derive(Debug)]
+pub struct Shared {
+    config: AutoscalerConfig,
+    registry: Mutex<Registry>,
+    request_ids: AtomicU64,
+    /// Random per-process prefix of `__request_id`, so ids stay unique across restarts.
+    nonce: String,
+}
+
+impl Shared {
+    fn new(config: AutoscalerConfig) -> Shared {
+        let mut bytes = [0u8; 6];
+        // Internal: a failed RNG only weakens uniqueness across restarts, not within one run.
+        let _ = aws_lc_rs::rand::fill(&mut bytes);
+        Shared {
+            registry: Mutex::new(Registry::new(config.stale_after)),
+            config,
+            request_ids: AtomicU64::new(1),
+            nonce: bytes.iter().map(|b| format!("{b:02x}")).collect(),
+        }
+    }
+
+    /// The configuration the autoscaler was started with.
+    pub fn config(&self) -> &AutoscalerConfig {
+        &self.config
+    }
+
+    /// The worker pool. Never hold the guard across an `.await`.
+    pub fn registry(&self) -> MutexGuard<'_, Registry> {
+        // A panic elsewhere cannot leave the registry half-updated in a way that matters more
+        // than refusing every later request would.
+        self.registry.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn next_request_id(&self) -> String {
+        let n = self.request_ids.fetch_add(1, Ordering::Relaxed);
+        format!("{}-{n}", self.nonce)
+    }
+}
+
+/// A running autoscaler. Dropping it closes the listener and every open connection.
+#[derive(Debug)]
+pub struct Autoscaler {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    task: JoinHandle<()>,
+}
+
+impl Autoscaler {
+    /// Binds `config.listen` and starts serving.
+    pub async fn start(config: AutoscalerConfig) -> std::io::Result<Autoscaler> {
+        let listener = TcpListener::bind(config.listen).await?;
+        Ok(Self::serve(listener, config))
+    }
+
+    /// Starts serving on an already bound listener.
+    pub fn serve(listener: TcpListener, config: AutoscalerConfig) -> Autoscaler {
+        let addr = listener
+            .local_addr()
+            .expect("a bound listener has an address");
+        let shared = Arc::new(Shared::new(config));
+        let task = tokio::spawn(server::accept_loop(listener, Arc::clone(&shared)));
+        Autoscaler { addr, shared, task }
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://ADDR`, the base URL workers and clients use.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The public key served at `/pubkey/` (SubjectPublicKeyInfo PEM).
+    pub fn public_key_pem(&self) -> &str {
+        self.shared.config.signing_key.public_key_pem()
+    }
+
+    /// Shared state, for status and tests.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+}
+
+impl Drop for Autoscaler {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Runs the autoscaler until interrupted; returns the exit code (64 for invalid flags).
+pub async fn run(args: &AutoscalerArgs) -> i32 {
+    let config = match AutoscalerConfig::from_args(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("vespa: {e}");
+            return EXIT_CONFIG;
+        }
+    };
+    if args.print_pubkey {
+        if args.key_file.is_none() {
+            eprintln!("vespa: no --key-file given: this is a fresh key that nothing will use");
+        }
+        print!("{}", config.signing_key.public_key_pem());
+        let _ = std::io::stdout().flush();
+        return 0;
+    }
+    crate::logging::init(&args.log_level, false);
+    if args.key_file.is_none() {
+        tracing::warn!(
+            "no --key-file: signing with a key generated now; workers must fetch /pubkey/ again after a restart"
+        );
+    }
+    tracing::info!(
+        endpoints = ?config.endpoints.keys().collect::<Vec<_>>(),
+        signature_form = ?config.signature_form,
+        stale_after_secs = config.stale_after.as_secs_f64(),
+        master_token = config.master_token.is_some(),
+        "autoscaler configured"
+    );
+    let listen = config.listen;
+    let autoscaler = match Autoscaler::start(config).await {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("vespa: cannot listen on {listen}: {e}");
+            return 1;
+        }
+    };
+    println!("listening on {}", autoscaler.url());
+    let _ = tokio::signal::ctrl_c().await;
+    0
 }

@@ -1,6 +1,7 @@
 //! Integration tests: real servers and clients on loopback, port 0.
 
 mod admission;
+mod autoscaler;
 mod cancel;
 mod cli;
 mod e2e;
