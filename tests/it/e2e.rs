@@ -6,8 +6,7 @@ use http::StatusCode;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::time::Duration;
-use vespa::autoscaler::{Autoscaler, AutoscalerConfig};
-use vespa::signing::SigningKey;
+use vespa::autoscaler::Autoscaler;
 use vespa::worker::Worker;
 
 const KEY: &str = "endpoint-key";
@@ -38,13 +37,24 @@ async fn route_to_worker(http: &reqwest::Client, autoscaler: &Autoscaler) -> Val
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     };
-    tokio::time::timeout(PATIENCE, wait).await.expect("a worker in time")
+    tokio::time::timeout(PATIENCE, wait)
+        .await
+        .expect("a worker in time")
 }
 
 async fn call(http: &reqwest::Client, auth: &Value) -> (StatusCode, Value) {
-    let url = format!("{}/v1/completions?api_key={KEY}", auth["url"].as_str().unwrap());
+    let url = format!(
+        "{}/v1/completions?api_key={KEY}",
+        auth["url"].as_str().unwrap()
+    );
     let body = json!({"auth_data": auth, "session_id": null, "payload": {"prompt": "hi", "max_tokens": 10}});
-    let resp = http.post(url).bearer_auth(KEY).json(&body).send().await.unwrap();
+    let resp = http
+        .post(url)
+        .bearer_auth(KEY)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     let status = StatusCode::from_u16(resp.status().as_u16()).unwrap();
     (status, resp.json().await.unwrap_or(Value::Null))
 }
@@ -64,23 +74,59 @@ async fn start_worker_for(backend: &Backend, autoscaler: &Autoscaler, id: i64) -
 async fn routed_signed_requests_reach_both_workers_and_reports_add_up() {
     let backend_a = Backend::start(|_| async { json(200, json!({"from": "a"})) }).await;
     let backend_b = Backend::start(|_| async { json(200, json!({"from": "b"})) }).await;
-    let autoscaler = Autoscaler::start(
-        AutoscalerConfig::new(SigningKey::generate().unwrap()).endpoint("ep", KEY).listen("127.0.0.1:0".parse().unwrap()),
-    )
-    .await
-    .unwrap();
+    let autoscaler = Autoscaler::start(local_autoscaler("ep", KEY))
+        .await
+        .unwrap();
     let w1 = start_worker_for(&backend_a, &autoscaler, 1).await;
     let w2 = start_worker_for(&backend_b, &autoscaler, 2).await;
     let http = reqwest::Client::new();
 
-    let mut by_worker: BTreeMap<String, u32> = BTreeMap::new();
+    // Wait until both workers are routable, then route a burst: the autoscaler counts what
+    // it routed since each worker's last report, so the burst spreads over both.
+    let wait = async {
+        loop {
+            let list: Value = http
+                .get(format!(
+                    "{}/get_endpoint_workers/?endpoint=ep",
+                    autoscaler.url()
+                ))
+                .bearer_auth(KEY)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let ready = list
+                .as_array()
+                .map(|l| l.iter().filter(|w| w["status"] == "ready").count())
+                .unwrap_or(0);
+            if ready == 2 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(PATIENCE, wait)
+        .await
+        .expect("both workers ready at the autoscaler");
+    let mut burst = Vec::new();
     for _ in 0..8 {
-        let auth = route_to_worker(&http, &autoscaler).await;
-        let (status, body) = call(&http, &auth).await;
-        assert_eq!(status, 200, "{body}");
-        *by_worker.entry(auth["url"].as_str().unwrap().to_string()).or_default() += 1;
+        burst.push(route_to_worker(&http, &autoscaler).await);
     }
-    assert_eq!(by_worker.len(), 2, "both workers received traffic: {by_worker:?}");
+    let mut by_worker: BTreeMap<String, u32> = BTreeMap::new();
+    for auth in &burst {
+        let (status, body) = call(&http, auth).await;
+        assert_eq!(status, 200, "{body}");
+        *by_worker
+            .entry(auth["url"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    assert_eq!(
+        by_worker.len(),
+        2,
+        "both workers received traffic: {by_worker:?}"
+    );
 
     // Forgeries: a changed signature, a changed url, and a key the worker does not know.
     let auth = route_to_worker(&http, &autoscaler).await;
@@ -94,9 +140,15 @@ async fn routed_signed_requests_reach_both_workers_and_reports_add_up() {
 
     for w in [&w1, &w2] {
         let snap = assert_settled(w).await;
-        assert_eq!(snap.totals.served.workload, 10.0 * snap.totals.served.requests as f64);
+        assert_eq!(
+            snap.totals.served.workload,
+            10.0 * snap.totals.served.requests as f64
+        );
     }
-    let served: u64 = [&w1, &w2].iter().map(|w| w.shared().ledger.snapshot().totals.served.requests).sum();
+    let served: u64 = [&w1, &w2]
+        .iter()
+        .map(|w| w.shared().ledger.snapshot().totals.served.requests)
+        .sum();
     assert_eq!(served, 8);
 }
 
@@ -104,11 +156,9 @@ async fn routed_signed_requests_reach_both_workers_and_reports_add_up() {
 async fn an_unhealthy_worker_stops_being_routed_and_comes_back() {
     let backend_a = Backend::start(|_| async { json(200, json!({"from": "a"})) }).await;
     let backend_b = Backend::start(|_| async { json(200, json!({"from": "b"})) }).await;
-    let autoscaler = Autoscaler::start(
-        AutoscalerConfig::new(SigningKey::generate().unwrap()).endpoint("ep", KEY).listen("127.0.0.1:0".parse().unwrap()),
-    )
-    .await
-    .unwrap();
+    let autoscaler = Autoscaler::start(local_autoscaler("ep", KEY))
+        .await
+        .unwrap();
     let w1 = start_worker_for(&backend_a, &autoscaler, 1).await;
     let w2 = start_worker_for(&backend_b, &autoscaler, 2).await;
     let http = reqwest::Client::new();
@@ -118,7 +168,12 @@ async fn an_unhealthy_worker_stops_being_routed_and_comes_back() {
     // Both routable first.
     let mut seen = std::collections::BTreeSet::new();
     while seen.len() < 2 {
-        seen.insert(route_to_worker(&http, &autoscaler).await["url"].as_str().unwrap().to_string());
+        seen.insert(
+            route_to_worker(&http, &autoscaler).await["url"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
     }
     backend_a.set_health(StatusCode::SERVICE_UNAVAILABLE);
     let mut states = w1.shared().lifecycle.subscribe();
@@ -136,7 +191,9 @@ async fn an_unhealthy_worker_stops_being_routed_and_comes_back() {
             }
         }
     };
-    tokio::time::timeout(PATIENCE, wait).await.expect("errored worker leaves the pool");
+    tokio::time::timeout(PATIENCE, wait)
+        .await
+        .expect("errored worker leaves the pool");
     backend_a.set_health(StatusCode::OK);
     let wait = async {
         loop {
@@ -146,5 +203,7 @@ async fn an_unhealthy_worker_stops_being_routed_and_comes_back() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     };
-    tokio::time::timeout(PATIENCE, wait).await.expect("recovered worker rejoins the pool");
+    tokio::time::timeout(PATIENCE, wait)
+        .await
+        .expect("recovered worker rejoins the pool");
 }

@@ -11,5 +11,5 @@ mod proxy;
 mod reports;
 mod signed;
 mod startup;
-mod vastai_client;
 mod support;
+mod vastai_client;

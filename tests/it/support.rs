@@ -440,3 +440,12 @@ impl RawClient {
         buf
     }
 }
+
+/// An autoscaler configuration on 127.0.0.1:0 with one endpoint and a fresh key.
+pub fn local_autoscaler(endpoint: &str, api_key: &str) -> vespa::autoscaler::AutoscalerConfig {
+    let mut c =
+        vespa::autoscaler::AutoscalerConfig::new(vespa::signing::SigningKey::generate().unwrap())
+            .endpoint(endpoint, api_key);
+    c.listen = "127.0.0.1:0".parse().unwrap();
+    c
+}

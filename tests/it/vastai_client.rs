@@ -6,8 +6,7 @@ use crate::support::*;
 use bytes::Bytes;
 use serde_json::{Value, json};
 use std::time::Duration;
-use vespa::autoscaler::{Autoscaler, AutoscalerConfig};
-use vespa::signing::SigningKey;
+use vespa::autoscaler::Autoscaler;
 
 fn python() -> String {
     if let Ok(p) = std::env::var("VESPA_PYTHON") {
@@ -40,11 +39,9 @@ async fn official_vastai_client_completes_requests_unchanged() {
                          "usage": {"completion_tokens": 1}}))
     })
     .await;
-    let autoscaler = Autoscaler::start(
-        AutoscalerConfig::new(SigningKey::generate().unwrap()).endpoint("vespa-test", "k-test").listen("127.0.0.1:0".parse().unwrap()),
-    )
-    .await
-    .unwrap();
+    let autoscaler = Autoscaler::start(local_autoscaler("vespa-test", "k-test"))
+        .await
+        .unwrap();
     let mut c = config(&backend);
     c.unsecured = false;
     c.vast.report_addrs = vec![autoscaler.url().parse().unwrap()];
@@ -53,18 +50,31 @@ async fn official_vastai_client_completes_requests_unchanged() {
     let worker = start_worker(c).await;
 
     let out = tokio::process::Command::new(python)
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/test_vastai_client.py"))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/python/test_vastai_client.py"
+        ))
         .env("VESPA_AUTOSCALER_URL", autoscaler.url())
         .env("VESPA_ENDPOINT", "vespa-test")
         .env("VESPA_API_KEY", "k-test")
         .env("VESPA_TIMEOUT", "60")
         .kill_on_drop(true)
         .output();
-    let out = tokio::time::timeout(Duration::from_secs(120), out).await.expect("client finished").unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(120), out)
+        .await
+        .expect("client finished")
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "vastai client failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "vastai client failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("ALL PASSED"), "{stdout}");
     let snap = assert_settled(&worker).await;
     assert_eq!(snap.totals.served.requests, 2);
-    assert_eq!(snap.totals.served.workload, 16.0, "cost 8 per request, as the client routed it");
+    assert_eq!(
+        snap.totals.served.workload, 16.0,
+        "cost 8 per request, as the client routed it"
+    );
 }
