@@ -14,9 +14,8 @@ pub struct Cli {
 }
 
 /// Subcommands.
-// Internal: parsed once per process, so the size difference between variants costs nothing.
-#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once at start-up
 pub enum Command {
     /// Run the worker proxy in front of a model server (the main job).
     ///
