@@ -13,5 +13,6 @@ pub mod config;
 pub mod http_util;
 pub mod logging;
 pub mod report;
+pub mod serve;
 pub mod signing;
 pub mod worker;

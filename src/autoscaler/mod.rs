@@ -16,7 +16,6 @@ pub mod error;
 pub mod messages;
 pub mod registry;
 pub mod routes;
-mod server;
 
 pub use config::{AutoscalerArgs, AutoscalerConfig, DEFAULT_LISTEN, DEFAULT_STALE_AFTER};
 
@@ -91,7 +90,11 @@ impl Autoscaler {
             .local_addr()
             .expect("a bound listener has an address");
         let shared = Arc::new(Shared::new(config));
-        let task = tokio::spawn(server::accept_loop(listener, Arc::clone(&shared)));
+        let handler_shared = Arc::clone(&shared);
+        let task = tokio::spawn(crate::serve::accept_loop(listener, move |req| {
+            let shared = Arc::clone(&handler_shared);
+            async move { routes::handle(&shared, req).await }
+        }));
         Autoscaler { addr, shared, task }
     }
 

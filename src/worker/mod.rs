@@ -1,6 +1,6 @@
 //! `vespa worker`: the proxy in front of a model server.
 //!
-//! Data flows one way: accept ([`server`]) → envelope ([`envelope`]) → auth ([`auth`]) →
+//! Data flows one way: accept ([`crate::serve`]) → envelope ([`envelope`]) → auth ([`auth`]) →
 //! admission ([`ledger`]) → forward ([`forward`], [`backend`]) → relay ([`relay`]). Start-up
 //! readiness is [`lifecycle`]; the worker's own routes are [`routes`].
 
@@ -15,7 +15,6 @@ pub mod lifecycle;
 pub mod pubkey;
 pub mod relay;
 pub mod routes;
-mod server;
 
 use crate::config::WorkerConfig;
 use crate::report::{ReportTarget, Reporter};
@@ -82,10 +81,10 @@ impl Worker {
             .expect("a bound listener has an address");
         let reporter = reporter_for(&config, addr);
         let shared = Arc::new(Shared::new(config, reporter));
-        let mut tasks = vec![tokio::spawn(server::accept_loop(
-            listener,
-            Arc::clone(&shared),
-        ))];
+        let mut tasks = vec![tokio::spawn(crate::serve::accept_loop(listener, {
+            let shared = Arc::clone(&shared);
+            move |req| handler::handle(Arc::clone(&shared), req)
+        }))];
         let (key_tx, key_rx) = watch::channel(KeyState::Pending);
         if shared.auth.verifier().is_some() {
             let unit = shared.config.pubkey_backoff_unit;

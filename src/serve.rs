@@ -1,21 +1,28 @@
-//! The accept loop: HTTP/1.1 and HTTP/2 on one port.
+//! The accept loop shared by every Vespa server: HTTP/1.1 and HTTP/2 (prior knowledge) on
+//! one port, `TCP_NODELAY` on every connection.
 //!
 //! Internal: connections are tasks in a [`JoinSet`] owned by the loop, so aborting the loop
-//! (dropping the [`Autoscaler`](super::Autoscaler)) also closes every open keep-alive
-//! connection instead of leaving them serving a stopped autoscaler.
+//! (dropping the server's handle) also closes every open keep-alive connection instead of
+//! leaving them serving a stopped server. Requests are handled inside the connection's own
+//! task, so a client that leaves drops its request future at once.
 
-use super::Shared;
-use super::routes::handle;
+use crate::http_util::Body;
+use http::{Request, Response};
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::future::Future;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
-/// Accepts connections until aborted.
-pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+/// Accepts connections until aborted, answering each request with `handler`.
+pub async fn accept_loop<H, F>(listener: TcpListener, handler: H)
+where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
     let mut connections = JoinSet::new();
     loop {
         let accepted = tokio::select! {
@@ -32,11 +39,11 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             }
         };
         let _ = stream.set_nodelay(true);
-        let shared = Arc::clone(&shared);
+        let handler = handler.clone();
         connections.spawn(async move {
             let service = service_fn(move |req| {
-                let shared = Arc::clone(&shared);
-                async move { Ok::<_, Infallible>(handle(&shared, req).await) }
+                let response = handler(req);
+                async move { Ok::<_, Infallible>(response.await) }
             });
             let builder = auto::Builder::new(TokioExecutor::new());
             if let Err(e) = builder
