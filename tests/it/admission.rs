@@ -58,15 +58,7 @@ async fn over_the_wait_limit_gets_429_with_computed_retry_after() {
     };
     backend.next_request().await;
     // Working set: 100 units at 10/s = 10 s of wait, limit 1 s: under the limit after 9 s.
-    let (head, body) = send(
-        &client,
-        request(
-            "POST",
-            &url(&worker, "/fast"),
-            envelope(2, 1.0, json!({})).to_string(),
-        ),
-    )
-    .await;
+    let (head, body) = post_envelope(&client, &worker, "/fast", 2, 1.0).await;
     assert_eq!(head.status, 429);
     assert_eq!(head.headers["retry-after"], "9");
     let err: serde_json::Value = serde_json::from_slice(&body).unwrap();

@@ -3,8 +3,6 @@
 use crate::support::*;
 use bytes::Bytes;
 use serde_json::json;
-use std::sync::Arc;
-use tokio::sync::{Mutex, mpsc, oneshot};
 
 #[tokio::test]
 async fn client_leaving_while_backend_has_not_answered_closes_the_backend_request() {
@@ -27,19 +25,8 @@ async fn client_leaving_while_backend_has_not_answered_closes_the_backend_reques
 
 #[tokio::test]
 async fn client_leaving_mid_stream_closes_the_backend_stream() {
-    let (feed_tx, feed_rx) = mpsc::unbounded_channel::<mpsc::UnboundedReceiver<Bytes>>();
-    let feed_rx = Arc::new(Mutex::new(feed_rx));
-    let mut backend = Backend::start(move |seen| {
-        let feed_rx = feed_rx.clone();
-        async move {
-            let rx = feed_rx.lock().await.recv().await.unwrap();
-            streaming("text/event-stream", "stream", rx, seen.events)
-        }
-    })
-    .await;
+    let (mut backend, chunks) = streaming_backend("stream").await;
     let worker = start_worker(config(&backend)).await;
-    let (chunks, rx) = mpsc::unbounded_channel();
-    feed_tx.send(rx).unwrap();
     let mut client = RawClient::post(
         worker.local_addr(),
         "/v1/chat/completions",
@@ -58,18 +45,7 @@ async fn client_leaving_mid_stream_closes_the_backend_stream() {
 
 #[tokio::test]
 async fn client_leaving_the_queue_is_never_forwarded() {
-    let (gate_tx, gate_rx) = oneshot::channel::<()>();
-    let gate = Arc::new(Mutex::new(Some(gate_rx)));
-    let mut backend = Backend::start(move |_| {
-        let gate = gate.clone();
-        async move {
-            if let Some(g) = gate.lock().await.take() {
-                let _ = g.await;
-            }
-            json(200, json!({}))
-        }
-    })
-    .await;
+    let (mut backend, gate_tx) = held_first_backend().await;
     let mut cfg = config(&backend);
     cfg.allow_parallel = false;
     let worker = start_worker(cfg).await;
@@ -96,21 +72,10 @@ async fn client_leaving_the_queue_is_never_forwarded() {
 
 #[tokio::test]
 async fn idle_backend_stream_is_aborted_and_counted_as_errored() {
-    let (feed_tx, feed_rx) = mpsc::unbounded_channel::<mpsc::UnboundedReceiver<Bytes>>();
-    let feed_rx = Arc::new(Mutex::new(feed_rx));
-    let mut backend = Backend::start(move |seen| {
-        let feed_rx = feed_rx.clone();
-        async move {
-            let rx = feed_rx.lock().await.recv().await.unwrap();
-            streaming("text/event-stream", "idle", rx, seen.events)
-        }
-    })
-    .await;
+    let (mut backend, chunks) = streaming_backend("idle").await;
     let mut cfg = config(&backend);
     cfg.idle_timeout = Some(std::time::Duration::from_millis(200));
     let worker = start_worker(cfg).await;
-    let (chunks, rx) = mpsc::unbounded_channel();
-    feed_tx.send(rx).unwrap();
     let mut client =
         RawClient::post(worker.local_addr(), "/gen", &envelope(8, 2.0, json!({}))).await;
     chunks.send(Bytes::from_static(b"data: one\n\n")).unwrap();

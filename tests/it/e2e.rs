@@ -70,16 +70,46 @@ async fn start_worker_for(backend: &Backend, autoscaler: &Autoscaler, id: i64) -
     start_worker(c).await
 }
 
+/// An autoscaler and two signed workers (ids 1 and 2), each with its own backend.
+struct Flow {
+    backend_a: Backend,
+    _backend_b: Backend,
+    autoscaler: Autoscaler,
+    w1: Worker,
+    w2: Worker,
+    http: reqwest::Client,
+}
+
+impl Flow {
+    async fn start() -> Flow {
+        let backend_a = Backend::start(|_| async { json(200, json!({"from": "a"})) }).await;
+        let backend_b = Backend::start(|_| async { json(200, json!({"from": "b"})) }).await;
+        let autoscaler = Autoscaler::start(local_autoscaler("ep", KEY))
+            .await
+            .unwrap();
+        let w1 = start_worker_for(&backend_a, &autoscaler, 1).await;
+        let w2 = start_worker_for(&backend_b, &autoscaler, 2).await;
+        Flow {
+            backend_a,
+            _backend_b: backend_b,
+            autoscaler,
+            w1,
+            w2,
+            http: reqwest::Client::new(),
+        }
+    }
+}
+
 #[tokio::test]
 async fn routed_signed_requests_reach_both_workers_and_reports_add_up() {
-    let backend_a = Backend::start(|_| async { json(200, json!({"from": "a"})) }).await;
-    let backend_b = Backend::start(|_| async { json(200, json!({"from": "b"})) }).await;
-    let autoscaler = Autoscaler::start(local_autoscaler("ep", KEY))
-        .await
-        .unwrap();
-    let w1 = start_worker_for(&backend_a, &autoscaler, 1).await;
-    let w2 = start_worker_for(&backend_b, &autoscaler, 2).await;
-    let http = reqwest::Client::new();
+    let Flow {
+        backend_a: _backend_a,
+        _backend_b,
+        autoscaler,
+        w1,
+        w2,
+        http,
+    } = Flow::start().await;
 
     // Wait until both workers are routable, then route a burst: the autoscaler counts what
     // it routed since each worker's last report, so the burst spreads over both.
@@ -154,14 +184,14 @@ async fn routed_signed_requests_reach_both_workers_and_reports_add_up() {
 
 #[tokio::test]
 async fn an_unhealthy_worker_stops_being_routed_and_comes_back() {
-    let backend_a = Backend::start(|_| async { json(200, json!({"from": "a"})) }).await;
-    let backend_b = Backend::start(|_| async { json(200, json!({"from": "b"})) }).await;
-    let autoscaler = Autoscaler::start(local_autoscaler("ep", KEY))
-        .await
-        .unwrap();
-    let w1 = start_worker_for(&backend_a, &autoscaler, 1).await;
-    let w2 = start_worker_for(&backend_b, &autoscaler, 2).await;
-    let http = reqwest::Client::new();
+    let Flow {
+        backend_a,
+        _backend_b,
+        autoscaler,
+        w1,
+        w2,
+        http,
+    } = Flow::start().await;
     let w1_url = format!("http://{}", w1.local_addr());
     let w2_url = format!("http://{}", w2.local_addr());
 
@@ -176,8 +206,7 @@ async fn an_unhealthy_worker_stops_being_routed_and_comes_back() {
         );
     }
     backend_a.set_health(StatusCode::SERVICE_UNAVAILABLE);
-    let mut states = w1.shared().lifecycle.subscribe();
-    states.wait_for(|s| s.error().is_some()).await.unwrap();
+    wait_state(&w1, |s| s.error().is_some()).await;
     // Once the error report lands, every route goes to the healthy worker.
     let mut consecutive = 0;
     let wait = async {

@@ -121,15 +121,7 @@ async fn sequential_requests_reuse_one_backend_connection() {
     let worker = start_worker(config(&backend)).await;
     let client = h1_client();
     for i in 0..5 {
-        send(
-            &client,
-            request(
-                "POST",
-                &url(&worker, "/x"),
-                envelope(i, 1.0, json!({})).to_string(),
-            ),
-        )
-        .await;
+        post_envelope(&client, &worker, "/x", i, 1.0).await;
         backend.next_request().await;
         assert_eq!(
             worker.shared().backend.idle_connections(),

@@ -5,7 +5,6 @@ use bytes::Bytes;
 use http::Response;
 use serde_json::json;
 use std::time::Instant;
-use tokio::sync::mpsc;
 
 #[tokio::test]
 async fn envelope_payload_reaches_backend_and_json_answer_passes_through() {
@@ -228,19 +227,8 @@ async fn http2_client_reaches_http1_backend() {
 /// never buffers. The backend is gated by the test, so this holds on any machine speed.
 #[tokio::test]
 async fn sse_events_are_relayed_one_by_one() {
-    let (feed_tx, feed_rx) = mpsc::unbounded_channel::<mpsc::UnboundedReceiver<Bytes>>();
-    let feed_rx = std::sync::Arc::new(tokio::sync::Mutex::new(feed_rx));
-    let mut backend = Backend::start(move |seen| {
-        let feed_rx = feed_rx.clone();
-        async move {
-            let rx = feed_rx.lock().await.recv().await.unwrap();
-            streaming("text/event-stream", "sse", rx, seen.events)
-        }
-    })
-    .await;
+    let (mut backend, chunks_tx) = streaming_backend("sse").await;
     let worker = start_worker(config(&backend)).await;
-    let (chunks_tx, chunks_rx) = mpsc::unbounded_channel();
-    feed_tx.send(chunks_rx).unwrap();
 
     let body = envelope(9, 1.0, json!({"stream": true})).to_string();
     let resp = h1_client()

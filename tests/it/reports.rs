@@ -9,7 +9,8 @@ use vespa::config::WorkerConfig;
 use vespa::report::{Disk, ReportTarget, Reporter};
 use vespa::worker::lifecycle::State;
 
-const STATUS_FIELDS: [&str; 19] = [
+/// Every `worker_status` field of PROTOCOL.md §5.1, spelling included.
+const STATUS_FIELDS: [&str; 18] = [
     "id",
     "mtoken",
     "version",
@@ -28,7 +29,6 @@ const STATUS_FIELDS: [&str; 19] = [
     "cur_capacity",
     "max_capacity",
     "url",
-    "id",
 ];
 
 fn reporting_config(backend: &Backend, addrs: &[String]) -> WorkerConfig {
@@ -62,7 +62,6 @@ async fn worker_status_carries_every_field_and_interval_counters_add_up() {
     keys.sort();
     let mut expected: Vec<&str> = STATUS_FIELDS.to_vec();
     expected.sort();
-    expected.dedup();
     assert_eq!(keys, expected);
     assert_eq!(first["id"], 7);
     assert_eq!(first["mtoken"], "secret-master-token");
@@ -71,15 +70,7 @@ async fn worker_status_carries_every_field_and_interval_counters_add_up() {
 
     let client = h1_client();
     for (i, cost) in [2.0, 3.0, 5.0].into_iter().enumerate() {
-        let (head, _) = send(
-            &client,
-            request(
-                "POST",
-                &url(&worker, "/x"),
-                envelope(i as u64 + 1, cost, json!({})).to_string(),
-            ),
-        )
-        .await;
+        let (head, _) = post_envelope(&client, &worker, "/x", i as u64 + 1, cost).await;
         assert_eq!(head.status, 200);
     }
     assert_settled(&worker).await;
@@ -152,15 +143,7 @@ async fn interval_counters_survive_failed_sends_until_one_succeeds() {
     let mut autoscaler = FakeAutoscaler::start(true).await;
     // The worker itself reports nowhere; the reporters below are driven by hand.
     let worker = start_worker(config(&backend)).await;
-    send(
-        &h1_client(),
-        request(
-            "POST",
-            &url(&worker, "/x"),
-            envelope(1, 4.0, json!({})).to_string(),
-        ),
-    )
-    .await;
+    post_envelope(&h1_client(), &worker, "/x", 1, 4.0).await;
     assert_settled(&worker).await;
     let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -205,63 +188,26 @@ async fn unhealthy_backend_is_reported_after_three_failures_and_recovers() {
     let mut backend = Backend::start(|_| async { json(200, json!({})) }).await;
     let mut autoscaler = FakeAutoscaler::start(true).await;
     let worker = start_worker(reporting_config(&backend, &[autoscaler.url()])).await;
-    let mut states = worker.shared().lifecycle.subscribe();
     backend.set_health(StatusCode::SERVICE_UNAVAILABLE);
-    tokio::time::timeout(
-        PATIENCE,
-        states.wait_for(|s| matches!(s, State::Errored(_))),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    wait_state(&worker, |s| matches!(s, State::Errored(_))).await;
     let report = autoscaler.status_where(|r| r["error_msg"] != "").await;
     assert!(
         report["error_msg"].as_str().unwrap().contains("3 times"),
         "{report}"
     );
-    let (head, _) = send(
-        &h1_client(),
-        request(
-            "POST",
-            &url(&worker, "/x"),
-            envelope(1, 1.0, json!({})).to_string(),
-        ),
-    )
-    .await;
+    let (head, _) = post_envelope(&h1_client(), &worker, "/x", 1, 1.0).await;
     assert_eq!(head.status, 503);
     backend.set_health(StatusCode::OK);
-    tokio::time::timeout(PATIENCE, states.wait_for(|s| *s == State::Ready))
-        .await
-        .unwrap()
-        .unwrap();
+    wait_state(&worker, |s| *s == State::Ready).await;
     autoscaler.status_where(|r| r["error_msg"] == "").await;
-    let (head, _) = send(
-        &h1_client(),
-        request(
-            "POST",
-            &url(&worker, "/x"),
-            envelope(2, 1.0, json!({})).to_string(),
-        ),
-    )
-    .await;
+    let (head, _) = post_envelope(&h1_client(), &worker, "/x", 2, 1.0).await;
     assert_eq!(head.status, 200);
     backend.next_request().await;
 }
 
 #[tokio::test]
 async fn drain_finishes_in_flight_work_refuses_new_work_and_reports_last() {
-    let (release, gate) = tokio::sync::oneshot::channel::<()>();
-    let gate = std::sync::Arc::new(tokio::sync::Mutex::new(Some(gate)));
-    let mut backend = Backend::start(move |_| {
-        let gate = gate.clone();
-        async move {
-            if let Some(g) = gate.lock().await.take() {
-                let _ = g.await;
-            }
-            json(200, json!({"done": 1}))
-        }
-    })
-    .await;
+    let (mut backend, release) = held_first_backend().await;
     let mut autoscaler = FakeAutoscaler::start(true).await;
     let worker = start_worker(reporting_config(&backend, &[autoscaler.url()])).await;
     let client = h1_client();
@@ -281,17 +227,8 @@ async fn drain_finishes_in_flight_work_refuses_new_work_and_reports_last() {
         let w = worker.clone();
         tokio::spawn(async move { w.drain(PATIENCE).await })
     };
-    let mut states = worker.shared().lifecycle.subscribe();
-    states.wait_for(|s| *s == State::Draining).await.unwrap();
-    let (head, body) = send(
-        &client,
-        request(
-            "POST",
-            &url(&worker, "/new"),
-            envelope(2, 1.0, json!({})).to_string(),
-        ),
-    )
-    .await;
+    wait_state(&worker, |s| *s == State::Draining).await;
+    let (head, body) = post_envelope(&client, &worker, "/new", 2, 1.0).await;
     assert_eq!(head.status, 503);
     assert_eq!(
         serde_json::from_slice::<Value>(&body).unwrap()["code"],

@@ -98,15 +98,7 @@ async fn without_the_public_key_the_worker_is_never_ready_and_answers_401() {
     let worker = Worker::start(signed_config(&backend, &autoscaler))
         .await
         .unwrap();
-    let mut states = worker.shared().lifecycle.subscribe();
-    let state = tokio::time::timeout(
-        PATIENCE,
-        states.wait_for(|s| matches!(s, State::Errored(_))),
-    )
-    .await
-    .unwrap()
-    .unwrap()
-    .clone();
+    let state = wait_state(&worker, |s| matches!(s, State::Errored(_))).await;
     assert!(state.error().unwrap().contains("public key"), "{state:?}");
     let me = format!("http://{}", worker.local_addr());
     let auth = autoscaler.auth_data(&me, 1, json!(1));

@@ -18,20 +18,8 @@ async fn before_ready_requests_get_503_not_ready_with_retry_after() {
     .await;
     let worker = Worker::start(config(&backend)).await.unwrap();
     let client = h1_client();
-    let mut states = worker.shared().lifecycle.subscribe();
-    states
-        .wait_for(|s| *s == State::WaitingForBackend)
-        .await
-        .unwrap();
-    let (head, body) = send(
-        &client,
-        request(
-            "POST",
-            &url(&worker, "/v1/completions"),
-            envelope(1, 1.0, json!({})).to_string(),
-        ),
-    )
-    .await;
+    wait_state(&worker, |s| *s == State::WaitingForBackend).await;
+    let (head, body) = post_envelope(&client, &worker, "/v1/completions", 1, 1.0).await;
     assert_eq!(head.status, 503);
     assert!(head.headers.contains_key("retry-after"));
     assert_eq!(parse(&body)["code"], "not_ready");
@@ -55,15 +43,7 @@ async fn backend_never_healthy_moves_the_worker_to_errored() {
     cfg.ready_timeout = std::time::Duration::from_millis(300);
     cfg.ready_poll_interval = std::time::Duration::from_millis(100);
     let worker = Worker::start(cfg).await.unwrap();
-    let mut states = worker.shared().lifecycle.subscribe();
-    let state = tokio::time::timeout(
-        PATIENCE,
-        states.wait_for(|s| matches!(s, State::Errored(_))),
-    )
-    .await
-    .unwrap()
-    .unwrap()
-    .clone();
+    let state = wait_state(&worker, |s| matches!(s, State::Errored(_))).await;
     assert!(state.error().unwrap().contains("/health"), "{state:?}");
     let (head, body) = send(
         &h1_client(),
@@ -177,15 +157,7 @@ async fn backend_gone_after_start_gives_502_and_counts_an_error() {
     let backend = Backend::start(|_| async { json(200, json!({})) }).await;
     let worker = start_worker(config(&backend)).await;
     backend.stop();
-    let (head, body) = send(
-        &h1_client(),
-        request(
-            "POST",
-            &url(&worker, "/x"),
-            envelope(1, 2.0, json!({})).to_string(),
-        ),
-    )
-    .await;
+    let (head, body) = post_envelope(&h1_client(), &worker, "/x", 1, 2.0).await;
     assert_eq!(head.status, 502);
     assert_eq!(parse(&body)["code"], "backend_unavailable");
     let snap = assert_settled(&worker).await;
@@ -199,15 +171,7 @@ async fn slow_response_start_gets_504_and_closes_the_backend_request() {
     let mut cfg = config(&backend);
     cfg.response_start_timeout = Some(std::time::Duration::from_millis(200));
     let worker = start_worker(cfg).await;
-    let (head, body) = send(
-        &h1_client(),
-        request(
-            "POST",
-            &url(&worker, "/slow"),
-            envelope(1, 1.0, json!({})).to_string(),
-        ),
-    )
-    .await;
+    let (head, body) = post_envelope(&h1_client(), &worker, "/slow", 1, 1.0).await;
     assert_eq!(head.status, 504);
     assert_eq!(parse(&body)["code"], "backend_timeout");
     backend.next_request().await;

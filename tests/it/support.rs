@@ -22,6 +22,7 @@ use vespa::config::WorkerConfig;
 use vespa::http_util::{Body, BoxError};
 use vespa::worker::Worker;
 use vespa::worker::ledger::Snapshot;
+use vespa::worker::lifecycle::State;
 
 /// Upper bound on any wait in a test: a failure guard, never a synchronisation.
 pub const PATIENCE: Duration = Duration::from_secs(10);
@@ -280,6 +281,38 @@ pub fn streaming(
     r
 }
 
+/// A backend whose first request gets a `text/event-stream` answer fed by the returned
+/// sender; dropping the sender ends the stream, and a drop by the worker is reported as
+/// `Event::Dropped(label)`.
+pub async fn streaming_backend(label: &'static str) -> (Backend, mpsc::UnboundedSender<Bytes>) {
+    let (chunks, rx) = mpsc::unbounded_channel();
+    let rx = Arc::new(std::sync::Mutex::new(Some(rx)));
+    let backend = Backend::start(move |seen| {
+        let rx = rx.lock().unwrap().take().expect("one streaming request");
+        async move { streaming("text/event-stream", label, rx, seen.events) }
+    })
+    .await;
+    (backend, chunks)
+}
+
+/// A backend that holds its first request until the returned sender fires (or drops) and
+/// answers every request with `{}`.
+pub async fn held_first_backend() -> (Backend, tokio::sync::oneshot::Sender<()>) {
+    let (release, gate) = tokio::sync::oneshot::channel::<()>();
+    let gate = Arc::new(std::sync::Mutex::new(Some(gate)));
+    let backend = Backend::start(move |_| {
+        let gate = gate.lock().unwrap().take();
+        async move {
+            if let Some(g) = gate {
+                let _ = g.await;
+            }
+            json(200, serde_json::json!({}))
+        }
+    })
+    .await;
+    (backend, release)
+}
+
 // ---------------------------------------------------------------- worker
 
 /// A worker configuration for `backend`: unsecured, fixed capacity 1000, port 0.
@@ -293,15 +326,23 @@ pub fn config(backend: &Backend) -> WorkerConfig {
 /// Starts a worker and waits until it is ready.
 pub async fn start_worker(config: WorkerConfig) -> Worker {
     let worker = Worker::start(config).await.unwrap();
-    let mut states = worker.shared().lifecycle.subscribe();
-    tokio::time::timeout(
-        PATIENCE,
-        states.wait_for(|s| *s == vespa::worker::lifecycle::State::Ready),
-    )
-    .await
-    .expect("worker ready in time")
-    .unwrap();
+    wait_state(&worker, |s| *s == State::Ready).await;
     worker
+}
+
+/// Waits until the worker's lifecycle state satisfies `pred`; returns that state.
+pub async fn wait_state(worker: &Worker, pred: impl FnMut(&State) -> bool) -> State {
+    let mut states = worker.shared().lifecycle.subscribe();
+    tokio::time::timeout(PATIENCE, states.wait_for(pred))
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "state not reached; now {:?}",
+                worker.shared().lifecycle.state()
+            )
+        })
+        .unwrap()
+        .clone()
 }
 
 /// Base URL of a worker.
@@ -378,6 +419,18 @@ pub async fn send(
         .unwrap()
         .to_bytes();
     (parts, bytes)
+}
+
+/// POSTs an envelope with an empty payload to `path` on `worker`.
+pub async fn post_envelope(
+    client: &HttpClient,
+    worker: &Worker,
+    path: &str,
+    request_idx: u64,
+    cost: f64,
+) -> (http::response::Parts, Bytes) {
+    let body = envelope(request_idx, cost, serde_json::json!({})).to_string();
+    send(client, request("POST", &url(worker, path), body)).await
 }
 
 /// A request builder shortcut.
