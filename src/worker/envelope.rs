@@ -183,11 +183,10 @@ pub async fn read(
             payload: raw_or_none(bytes),
         });
     }
-    let top: Value = serde_json::from_slice(&bytes).map_err(|e| WorkerError::InvalidRequest {
-        message: format!("invalid JSON: {e}"),
-        fields: None,
-    })?;
-    let is_envelope = top.as_object().is_some_and(|o| o.contains_key("auth_data"));
+    // One pass over the body: the top-level object's values stay raw slices, so a large
+    // payload is scanned but never built into a tree.
+    let top = parse_top(&bytes)?;
+    let is_envelope = top.as_ref().is_some_and(|o| o.contains_key("auth_data"));
     if !is_envelope && rules.unsecured {
         return Ok(Inbound {
             auth: None,
@@ -195,7 +194,13 @@ pub async fn read(
             payload: Payload::Raw(bytes),
         });
     }
-    let (auth, payload) = parse_envelope(&bytes)?;
+    let Some(top) = top else {
+        return Err(WorkerError::InvalidRequest {
+            message: "expected a JSON object with auth_data and payload".into(),
+            fields: None,
+        });
+    };
+    let (auth, payload) = parse_envelope(&bytes, &top)?;
     let (query, payload) = place_payload(method, forward_query, payload)?;
     Ok(Inbound {
         auth: Some(auth),
@@ -227,26 +232,33 @@ fn is_json_like(headers: &HeaderMap) -> bool {
     mime == "application/json" || mime.ends_with("+json") || mime == "text/json"
 }
 
-#[derive(serde::Deserialize)]
-struct RawEnvelope<'a> {
-    #[serde(borrow, default)]
-    auth_data: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    payload: Option<&'a RawValue>,
+/// A top-level JSON object with its values left raw.
+type RawObject<'a> = BTreeMap<String, &'a RawValue>;
+
+/// The body as a raw object, `None` when it is valid JSON but not an object, or a 422 when
+/// it is not JSON at all.
+fn parse_top(bytes: &[u8]) -> Result<Option<RawObject<'_>>, WorkerError> {
+    if let Ok(obj) = serde_json::from_slice::<RawObject>(bytes) {
+        return Ok(Some(obj));
+    }
+    match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+        Ok(_) => Ok(None),
+        Err(e) => Err(WorkerError::InvalidRequest {
+            message: format!("invalid JSON: {e}"),
+            fields: None,
+        }),
+    }
 }
 
-fn parse_envelope(bytes: &[u8]) -> Result<(AuthData, Option<Bytes>), WorkerError> {
-    let env: RawEnvelope =
-        serde_json::from_slice(bytes).map_err(|_| WorkerError::InvalidRequest {
-            message: "expected a JSON object with auth_data and payload".into(),
-            fields: None,
-        })?;
+fn parse_envelope(
+    body: &Bytes,
+    top: &RawObject<'_>,
+) -> Result<(AuthData, Option<Bytes>), WorkerError> {
+    let env_auth = top.get("auth_data").copied();
+    let env_payload = top.get("payload").copied();
     let mut fields = Map::new();
     let mut missing = Vec::new();
-    let auth = match env
-        .auth_data
-        .map(|r| serde_json::from_str::<Value>(r.get()))
-    {
+    let auth = match env_auth.map(|r| serde_json::from_str::<Value>(r.get())) {
         None => {
             fields.insert("auth_data".into(), json!("field missing"));
             missing.push("auth_data".to_string());
@@ -270,16 +282,16 @@ fn parse_envelope(bytes: &[u8]) -> Result<(AuthData, Option<Bytes>), WorkerError
             None
         }
     };
-    if env.payload.is_none() {
+    if env_payload.is_none() {
         fields.insert("payload".into(), json!("field missing"));
         missing.push("payload".into());
     }
     match auth {
         Some(auth) if missing.is_empty() => {
-            let payload = env
-                .payload
+            // Zero-copy: the payload is a slice of the body it was parsed from.
+            let payload = env_payload
                 .filter(|p| p.get() != "null")
-                .map(|p| Bytes::copy_from_slice(p.get().as_bytes()));
+                .map(|p| body.slice_ref(p.get().as_bytes()));
             Ok((auth, payload))
         }
         _ => Err(WorkerError::InvalidRequest {
@@ -402,7 +414,11 @@ mod tests {
     #[test]
     fn envelope_keeps_payload_bytes_and_auth_types() {
         let body = br#"{"auth_data":{"cost":242.0,"endpoint":"e","reqnum":5,"request_idx":9,"signature":"s","url":"u","__request_id":"x"},"session_id":null,"payload":{"b":1.50,"a":[1]}}"#;
-        let (auth, payload) = parse_envelope(body).unwrap();
+        let (auth, payload) = parse_envelope(
+            &Bytes::from_static(body),
+            &parse_top(body).unwrap().unwrap(),
+        )
+        .unwrap();
         assert_eq!(payload.unwrap(), &br#"{"b":1.50,"a":[1]}"#[..]);
         assert_eq!(auth.cost(), Some(242.0));
         assert!(auth.fields["cost"].is_f64());
@@ -410,9 +426,25 @@ mod tests {
     }
 
     #[test]
+    fn only_objects_can_be_envelopes() {
+        assert!(parse_top(br#"[{"auth_data": {}}, {}]"#).unwrap().is_none());
+        assert!(parse_top(b"42").unwrap().is_none());
+        assert!(parse_top(b"{\"a\": ").is_err());
+        let top = parse_top(br#"{"auth_data": 1, "payload": [1, 2]}"#)
+            .unwrap()
+            .unwrap();
+        assert_eq!(top["payload"].get(), "[1, 2]");
+    }
+
+    #[test]
     fn missing_fields_are_named_like_pyworker() {
         let body = br#"{"auth_data":{"cost":1,"endpoint":"e","reqnum":1,"request_idx":1,"signature":"s"}}"#;
-        match parse_envelope(body).unwrap_err() {
+        match parse_envelope(
+            &Bytes::from_static(body),
+            &parse_top(body).unwrap().unwrap(),
+        )
+        .unwrap_err()
+        {
             WorkerError::InvalidRequest {
                 fields: Some(f),
                 message,
