@@ -106,6 +106,11 @@ impl Reporter {
         }
     }
 
+    /// The HTTP client used for control-plane calls (reports and the public key).
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
     /// The latest outcome.
     pub fn outcome(&self) -> ReportOutcome {
         self.outcome
@@ -160,10 +165,9 @@ impl Reporter {
         let interval = shared.ledger.interval();
         let body = status_body(&self.target, shared, &interval, disk);
         let result = self.post("/worker_status/", &body).await;
-        if result.is_ok() {
-            shared.ledger.settle_interval(&interval);
-        } else if let Err(e) = &result {
-            tracing::warn!(error = %e, "worker_status report failed on every address");
+        match &result {
+            Ok(_) => shared.ledger.settle_interval(&interval),
+            Err(e) => tracing::warn!(error = %e, "worker_status report failed on every address"),
         }
         self.record(&result);
         result.is_ok()

@@ -210,7 +210,12 @@ async fn fetch_key(shared: Arc<Shared>, tx: watch::Sender<KeyState>, backoff_uni
         .iter()
         .map(|u| u.to_string())
         .collect();
-    let client = reqwest::Client::new();
+    // One control-plane client per worker: the reporter's when there is one.
+    let client = shared
+        .reporter
+        .as_ref()
+        .map(|r| r.client().clone())
+        .unwrap_or_default();
     let state = match pubkey::fetch(&client, &addrs, backoff_unit).await {
         Ok(key) => {
             if let Some(v) = shared.auth.verifier() {
