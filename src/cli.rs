@@ -21,6 +21,8 @@ pub enum Command {
     ///
     /// Every setting is a flag or the PyWorker environment variable named in its help.
     Worker(WorkerArgs),
+    /// Benchmark a backend with a profile and print its capacity (max_perf).
+    Bench(crate::profile::command::BenchArgs),
     /// Run a local autoscaler: /route/, /pubkey/, /worker_status/, /delete_requests/.
     Autoscaler(crate::autoscaler::AutoscalerArgs),
 }
@@ -30,6 +32,7 @@ pub async fn run(cli: Cli, env: &dyn Env) -> i32 {
     match cli.command {
         Command::Worker(args) => run_worker(&args, env).await,
         Command::Autoscaler(args) => crate::autoscaler::run(&args).await,
+        Command::Bench(args) => crate::profile::command::run(&args).await,
     }
 }
 

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod http_util;
 pub mod logging;
+pub mod profile;
 pub mod report;
 pub mod serve;
 pub mod signing;

@@ -1,9 +1,12 @@
 //! `vespa worker` settings.
 
 use super::{ConfigError, Env, Raw, lookup};
+use crate::profile::Profile;
 use crate::signing::SignatureForm;
 use http::Uri;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Flags of `vespa worker`. Each one can also be set by the environment variable named in
@@ -18,12 +21,13 @@ pub struct WorkerArgs {
     /// [env: BACKEND_URL] [default: http://localhost:8000]
     #[arg(long, value_name = "URL")]
     pub backend_url: Option<String>,
-    /// How capacity is measured: `none` (fixed capacity from MAX_PERF).
+    /// Backend profile: a built-in (openai, openai-chat, tgi, comfyui), a TOML file, PyWorker's
+    /// benchmarks.NAME:benchmark, or none (fixed capacity from MAX_PERF).
     /// [env: BENCHMARK] [default: none when MAX_PERF is set]
     #[arg(long, value_name = "NAME")]
     pub benchmark: Option<String>,
-    /// Fixed capacity in workload units per second, used with BENCHMARK=none.
-    /// [env: MAX_PERF]
+    /// Fixed capacity in workload units per second: required with BENCHMARK=none; with a
+    /// profile it skips the benchmark. [env: MAX_PERF] [default: measured by the benchmark]
     #[arg(long, value_name = "UNITS_PER_S")]
     pub max_perf: Option<String>,
     /// Backend path polled until it answers 200 before the worker is ready.
@@ -112,17 +116,40 @@ pub struct WorkerArgs {
     /// Replay protection window in reqnums; 0 turns it off. [env: REPLAY_WINDOW] [default: 0]
     #[arg(long, value_name = "N")]
     pub replay_window: Option<String>,
+    /// File caching the benchmark result per profile and backend; `none` disables it.
+    /// [env: BENCHMARK_CACHE] [default: .has_benchmark]
+    #[arg(long, value_name = "PATH")]
+    pub benchmark_cache: Option<String>,
     /// Seconds to finish in-flight work after SIGTERM/SIGINT before exiting.
     /// [env: DRAIN_TIMEOUT] [default: 30]
     #[arg(long, value_name = "SECS")]
     pub drain_timeout: Option<String>,
 }
 
-/// How the worker learns its capacity (`max_perf`).
-#[derive(Debug, Clone, PartialEq)]
+/// How the worker learns its capacity (`max_perf`) and counts workload.
+#[derive(Debug, Clone)]
 pub enum Benchmark {
-    /// No benchmark: `MAX_PERF` is the capacity.
+    /// No profile: `MAX_PERF` is the capacity, `DEFAULT_COST` the workload of requests
+    /// without a cost.
     None,
+    /// A backend profile: its workload rule counts requests without a cost, and, unless
+    /// `MAX_PERF` fixes the capacity, its benchmark measures it at start-up.
+    Profile {
+        /// The profile.
+        profile: Arc<Profile>,
+        /// Run the benchmark (false when `MAX_PERF` is given).
+        measure: bool,
+    },
+}
+
+impl Benchmark {
+    /// The profile, if any.
+    pub fn profile(&self) -> Option<&Arc<Profile>> {
+        match self {
+            Benchmark::Profile { profile, .. } => Some(profile),
+            Benchmark::None => None,
+        }
+    }
 }
 
 /// Validated `vespa worker` configuration. Build it with [`WorkerConfig::load`], or with
@@ -183,6 +210,8 @@ pub struct WorkerConfig {
     pub health_interval: Duration,
     /// Interval of the 1 s report tick. Default is 1 s.
     pub report_tick: Duration,
+    /// Benchmark cache file; `None` disables it. Default is `.has_benchmark`.
+    pub benchmark_cache: Option<PathBuf>,
     /// Pause after a failed report attempt. Default is 2 s.
     pub report_retry_pause: Duration,
     /// Unit of the public key fetch back-off (1, 2, 4, 8 units). Default is 1 s.
@@ -237,6 +266,7 @@ impl WorkerConfig {
             drain_timeout: Duration::from_secs(30),
             health_interval: Duration::from_secs(10),
             report_tick: Duration::from_secs(1),
+            benchmark_cache: Some(PathBuf::from(".has_benchmark")),
             report_retry_pause: Duration::from_secs(2),
             pubkey_backoff_unit: Duration::from_secs(1),
         }
@@ -263,17 +293,39 @@ impl WorkerConfig {
                 ));
             }
         };
-        let max_perf = match (&benchmark, max_perf) {
-            (Benchmark::None, Some(p)) if p > 0.0 => p,
+        let (benchmark, max_perf) = match (benchmark, max_perf) {
+            (Benchmark::None, Some(p)) if p > 0.0 => (Benchmark::None, p),
             (Benchmark::None, _) => {
                 return Err(ConfigError::new(
                     "MAX_PERF",
                     "BENCHMARK=none needs MAX_PERF, the capacity in workload units per second (> 0)",
                 ));
             }
+            (Benchmark::Profile { profile, .. }, Some(p)) if p > 0.0 => (
+                Benchmark::Profile {
+                    profile,
+                    measure: false,
+                },
+                p,
+            ),
+            (Benchmark::Profile { profile, .. }, _) => (
+                Benchmark::Profile {
+                    profile,
+                    measure: true,
+                },
+                0.0,
+            ),
         };
+        let profile_health = benchmark.profile().and_then(|p| p.health.clone());
         let mut cfg = Self::new(backend_url, max_perf);
         cfg.benchmark = benchmark;
+        if let Some(h) = profile_health {
+            cfg.healthcheck_endpoint = h;
+        }
+        if let Some(raw) = get(&args.benchmark_cache, "benchmark-cache", "BENCHMARK_CACHE") {
+            cfg.benchmark_cache = (!raw.value.trim().eq_ignore_ascii_case("none"))
+                .then(|| PathBuf::from(raw.value.trim()));
+        }
 
         let port_raw = get(&None, "", "WORKER_PORT");
         cfg.listen = match get(&args.listen, "listen", "") {
@@ -416,7 +468,13 @@ fn load_vast(
 fn parse_benchmark(raw: &Raw) -> Result<Benchmark, ConfigError> {
     match raw.value.trim() {
         "none" | "NONE" | "None" => Ok(Benchmark::None),
-        _ => Err(raw.error("unknown benchmark: expected none")),
+        spec => match Profile::resolve(spec) {
+            Ok(p) => Ok(Benchmark::Profile {
+                profile: Arc::new(p),
+                measure: true,
+            }),
+            Err(e) => Err(ConfigError::new(raw.origin.clone(), e.to_string())),
+        },
     }
 }
 

@@ -108,6 +108,14 @@ impl Inbound {
     pub fn cost(&self) -> Option<f64> {
         self.auth.as_ref()?.cost().filter(|c| *c > 0.0)
     }
+
+    /// The body to forward, when it is already in memory.
+    pub fn body_bytes(&self) -> Option<&Bytes> {
+        match &self.payload {
+            Payload::Json(b) | Payload::Raw(b) => Some(b),
+            Payload::None | Payload::Stream(_) => None,
+        }
+    }
 }
 
 /// Envelope-stage settings.

@@ -54,7 +54,15 @@ async fn proxy(
     )
     .await?;
 
-    let workload = inbound.cost().unwrap_or(cfg.default_cost);
+    // PROTOCOL.md §4: the client's cost, else the profile's workload rule, else DEFAULT_COST.
+    let workload = inbound
+        .cost()
+        .or_else(|| {
+            cfg.benchmark
+                .profile()?
+                .request_workload(inbound.body_bytes()?)
+        })
+        .unwrap_or(cfg.default_cost);
     let info = match &inbound.auth {
         Some(auth) => RequestInfo {
             request_idx: auth.request_idx(),

@@ -21,6 +21,8 @@ pub enum State {
     Starting,
     /// Polling the backend's health path.
     WaitingForBackend,
+    /// Measuring the backend's capacity.
+    Benchmarking,
     /// Serving.
     Ready,
     /// Cannot serve; the message says why.
@@ -35,6 +37,7 @@ impl State {
         match self {
             State::Starting => "starting",
             State::WaitingForBackend => "waiting_for_backend",
+            State::Benchmarking => "benchmarking",
             State::Ready => "ready",
             State::Errored(_) => "errored",
             State::Draining => "draining",

@@ -16,7 +16,9 @@ pub mod pubkey;
 pub mod relay;
 pub mod routes;
 
-use crate::config::WorkerConfig;
+use crate::config::{Benchmark, WorkerConfig};
+use crate::profile::bench::{self, Bench, BenchEvent};
+use crate::profile::{Profile, cache};
 use crate::report::{ReportTarget, Reporter};
 use auth::{Auth, Verifier};
 use backend::Backend;
@@ -239,6 +241,22 @@ async fn startup(shared: Arc<Shared>, mut key: watch::Receiver<KeyState>) {
     if !lifecycle::wait_for_backend(&shared.lifecycle, &shared.backend, &wait).await {
         return;
     }
+    if let Benchmark::Profile {
+        profile,
+        measure: true,
+    } = &cfg.benchmark
+    {
+        shared.lifecycle.set(State::Benchmarking);
+        match capacity(cfg, profile).await {
+            Ok(max_perf) => shared.ledger.set_max_perf(max_perf),
+            Err(e) => {
+                shared
+                    .lifecycle
+                    .set(State::Errored(format!("benchmark failed: {e}")));
+                return;
+            }
+        }
+    }
     if shared.auth.verifier().is_some() {
         let state = key
             .wait_for(|k| *k != KeyState::Pending)
@@ -257,6 +275,51 @@ async fn startup(shared: Arc<Shared>, mut key: watch::Receiver<KeyState>) {
         cfg.health_interval,
     )
     .await;
+}
+
+/// The backend's capacity: from the cache when it holds a result for this profile and
+/// backend, else measured (and cached).
+async fn capacity(cfg: &WorkerConfig, profile: &Arc<Profile>) -> Result<f64, String> {
+    let backend = cfg.backend_url.to_string();
+    if let Some(path) = &cfg.benchmark_cache
+        && let Some(max_perf) = cache::read(path, &profile.name, &backend)
+    {
+        tracing::info!(max_perf, cache = %path.display(), "capacity from the benchmark cache");
+        return Ok(max_perf);
+    }
+    tracing::info!(profile = %profile.name, %backend, "benchmarking the backend");
+    let bench = Bench::new(Arc::clone(profile), &backend, &cfg.model_name);
+    let log = |e: &BenchEvent| {
+        if let BenchEvent::Finished(l) = e {
+            tracing::info!(
+                concurrency = l.concurrency,
+                throughput = l.throughput,
+                requests = l.requests,
+                errors = l.errors,
+                "benchmark level"
+            );
+        }
+    };
+    let report = tokio::time::timeout(bench::overall_limit(profile), bench.run(&log))
+        .await
+        .map_err(|_| "the benchmark did not finish in time".to_string())?
+        .map_err(|e| e.to_string())?;
+    tracing::info!(
+        max_perf = report.max_perf,
+        secs = report.secs,
+        "benchmark done"
+    );
+    if let Some(path) = &cfg.benchmark_cache {
+        let entry = cache::Cached {
+            max_perf: report.max_perf,
+            profile: profile.name.clone(),
+            backend,
+        };
+        if let Err(e) = cache::write(path, &entry) {
+            tracing::warn!(error = %e, cache = %path.display(), "cannot write the benchmark cache");
+        }
+    }
+    Ok(report.max_perf)
 }
 
 impl Shared {

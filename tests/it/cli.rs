@@ -17,7 +17,17 @@ fn invalid_configuration_exits_64_naming_the_variable() {
     // bind, proving validation happens before any port is bound.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
+    let bad_profile =
+        std::env::temp_dir().join(format!("vespa-bad-profile-{}.toml", std::process::id()));
+    std::fs::write(&bad_profile, "name = \"x\"\n[request]\npath = \"/v1/x\"\n[workload]\nrequest = \"max_tokens\"\n[benchmark]\nmode = \"fastest\"\n").unwrap();
+    let bad_profile_s = bad_profile.to_string_lossy().to_string();
+    let expect_line = format!("{bad_profile_s}:7:");
     let cases: &[(&[(&str, &str)], &str)] = &[
+        (&[("BENCHMARK", &bad_profile_s)], &expect_line),
+        (
+            &[("BENCHMARK", "/no/such/profile.toml")],
+            "/no/such/profile.toml",
+        ),
         (&[("MAX_PERF", "lots")], "MAX_PERF"),
         (
             &[("MAX_PERF", "10"), ("BACKEND_URL", "not a url")],

@@ -7,6 +7,7 @@ mod cli;
 mod e2e;
 mod fake_autoscaler;
 mod pool;
+mod profiles;
 mod proxy;
 mod reports;
 mod signed;

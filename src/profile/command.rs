@@ -1,0 +1,151 @@
+//! `vespa bench`: run a profile's benchmark against a backend and print the result.
+
+use super::bench::{Bench, BenchEvent};
+use super::{BenchMode, Profile};
+use crate::config::EXIT_CONFIG;
+use std::io::IsTerminal;
+use std::sync::{Arc, Mutex};
+
+/// Flags of `vespa bench`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Backend base URL, e.g. http://127.0.0.1:8000.
+    #[arg(long, value_name = "URL")]
+    pub backend: String,
+    /// Profile: openai, openai-chat, tgi, comfyui, a TOML file, or benchmarks.NAME:benchmark.
+    #[arg(long, value_name = "NAME|FILE")]
+    pub profile: String,
+    /// Model name for `{{model}}` in the request. [default: model]
+    #[arg(long, value_name = "NAME", default_value = "model")]
+    pub model: String,
+    /// Override the profile's mode: ramp (find the capacity) or rounds (PyWorker's runs x concurrency).
+    #[arg(long, value_name = "MODE")]
+    pub mode: Option<String>,
+    /// Override the starting (ramp) or per-round (rounds) concurrency.
+    #[arg(long, value_name = "N")]
+    pub concurrency: Option<usize>,
+    /// Override the highest ramp level.
+    #[arg(long, value_name = "N")]
+    pub max_concurrency: Option<usize>,
+    /// Override the number of rounds (rounds mode).
+    #[arg(long, value_name = "N")]
+    pub runs: Option<usize>,
+    /// Print one JSON object (its `max_perf` field is the result) instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn usage(msg: impl std::fmt::Display) -> i32 {
+    eprintln!("vespa: {msg}");
+    EXIT_CONFIG
+}
+
+/// Runs `vespa bench`; returns the exit code.
+pub async fn run(args: &BenchArgs) -> i32 {
+    let mut profile = match Profile::resolve(&args.profile) {
+        Ok(p) => p,
+        Err(e) => return usage(format!("invalid --profile: {e}")),
+    };
+    if !(args.backend.starts_with("http://") || args.backend.starts_with("https://")) {
+        return usage(format!(
+            "invalid --backend {:?}: expected an http:// or https:// URL",
+            args.backend
+        ));
+    }
+    let b = &mut profile.benchmark;
+    match args.mode.as_deref() {
+        None => {}
+        Some("ramp") => b.mode = BenchMode::Ramp,
+        Some("rounds") => b.mode = BenchMode::Rounds,
+        Some(other) => return usage(format!("invalid --mode {other:?}: expected ramp or rounds")),
+    }
+    for (value, name, slot) in [
+        (args.concurrency, "--concurrency", &mut b.concurrency),
+        (
+            args.max_concurrency,
+            "--max-concurrency",
+            &mut b.max_concurrency,
+        ),
+        (args.runs, "--runs", &mut b.runs),
+    ] {
+        match value {
+            Some(0) => return usage(format!("invalid {name}: expected at least 1")),
+            Some(n) => *slot = n,
+            None => {}
+        }
+    }
+    b.max_concurrency = b.max_concurrency.max(b.concurrency);
+
+    let bench = Bench::new(Arc::new(profile), &args.backend, &args.model);
+    let progress = Progress::new(!args.json && std::io::stderr().is_terminal());
+    let on_event = |e: &BenchEvent| progress.event(e, args.json);
+    let result = bench.run(&on_event).await;
+    progress.finish();
+    match result {
+        Ok(report) if args.json => {
+            println!("{}", serde_json::to_string(&report).unwrap_or_default());
+            0
+        }
+        Ok(report) => {
+            println!(
+                "max_perf: {:.1} workload units/s (profile {}, {} levels, {:.1} s)",
+                report.max_perf,
+                report.profile,
+                report.levels.len(),
+                report.secs
+            );
+            0
+        }
+        Err(e) => {
+            eprintln!("vespa: benchmark failed: {e}");
+            1
+        }
+    }
+}
+
+/// A spinner on a terminal, plain lines otherwise.
+struct Progress {
+    bar: Mutex<Option<indicatif::ProgressBar>>,
+    terminal: bool,
+}
+
+impl Progress {
+    fn new(terminal: bool) -> Self {
+        Self {
+            bar: Mutex::new(None),
+            terminal,
+        }
+    }
+
+    fn event(&self, e: &BenchEvent, quiet: bool) {
+        let mut bar = self.bar.lock().unwrap_or_else(|p| p.into_inner());
+        let status = match e {
+            BenchEvent::WarmupStarted => Some("warm-up request".to_string()),
+            BenchEvent::Started { concurrency } => Some(format!("{concurrency} in flight")),
+            BenchEvent::Finished(l) => {
+                if let Some(b) = bar.take() {
+                    b.finish_and_clear();
+                }
+                if !quiet {
+                    println!(
+                        "concurrency {:>4}: {:>12.1} units/s  ({} ok, {} errors, {:.2} s)",
+                        l.concurrency, l.throughput, l.requests, l.errors, l.secs
+                    );
+                }
+                None
+            }
+        };
+        if let (Some(msg), true) = (status, self.terminal) {
+            let b = indicatif::ProgressBar::new_spinner();
+            b.enable_steady_tick(std::time::Duration::from_millis(120));
+            b.set_message(msg);
+            *bar = Some(b);
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(b) = self.bar.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            b.finish_and_clear();
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! The TOML profile format, and its validation into a [`Profile`](super::Profile).
+//!
+//! Errors carry the line they are about: toml's own (syntax, unknown keys, wrong types)
+//! and ours (unknown generators, bad paths and formulas).
+
+use super::template::Template;
+use super::workload::{Expr, JsonPath, RequestRule, WorkloadRule};
+use super::{BenchMode, BenchRequest, BenchSettings, Profile, ProfileError};
+use http::Method;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::time::Duration;
+use toml::Spanned;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProfile {
+    name: String,
+    description: Option<String>,
+    health: Option<Spanned<String>>,
+    request: RawRequest,
+    workload: RawWorkload,
+    benchmark: Option<RawBench>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRequest {
+    method: Option<Spanned<String>>,
+    path: Spanned<String>,
+    timeout: Option<Spanned<f64>>,
+    body: Option<Spanned<toml::Value>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWorkload {
+    request: Option<Spanned<String>>,
+    formula: Option<Spanned<String>>,
+    vars: Option<BTreeMap<String, Spanned<String>>>,
+    constant: Option<Spanned<f64>>,
+    response: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBench {
+    warmup: Option<bool>,
+    mode: Option<Spanned<String>>,
+    concurrency: Option<Spanned<u32>>,
+    max_concurrency: Option<Spanned<u32>>,
+    runs: Option<Spanned<u32>>,
+}
+
+/// Parses and validates profile text; `origin` names it in errors (a path or `built-in X`).
+pub fn parse(text: &str, origin: &str) -> Result<Profile, ProfileError> {
+    let err = |span: Option<Range<usize>>, message: String| ProfileError {
+        origin: origin.to_string(),
+        line: span.map(|s| line_of(text, s.start)),
+        message,
+    };
+    let raw: RawProfile =
+        toml::from_str(text).map_err(|e| err(e.span(), e.message().trim().to_string()))?;
+
+    let method = match &raw.request.method {
+        Some(m) => {
+            Method::from_bytes(m.get_ref().to_ascii_uppercase().as_bytes()).map_err(|_| {
+                err(
+                    Some(m.span()),
+                    format!("invalid HTTP method {:?}", m.get_ref()),
+                )
+            })?
+        }
+        None => Method::POST,
+    };
+    let path = &raw.request.path;
+    if !path.get_ref().starts_with('/') {
+        return Err(err(
+            Some(path.span()),
+            "request.path must start with /".into(),
+        ));
+    }
+    let timeout = match &raw.request.timeout {
+        Some(t) if !(t.get_ref().is_finite() && *t.get_ref() > 0.0) => {
+            return Err(err(
+                Some(t.span()),
+                "request.timeout must be a positive number of seconds".into(),
+            ));
+        }
+        Some(t) => Duration::from_secs_f64(*t.get_ref()),
+        None => Duration::from_secs(600),
+    };
+    let body = match &raw.request.body {
+        None => None,
+        Some(b) => {
+            let json = serde_json::to_value(b.get_ref())
+                .map_err(|e| err(Some(b.span()), format!("request.body: {e}")))?;
+            let template = Template::compile(&json).map_err(|e| {
+                // Point at the offending text when it can be found, else at the body.
+                let at = e
+                    .split("{{")
+                    .nth(1)
+                    .and_then(|g| {
+                        text[b.span().start..]
+                            .find(&format!("{{{{{}", g.split("}}").next().unwrap_or("")))
+                    })
+                    .map(|off| b.span().start + off..b.span().start + off + 1);
+                err(at.or(Some(b.span())), format!("request.body: {e}"))
+            })?;
+            Some(template)
+        }
+    };
+    let health = match &raw.health {
+        Some(h) if !h.get_ref().starts_with('/') => {
+            return Err(err(Some(h.span()), "health must start with /".into()));
+        }
+        Some(h) => Some(h.get_ref().clone()),
+        None => None,
+    };
+    let workload = workload(&raw.workload, &err)?;
+    let benchmark = bench_settings(raw.benchmark.as_ref(), &err)?;
+    Ok(Profile {
+        name: raw.name,
+        description: raw.description.unwrap_or_default(),
+        origin: origin.to_string(),
+        health,
+        request: BenchRequest {
+            method,
+            path: path.get_ref().clone(),
+            timeout,
+            body,
+        },
+        workload,
+        benchmark,
+    })
+}
+
+type Err<'a> = dyn Fn(Option<Range<usize>>, String) -> ProfileError + 'a;
+
+fn json_path(s: &Spanned<String>, what: &str, err: &Err) -> Result<JsonPath, ProfileError> {
+    JsonPath::parse(s.get_ref()).map_err(|e| err(Some(s.span()), format!("{what}: {e}")))
+}
+
+fn workload(w: &RawWorkload, err: &Err) -> Result<WorkloadRule, ProfileError> {
+    let given = [
+        w.request.is_some(),
+        w.formula.is_some(),
+        w.constant.is_some(),
+    ]
+    .iter()
+    .filter(|b| **b)
+    .count();
+    if given > 1 {
+        return Err(err(
+            None,
+            "[workload]: give only one of request, formula, constant".into(),
+        ));
+    }
+    let request = if let Some(p) = &w.request {
+        Some(RequestRule::Path(json_path(p, "workload.request", err)?))
+    } else if let Some(c) = &w.constant {
+        if !(c.get_ref().is_finite() && *c.get_ref() > 0.0) {
+            return Err(err(Some(c.span()), "workload.constant must be > 0".into()));
+        }
+        Some(RequestRule::Constant(*c.get_ref()))
+    } else if let Some(f) = &w.formula {
+        let expr = Expr::parse(f.get_ref())
+            .map_err(|e| err(Some(f.span()), format!("workload.formula: {e}")))?;
+        let raw_vars = w.vars.clone().unwrap_or_default();
+        let mut used = Vec::new();
+        expr.vars(&mut used);
+        if let Some(missing) = used.iter().find(|v| !raw_vars.contains_key(*v)) {
+            return Err(err(
+                Some(f.span()),
+                format!("workload.formula uses {missing:?}, which [workload.vars] does not define"),
+            ));
+        }
+        let vars = raw_vars
+            .iter()
+            .map(|(k, p)| Ok((k.clone(), json_path(p, &format!("workload.vars.{k}"), err)?)))
+            .collect::<Result<_, ProfileError>>()?;
+        Some(RequestRule::Formula { expr, vars })
+    } else {
+        None
+    };
+    let response = w
+        .response
+        .as_ref()
+        .map(|p| json_path(p, "workload.response", err))
+        .transpose()?;
+    if request.is_none() && response.is_none() {
+        return Err(err(
+            None,
+            "[workload] needs request, formula, constant or response".into(),
+        ));
+    }
+    Ok(WorkloadRule { request, response })
+}
+
+fn bench_settings(b: Option<&RawBench>, err: &Err) -> Result<BenchSettings, ProfileError> {
+    let mut s = BenchSettings::default();
+    let Some(b) = b else { return Ok(s) };
+    if let Some(w) = b.warmup {
+        s.warmup = w;
+    }
+    if let Some(m) = &b.mode {
+        s.mode = match m.get_ref().as_str() {
+            "ramp" => BenchMode::Ramp,
+            "rounds" => BenchMode::Rounds,
+            other => {
+                return Err(err(
+                    Some(m.span()),
+                    format!("benchmark.mode {other:?}: expected ramp or rounds"),
+                ));
+            }
+        };
+    }
+    let positive = |v: &Spanned<u32>, name: &str| {
+        if *v.get_ref() == 0 {
+            Err(err(
+                Some(v.span()),
+                format!("benchmark.{name} must be at least 1"),
+            ))
+        } else {
+            Ok(*v.get_ref() as usize)
+        }
+    };
+    if let Some(c) = &b.concurrency {
+        s.concurrency = positive(c, "concurrency")?;
+    }
+    if let Some(c) = &b.max_concurrency {
+        s.max_concurrency = positive(c, "max_concurrency")?;
+    }
+    if let Some(r) = &b.runs {
+        s.runs = positive(r, "runs")?;
+    }
+    if s.max_concurrency < s.concurrency {
+        s.max_concurrency = s.concurrency;
+    }
+    Ok(s)
+}
+
+/// 1-based line of byte offset `at`.
+fn line_of(text: &str, at: usize) -> usize {
+    text[..at.min(text.len())].matches('\n').count() + 1
+}

@@ -1,0 +1,262 @@
+//! Backend profiles: how to benchmark one kind of backend and count its workload.
+//!
+//! A profile is a short TOML file (see `docs/BENCHMARKS.md`): the benchmark request, the
+//! workload rule, and how the benchmark ramps. The built-in ones (`openai`, `openai-chat`,
+//! `tgi`, `comfyui`) are the files in `profiles/`, compiled into the binary. Adding a backend
+//! is writing such a file; no Rust, no rebuild.
+
+pub mod bench;
+pub mod cache;
+pub mod command;
+mod format;
+pub mod template;
+pub mod workload;
+
+use http::Method;
+use std::time::Duration;
+use template::Template;
+use workload::WorkloadRule;
+
+/// Built-in profiles: name and TOML text.
+pub const BUILT_IN: [(&str, &str); 4] = [
+    ("openai", include_str!("../../profiles/openai.toml")),
+    (
+        "openai-chat",
+        include_str!("../../profiles/openai-chat.toml"),
+    ),
+    ("tgi", include_str!("../../profiles/tgi.toml")),
+    ("comfyui", include_str!("../../profiles/comfyui.toml")),
+];
+
+/// A profile that cannot be used. Displays as `origin:line: message`.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub struct ProfileError {
+    /// The file (or `built-in NAME`).
+    pub origin: String,
+    /// 1-based line the problem is on, when known.
+    pub line: Option<usize>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl std::fmt::Display for ProfileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.line {
+            Some(l) => write!(f, "{}:{}: {}", self.origin, l, self.message),
+            None => write!(f, "{}: {}", self.origin, self.message),
+        }
+    }
+}
+
+/// The benchmark request.
+#[derive(Debug, Clone)]
+pub struct BenchRequest {
+    /// Method. Default is POST.
+    pub method: Method,
+    /// Backend path.
+    pub path: String,
+    /// Per-request timeout. Default is 600 s.
+    pub timeout: Duration,
+    /// JSON body template; none sends no body.
+    pub body: Option<Template>,
+}
+
+/// How the benchmark searches for capacity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BenchMode {
+    /// Closed-loop levels of doubling concurrency until throughput stops growing. Default.
+    Ramp,
+    /// PyWorker's algorithm: `runs` rounds of `concurrency` simultaneous requests; the best
+    /// round wins.
+    Rounds,
+}
+
+/// Benchmark settings.
+#[derive(Debug, Clone)]
+pub struct BenchSettings {
+    /// Send one request first and fail if it fails. Default is true.
+    pub warmup: bool,
+    /// Search mode. Default is [`BenchMode::Ramp`].
+    pub mode: BenchMode,
+    /// Ramp: first level; rounds: requests per round. Default is 8.
+    pub concurrency: usize,
+    /// Ramp: highest level. Default is 512.
+    pub max_concurrency: usize,
+    /// Rounds: number of rounds. Default is 8.
+    pub runs: usize,
+}
+
+impl Default for BenchSettings {
+    fn default() -> Self {
+        Self {
+            warmup: true,
+            mode: BenchMode::Ramp,
+            concurrency: 8,
+            max_concurrency: 512,
+            runs: 8,
+        }
+    }
+}
+
+/// A validated backend profile.
+#[derive(Debug, Clone)]
+pub struct Profile {
+    /// Name (`openai`, or the file's `name`).
+    pub name: String,
+    /// One line on what it is for.
+    pub description: String,
+    /// Where it came from: `built-in openai` or a path.
+    pub origin: String,
+    /// Health path, when the profile sets one.
+    pub health: Option<String>,
+    /// The benchmark request.
+    pub request: BenchRequest,
+    /// How workload is counted.
+    pub workload: WorkloadRule,
+    /// How the benchmark runs.
+    pub benchmark: BenchSettings,
+}
+
+impl Profile {
+    /// Parses profile text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Profile, ProfileError> {
+        format::parse(text, origin)
+    }
+
+    /// A built-in profile by name.
+    pub fn built_in(name: &str) -> Option<Profile> {
+        let (_, text) = BUILT_IN.iter().find(|(n, _)| *n == name)?;
+        Some(Self::parse(text, &format!("built-in {name}")).expect("built-in profiles are valid"))
+    }
+
+    /// Resolves `BENCHMARK`: a built-in name, PyWorker's `benchmarks.NAME:benchmark` form,
+    /// or a path to a TOML file.
+    pub fn resolve(spec: &str) -> Result<Profile, ProfileError> {
+        let spec = spec.trim();
+        if let Some(p) = Self::built_in(spec) {
+            return Ok(p);
+        }
+        if let Some(module) = spec.strip_prefix("benchmarks.") {
+            let name = module.split(':').next().unwrap_or("").replace('_', "-");
+            return Self::built_in(&name).ok_or_else(|| ProfileError {
+                origin: spec.to_string(),
+                line: None,
+                message: format!(
+                    "no built-in profile for PyWorker's {spec:?}; built-ins: {}",
+                    names()
+                ),
+            });
+        }
+        match std::fs::read_to_string(spec) {
+            Ok(text) => Self::parse(&text, spec),
+            Err(e) => Err(ProfileError {
+                origin: spec.to_string(),
+                line: None,
+                message: format!(
+                    "not a built-in profile ({}) and not a readable file: {e}",
+                    names()
+                ),
+            }),
+        }
+    }
+
+    /// Workload of an incoming request body by the profile's request rule, when it has one
+    /// and the body is JSON holding what it needs.
+    pub fn request_workload(&self, body: &[u8]) -> Option<f64> {
+        let rule = self.workload.request.as_ref()?;
+        let payload: serde_json::Value = serde_json::from_slice(body).ok()?;
+        rule.eval(&payload)
+    }
+}
+
+fn names() -> String {
+    BUILT_IN
+        .iter()
+        .map(|(n, _)| *n)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_ins_load_and_pyworker_names_map_to_them() {
+        for (name, _) in BUILT_IN {
+            assert_eq!(Profile::resolve(name).unwrap().name, name);
+        }
+        assert_eq!(
+            Profile::resolve("benchmarks.openai:benchmark")
+                .unwrap()
+                .name,
+            "openai"
+        );
+        assert_eq!(
+            Profile::resolve("benchmarks.openai_chat:benchmark")
+                .unwrap()
+                .name,
+            "openai-chat"
+        );
+        assert!(Profile::resolve("benchmarks.whisper:benchmark").is_err());
+    }
+
+    #[test]
+    fn comfyui_workload_is_width_height_steps_over_1000() {
+        let p = Profile::built_in("comfyui").unwrap();
+        let body = p
+            .request
+            .body
+            .as_ref()
+            .unwrap()
+            .render(&template::RenderContext { model: "m".into() });
+        assert_eq!(p.workload.measured(&body, None), Some(5242.88));
+        assert_eq!(
+            p.request_workload(body.to_string().as_bytes()),
+            Some(5242.88)
+        );
+    }
+
+    #[test]
+    fn errors_name_the_file_line_and_problem() {
+        let cases = [
+            (
+                "name = \"x\"\n[request]\npath = \"/a\"\n[workload]\nrequest = \"max_tokens\"\nbogus = 1\n",
+                6,
+                "unknown field",
+            ),
+            (
+                "name = \"x\"\n[request]\npath = \"a\"\n[workload]\nrequest = \"m\"\n",
+                3,
+                "must start with /",
+            ),
+            (
+                "name = \"x\"\n[request]\npath = \"/a\"\n[request.body]\np = \"{{wrds 3}}\"\n[workload]\nrequest = \"m\"\n",
+                5,
+                "unknown generator",
+            ),
+            (
+                "name = \"x\"\n[request]\npath = \"/a\"\n[workload]\nformula = \"w * h\"\n[workload.vars]\nw = \"a\"\n",
+                5,
+                "\"h\"",
+            ),
+            (
+                "name = \"x\"\n[request]\npath = \"/a\"\n[workload]\nrequest = \"m\"\n[benchmark]\nmode = \"fast\"\n",
+                7,
+                "expected ramp",
+            ),
+            ("name = \"x\"\n[request\n", 2, ""),
+        ];
+        for (text, line, needle) in cases {
+            let e = Profile::parse(text, "my.toml").unwrap_err();
+            assert_eq!(e.line, Some(line), "{e}");
+            assert!(
+                e.to_string().starts_with(&format!("my.toml:{line}: ")),
+                "{e}"
+            );
+            assert!(e.message.contains(needle), "{e}");
+        }
+        let e = Profile::resolve("/nonexistent/profile.toml").unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/profile.toml"), "{e}");
+    }
+}

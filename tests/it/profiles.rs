@@ -1,0 +1,171 @@
+//! Backend profiles in the worker: the start-up benchmark, its cache, failures, and the
+//! workload rule for requests without a cost.
+
+use crate::support::*;
+use serde_json::json;
+use std::sync::Arc;
+use vespa::config::{Benchmark, WorkerConfig};
+use vespa::profile::Profile;
+use vespa::worker::Worker;
+use vespa::worker::lifecycle::State;
+
+fn profile_config(
+    backend: &Backend,
+    name: &str,
+    cache: Option<std::path::PathBuf>,
+) -> WorkerConfig {
+    let mut c = config(backend);
+    c.benchmark = Benchmark::Profile {
+        profile: Arc::new(Profile::built_in(name).unwrap()),
+        measure: true,
+    };
+    c.max_perf = 0.0;
+    c.benchmark_cache = cache;
+    c
+}
+
+fn temp_file(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("vespa-it-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join("has_benchmark")
+}
+
+#[tokio::test]
+async fn the_worker_benchmarks_before_ready_and_caches_the_result() {
+    let backend = Backend::start(|seen| async move {
+        let req: serde_json::Value = serde_json::from_slice(&seen.body).unwrap();
+        json(
+            200,
+            json!({"usage": {"completion_tokens": req["max_tokens"]}}),
+        )
+    })
+    .await;
+    let cache = temp_file("cache");
+    let _ = std::fs::remove_file(&cache);
+    let worker = Worker::start(profile_config(&backend, "openai", Some(cache.clone())))
+        .await
+        .unwrap();
+    wait_state(&worker, |s| *s == State::Benchmarking).await;
+    wait_state(&worker, |s| *s == State::Ready).await;
+    let measured = worker.shared().ledger.snapshot().max_perf;
+    assert!(measured > 0.0);
+    let cached: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cache).unwrap()).unwrap();
+    assert_eq!(cached["max_perf"], measured);
+    assert_eq!(cached["profile"], "openai");
+    std::fs::remove_file(&cache).unwrap();
+}
+
+#[tokio::test]
+async fn a_cached_result_for_this_profile_and_backend_skips_the_benchmark() {
+    let mut backend = Backend::start(|_| async { json(500, json!({})) }).await;
+    let cache = temp_file("cached");
+    let entry =
+        json!({"max_perf": 4321.5, "profile": "openai", "backend": backend.url().to_string()});
+    std::fs::write(&cache, entry.to_string()).unwrap();
+    let worker = start_worker(profile_config(&backend, "openai", Some(cache.clone()))).await;
+    assert_eq!(worker.shared().ledger.snapshot().max_perf, 4321.5);
+    backend.assert_quiet();
+    std::fs::remove_file(&cache).unwrap();
+}
+
+#[tokio::test]
+async fn a_failed_benchmark_is_an_error_not_a_capacity_of_one() {
+    let backend =
+        Backend::start(|_| async { json(500, json!({"error": "model not loaded"})) }).await;
+    let worker = Worker::start(profile_config(&backend, "openai", None))
+        .await
+        .unwrap();
+    let state = wait_state(&worker, |s| matches!(s, State::Errored(_))).await;
+    let msg = state.error().unwrap();
+    assert!(
+        msg.contains("benchmark failed") && msg.contains("warm-up") && msg.contains("500"),
+        "{msg}"
+    );
+    assert_eq!(worker.shared().ledger.snapshot().max_perf, 0.0);
+}
+
+#[tokio::test]
+async fn requests_without_a_cost_are_counted_by_the_profile_rule() {
+    let mut backend = Backend::start(|_| async { json(200, json!({})) }).await;
+    let mut cfg = profile_config(&backend, "openai", None);
+    cfg.benchmark = Benchmark::Profile {
+        profile: Arc::new(Profile::built_in("openai").unwrap()),
+        measure: false,
+    };
+    cfg.max_perf = 1000.0;
+    let worker = start_worker(cfg).await;
+    let client = h1_client();
+    // Passthrough (unsecured) with max_tokens: the rule counts 300.
+    send(
+        &client,
+        request(
+            "POST",
+            &url(&worker, "/v1/completions"),
+            json!({"prompt": "x", "max_tokens": 300}).to_string(),
+        ),
+    )
+    .await;
+    // An envelope with cost 0 falls back to the rule too; one with a cost keeps it.
+    send(
+        &client,
+        request(
+            "POST",
+            &url(&worker, "/v1/completions"),
+            envelope(2, 0.0, json!({"max_tokens": 40})).to_string(),
+        ),
+    )
+    .await;
+    send(
+        &client,
+        request(
+            "POST",
+            &url(&worker, "/v1/completions"),
+            envelope(3, 7.0, json!({"max_tokens": 40})).to_string(),
+        ),
+    )
+    .await;
+    // Nothing the rule can read: DEFAULT_COST (1).
+    send(
+        &client,
+        request(
+            "POST",
+            &url(&worker, "/v1/completions"),
+            json!({"prompt": "x"}).to_string(),
+        ),
+    )
+    .await;
+    for _ in 0..4 {
+        backend.next_request().await;
+    }
+    let snap = assert_settled(&worker).await;
+    assert_eq!(snap.totals.served.workload, 300.0 + 40.0 + 7.0 + 1.0);
+}
+
+#[tokio::test]
+async fn benchmark_settings_come_from_environment_like_pyworker() {
+    let env = [
+        ("BENCHMARK", "benchmarks.openai:benchmark"),
+        ("UNSECURED", "true"),
+    ];
+    let c = WorkerConfig::load(&Default::default(), &env).unwrap();
+    match &c.benchmark {
+        Benchmark::Profile { profile, measure } => {
+            assert_eq!((profile.name.as_str(), *measure), ("openai", true))
+        }
+        other => panic!("{other:?}"),
+    }
+    let env = [
+        ("BENCHMARK", "tgi"),
+        ("MAX_PERF", "900"),
+        ("UNSECURED", "true"),
+        ("BENCHMARK_CACHE", "none"),
+    ];
+    let c = WorkerConfig::load(&Default::default(), &env).unwrap();
+    assert!(matches!(
+        &c.benchmark,
+        Benchmark::Profile { measure: false, .. }
+    ));
+    assert_eq!(c.max_perf, 900.0);
+    assert!(c.benchmark_cache.is_none());
+}
