@@ -1,0 +1,60 @@
+//! The examples in docs/ work as written.
+
+use crate::support::*;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use vespa::profile::Profile;
+use vespa::profile::bench::Bench;
+
+/// The first ```toml block after `heading` in a document.
+fn toml_block(doc: &str, heading: &str) -> String {
+    let at = doc
+        .find(heading)
+        .unwrap_or_else(|| panic!("heading {heading:?} not found"));
+    let start = doc[at..].find("```toml\n").expect("a toml block") + at + "```toml\n".len();
+    let end = doc[start..].find("```").expect("end of the block") + start;
+    doc[start..end].to_string()
+}
+
+#[tokio::test]
+async fn docs_example_profile_benchmarks_an_embeddings_server() {
+    let doc = include_str!("../../docs/BENCHMARKS.md");
+    let profile = Profile::parse(
+        &toml_block(doc, "## A complete example"),
+        "docs/BENCHMARKS.md",
+    )
+    .unwrap();
+    assert_eq!(profile.name, "embeddings");
+    // Requests without a cost count the documented constant.
+    assert_eq!(
+        profile.request_workload(br#"{"input": ["a"]}"#),
+        Some(800.0)
+    );
+
+    let mut backend = Backend::start(|seen| async move {
+        let req: Value = serde_json::from_slice(&seen.body).unwrap();
+        let inputs = req["input"].as_array().unwrap();
+        let tokens: usize = inputs
+            .iter()
+            .map(|i| i.as_str().unwrap().split_whitespace().count())
+            .sum();
+        let data: Vec<Value> = (0..inputs.len())
+            .map(|i| json!({"index": i, "embedding": [0.0, 1.0]}))
+            .collect();
+        json(
+            200,
+            json!({"data": data, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}),
+        )
+    })
+    .await;
+    let bench = Bench::new(Arc::new(profile), &backend.url().to_string(), "embedder");
+    let report = bench.run(&|_| {}).await.unwrap();
+    assert!(report.max_perf > 0.0);
+    assert!(report.levels.iter().all(|l| l.errors == 0), "{report:?}");
+    let seen = backend.next_request().await;
+    assert_eq!(seen.uri, "/v1/embeddings");
+    let body: Value = serde_json::from_slice(&seen.body).unwrap();
+    assert_eq!(body["model"], "embedder");
+    assert_eq!(body["input"].as_array().unwrap().len(), 4);
+    assert_eq!(body["input"][0].as_str().unwrap().split(' ').count(), 200);
+}
