@@ -79,6 +79,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn error_chain_shows_every_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        #[derive(Debug, thiserror::Error)]
+        #[error("connect failed")]
+        struct Outer(#[source] std::io::Error);
+        assert_eq!(error_chain(&Outer(io)), "connect failed: refused");
+    }
+
+    #[test]
     fn strips_fixed_and_connection_named_headers() {
         let mut h = HeaderMap::new();
         h.insert(
@@ -101,4 +110,19 @@ mod tests {
         assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key(header::CONTENT_TYPE));
     }
+}
+
+/// An error and its whole `source()` chain on one line (`a: b: c`), for messages and logs.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        let text = inner.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        cur = inner.source();
+    }
+    s
 }

@@ -135,7 +135,7 @@ impl Reporter {
                 match sent {
                     Ok(resp) if resp.status().is_success() => return Ok(addr.clone()),
                     Ok(resp) => last = format!("{url} answered {}", resp.status()),
-                    Err(e) => last = format!("{url}: {e}"),
+                    Err(e) => last = format!("{url}: {}", crate::http_util::error_chain(&e)),
                 }
                 tracing::debug!(error = %last, attempt, "report attempt failed");
                 tokio::time::sleep(self.target.pause).await;

@@ -121,12 +121,17 @@ impl Bench {
         if let Some(p) = &payload {
             builder = builder.json(p);
         }
-        let resp = builder.send().await.map_err(|e| format!("{url}: {e}"))?;
-        let status = resp.status();
-        let bytes = resp
-            .bytes()
+        let resp = builder
+            .send()
             .await
-            .map_err(|e| format!("{url}: reading the answer: {e}"))?;
+            .map_err(|e| format!("{url}: {}", crate::http_util::error_chain(&e)))?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| {
+            format!(
+                "{url}: reading the answer: {}",
+                crate::http_util::error_chain(&e)
+            )
+        })?;
         if !status.is_success() {
             let text = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).to_string();
             return Err(format!("{url} answered {status}: {text}"));

@@ -19,15 +19,18 @@ async fn fetch_once(client: &reqwest::Client, addr: &str) -> Result<PublicKey, S
         .timeout(Duration::from_secs(10))
         .send()
         .await
-        .map_err(|e| format!("{url}: {e}"))?;
+        .map_err(|e| format!("{url}: {}", crate::http_util::error_chain(&e)))?;
     let status = resp.status();
-    let text = resp.text().await.map_err(|e| format!("{url}: {e}"))?;
+    let text = resp
+        .text()
+        .await
+        .map_err(|e| format!("{url}: {}", crate::http_util::error_chain(&e)))?;
     if !status.is_success() {
         return Err(format!("{url}: answered {status}"));
     }
     // Some deployments answer the PEM as a JSON string.
     let pem = serde_json::from_str::<String>(&text).unwrap_or(text);
-    PublicKey::from_pem(&pem).map_err(|e| format!("{url}: {e}"))
+    PublicKey::from_pem(&pem).map_err(|e| format!("{url}: {}", crate::http_util::error_chain(&e)))
 }
 
 /// Fetches and parses the key, with the back-off above. `backoff_unit` is 1 s in
