@@ -23,6 +23,8 @@ pub enum Command {
     Worker(WorkerArgs),
     /// Run a local autoscaler: /route/, /pubkey/, /worker_status/, /delete_requests/.
     Autoscaler(crate::autoscaler::AutoscalerArgs),
+    /// Run a simulated model server (OpenAI, TGI, ComfyUI APIs) with a known capacity.
+    Sim(crate::sim::SimArgs),
 }
 
 /// Runs the parsed command line; returns the process exit code.
@@ -30,6 +32,7 @@ pub async fn run(cli: Cli, env: &dyn Env) -> i32 {
     match cli.command {
         Command::Worker(args) => run_worker(&args, env).await,
         Command::Autoscaler(args) => crate::autoscaler::run(&args).await,
+        Command::Sim(args) => crate::sim::run(&args).await,
     }
 }
 

@@ -15,4 +15,5 @@ pub mod logging;
 pub mod report;
 pub mod serve;
 pub mod signing;
+pub mod sim;
 pub mod worker;
