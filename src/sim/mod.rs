@@ -24,10 +24,13 @@ mod stats;
 mod stream;
 mod tgi;
 
+pub use comfyui::PNG;
 pub use config::{DEFAULT_IMAGE_UNITS, DEFAULT_LISTEN, SimArgs, SimConfig};
 pub use error::SimError;
+pub use openai::DEFAULT_MAX_TOKENS;
 pub use stats::SimStats;
 pub use stream::Died;
+pub use tgi::DEFAULT_MAX_NEW_TOKENS;
 
 use crate::config::EXIT_CONFIG;
 use faults::Faults;

@@ -44,6 +44,13 @@ enum State {
         job: Job,
         events: VecDeque<String>,
     },
+    /// The backend "dies" when its next chunk is due. Internal: waiting here also returns
+    /// `Pending` to hyper, which then flushes the chunks already yielded; failing at once
+    /// would abort the connection with them still in its buffer.
+    Dying {
+        job: Job,
+        due: Pin<Box<tokio::time::Sleep>>,
+    },
     Done,
 }
 
@@ -130,11 +137,25 @@ impl http_body::Body for TokenStream {
                         events: this.events.tail().into(),
                     };
                 }
-                State::Decoding { job, ticks, next } => {
+                State::Decoding { .. } | State::Tail { .. }
+                    if this.die_after.is_some_and(|n| this.sent >= n) =>
+                {
                     // After `die_after` chunks the next one is an error instead.
-                    if this.die_after.is_some_and(|n| this.sent >= n) {
-                        return this.die();
+                    let job = this.take_job().expect("a decoding or tail state has a job");
+                    let due = tokio::time::sleep(this.period.max(Duration::from_millis(1)));
+                    this.state = State::Dying {
+                        job,
+                        due: Box::pin(due),
+                    };
+                }
+                State::Dying { due, .. } => {
+                    ready!(due.as_mut().poll(cx));
+                    if let Some(job) = this.take_job() {
+                        job.finish(Outcome::Errored);
                     }
+                    return Poll::Ready(Some(Err(Box::new(Died(this.sent)))));
+                }
+                State::Decoding { job, ticks, next } => {
                     ready!(ticks.poll_tick(cx));
                     let index = *next;
                     *next += 1;
@@ -143,9 +164,6 @@ impl http_body::Body for TokenStream {
                     return this.frame(&payload);
                 }
                 State::Tail { events, .. } => {
-                    if this.die_after.is_some_and(|n| this.sent >= n) {
-                        return this.die();
-                    }
                     let Some(payload) = events.pop_front() else {
                         this.finish();
                         continue;
@@ -168,7 +186,9 @@ impl http_body::Body for TokenStream {
 impl TokenStream {
     fn take_job(&mut self) -> Option<Job> {
         match std::mem::replace(&mut self.state, State::Done) {
-            State::Decoding { job, .. } | State::Tail { job, .. } => Some(job),
+            State::Decoding { job, .. } | State::Tail { job, .. } | State::Dying { job, .. } => {
+                Some(job)
+            }
             State::Admitting(_) | State::Done => None,
         }
     }
@@ -178,12 +198,5 @@ impl TokenStream {
         if let Some(job) = self.take_job() {
             job.finish(Outcome::Completed);
         }
-    }
-
-    fn die(&mut self) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if let Some(job) = self.take_job() {
-            job.finish(Outcome::Errored);
-        }
-        Poll::Ready(Some(Err(Box::new(Died(self.sent)))))
     }
 }
