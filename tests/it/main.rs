@@ -10,6 +10,7 @@ mod pool;
 mod proxy;
 mod reports;
 mod signed;
+mod sim;
 mod startup;
 mod support;
 mod vastai_client;
