@@ -25,6 +25,8 @@ pub enum Command {
     Bench(crate::profile::command::BenchArgs),
     /// Run a local autoscaler: /route/, /pubkey/, /worker_status/, /delete_requests/.
     Autoscaler(crate::autoscaler::AutoscalerArgs),
+    /// Run a simulated model server (OpenAI, TGI, ComfyUI APIs) with a known capacity.
+    Sim(crate::sim::SimArgs),
 }
 
 /// Runs the parsed command line; returns the process exit code.
@@ -33,6 +35,7 @@ pub async fn run(cli: Cli, env: &dyn Env) -> i32 {
         Command::Worker(args) => run_worker(&args, env).await,
         Command::Autoscaler(args) => crate::autoscaler::run(&args).await,
         Command::Bench(args) => crate::profile::command::run(&args).await,
+        Command::Sim(args) => crate::sim::run(&args).await,
     }
 }
 

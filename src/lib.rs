@@ -16,4 +16,5 @@ pub mod profile;
 pub mod report;
 pub mod serve;
 pub mod signing;
+pub mod sim;
 pub mod worker;

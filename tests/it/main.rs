@@ -12,6 +12,7 @@ mod profiles;
 mod proxy;
 mod reports;
 mod signed;
+mod sim;
 mod startup;
 mod support;
 mod vastai_client;

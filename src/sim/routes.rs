@@ -1,0 +1,157 @@
+//! Routing: the sim's own routes (`/health`, `/v1/models`, `/_sim/*`) and the API routes,
+//! which pass the start-up gate and the fault draw before reaching their handler.
+
+use super::Shared;
+use super::error::SimError;
+use super::faults::{Fate, Health};
+use super::stats::Job;
+use super::{comfyui, openai, tgi};
+use crate::http_util::{Body, json_response};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use serde_json::{Map, Value, json};
+
+/// Largest request body the sim reads (ComfyUI graphs can be large).
+pub const MAX_BODY: usize = 16 << 20;
+
+/// The APIs served through the capacity model.
+#[derive(Debug, Clone, Copy)]
+enum Api {
+    Completions,
+    ChatCompletions,
+    Generate,
+    GenerateStream,
+    RunSync,
+}
+
+/// Serves one request. Never fails: errors become JSON answers.
+pub(crate) async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
+    dispatch(shared, req).await.unwrap_or_else(|e| {
+        tracing::debug!(status = %e.status(), error = %e, "request refused");
+        e.into_response()
+    })
+}
+
+async fn dispatch(shared: &Shared, req: Request<Incoming>) -> Result<Response<Body>, SimError> {
+    let api = match req.uri().path() {
+        "/health" => {
+            allow(req.method(), Method::GET)?;
+            return Ok(health(shared));
+        }
+        "/v1/models" => {
+            allow(req.method(), Method::GET)?;
+            return Ok(models(shared));
+        }
+        "/_sim/stats" => {
+            allow(req.method(), Method::GET)?;
+            let stats = serde_json::to_value(shared.stats.snapshot()).unwrap_or_default();
+            return Ok(json_response(StatusCode::OK, &stats));
+        }
+        "/_sim/health" => {
+            allow(req.method(), Method::POST)?;
+            return set_health(shared, req).await;
+        }
+        "/v1/completions" => Api::Completions,
+        "/v1/chat/completions" => Api::ChatCompletions,
+        "/generate" => Api::Generate,
+        "/generate_stream" => Api::GenerateStream,
+        "/runsync" => Api::RunSync,
+        other => return Err(SimError::NotFound(other.to_string())),
+    };
+    allow(req.method(), Method::POST)?;
+    if !shared.faults.started() {
+        shared.stats.update(|s| s.rejected += 1);
+        return Err(SimError::Starting);
+    }
+    let body = read_object(req).await?;
+    match shared.faults.fate() {
+        Fate::Serve => {}
+        Fate::Fail => {
+            shared.stats.update(|s| s.errored += 1);
+            return Err(SimError::Injected);
+        }
+        Fate::Hang => {
+            // Counted as hanging until the client gives up and drops this future.
+            let _job = Job::hanging(&shared.stats);
+            return std::future::pending().await;
+        }
+    }
+    match api {
+        Api::Completions => openai::completions(shared, &body, openai::Kind::Text).await,
+        Api::ChatCompletions => openai::completions(shared, &body, openai::Kind::Chat).await,
+        Api::Generate => tgi::generate(shared, &body).await,
+        Api::GenerateStream => tgi::generate_stream(shared, &body),
+        Api::RunSync => comfyui::runsync(shared, &body).await,
+    }
+}
+
+fn allow(method: &Method, allowed: Method) -> Result<(), SimError> {
+    if *method == allowed || (allowed == Method::GET && *method == Method::HEAD) {
+        return Ok(());
+    }
+    Err(SimError::MethodNotAllowed {
+        method: method.to_string(),
+        allow: if allowed == Method::GET {
+            "GET, HEAD"
+        } else {
+            "POST"
+        },
+    })
+}
+
+/// Reads the whole body (up to [`MAX_BODY`]) as a JSON object.
+async fn read_object(req: Request<Incoming>) -> Result<Map<String, Value>, SimError> {
+    let bytes = Limited::new(req.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.downcast_ref::<LengthLimitError>().is_some() {
+                SimError::BodyTooLarge(MAX_BODY)
+            } else {
+                SimError::BadRequest(format!("cannot read the body: {e}"))
+            }
+        })?
+        .to_bytes();
+    match serde_json::from_slice(&bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(SimError::BadRequest("body is not a JSON object".into())),
+        Err(e) => Err(SimError::BadRequest(format!("body is not JSON: {e}"))),
+    }
+}
+
+/// `GET /health`: 200 once started and while healthy, else 503.
+fn health(shared: &Shared) -> Response<Body> {
+    let (status, text) = match shared.faults.health() {
+        Health::Healthy => (StatusCode::OK, "ok"),
+        Health::Starting => (StatusCode::SERVICE_UNAVAILABLE, "loading"),
+        Health::Unhealthy => (StatusCode::SERVICE_UNAVAILABLE, "unhealthy"),
+    };
+    json_response(status, &json!({"status": text}))
+}
+
+/// `POST /_sim/health` with `{"healthy": bool}`: switches what `/health` answers.
+async fn set_health(shared: &Shared, req: Request<Incoming>) -> Result<Response<Body>, SimError> {
+    let body = read_object(req).await?;
+    let healthy = body
+        .get("healthy")
+        .and_then(Value::as_bool)
+        .ok_or_else(|| SimError::BadRequest("expected {\"healthy\": true|false}".into()))?;
+    shared.faults.set_healthy(healthy);
+    tracing::info!(healthy, "health switched");
+    Ok(json_response(StatusCode::OK, &json!({"healthy": healthy})))
+}
+
+/// `GET /v1/models`: the one model this server has.
+fn models(shared: &Shared) -> Response<Body> {
+    let body = json!({
+        "object": "list",
+        "data": [{
+            "id": shared.config.model,
+            "object": "model",
+            "created": shared.created,
+            "owned_by": "vespa-sim",
+        }],
+    });
+    json_response(StatusCode::OK, &body)
+}
