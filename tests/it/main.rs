@@ -2,6 +2,7 @@
 
 mod admission;
 mod autoscaler;
+mod bench_accuracy;
 mod cancel;
 mod cli;
 mod docs;
