@@ -22,10 +22,12 @@ fn short_openai() -> Profile {
 }
 
 async fn measured(batch: usize) -> (f64, f64) {
-    let mut cfg = SimConfig::default();
-    cfg.listen = "127.0.0.1:0".parse().unwrap();
-    cfg.decode_tps = 500.0;
-    cfg.max_batch = batch;
+    let cfg = SimConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        decode_tps: 500.0,
+        max_batch: batch,
+        ..Default::default()
+    };
     let truth = cfg.capacity_tokens_per_sec();
     let sim = Sim::start(cfg).await.unwrap();
     let report = Bench::new(Arc::new(short_openai()), &sim.url(), "m")
