@@ -4,6 +4,7 @@ mod admission;
 mod autoscaler;
 mod cancel;
 mod cli;
+mod client;
 mod docs;
 mod e2e;
 mod fake_autoscaler;
