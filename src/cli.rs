@@ -25,6 +25,8 @@ pub enum Command {
     Bench(crate::profile::command::BenchArgs),
     /// Run a local autoscaler: /route/, /pubkey/, /worker_status/, /delete_requests/.
     Autoscaler(crate::autoscaler::AutoscalerArgs),
+    /// Run a local proxy that routes and signs plain HTTP requests to an endpoint.
+    Proxy(crate::client::proxy::ProxyArgs),
 }
 
 /// Runs the parsed command line; returns the process exit code.
@@ -33,6 +35,7 @@ pub async fn run(cli: Cli, env: &dyn Env) -> i32 {
         Command::Worker(args) => run_worker(&args, env).await,
         Command::Autoscaler(args) => crate::autoscaler::run(&args).await,
         Command::Bench(args) => crate::profile::command::run(&args).await,
+        Command::Proxy(args) => crate::client::proxy::run(&args, env).await,
     }
 }
 

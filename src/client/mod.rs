@@ -10,7 +10,7 @@
 //! [`Client`] does both hops, retries on another worker when a worker is unreachable or
 //! answers 429/503 *before* its response starts, and never replays a request whose
 //! response has begun streaming (the model may already have produced tokens, and the
-//! caller may already have seen them). `vespa proxy` puts it behind a local HTTP port so any
+//! caller may already have seen them). [`proxy`] puts it behind a local HTTP port so any
 //! HTTP client (the OpenAI SDK, curl) can call an endpoint unchanged; [`discovery`] finds an
 //! endpoint's API key from the account key as PyWorker's `utils/endpoint_util.py` does.
 //!
@@ -21,6 +21,7 @@ mod backoff;
 pub mod discovery;
 mod envelope;
 mod error;
+pub mod proxy;
 mod route;
 mod send;
 

@@ -11,6 +11,7 @@ mod fake_autoscaler;
 mod pool;
 mod profiles;
 mod proxy;
+mod proxy_cmd;
 mod reports;
 mod signed;
 mod startup;
