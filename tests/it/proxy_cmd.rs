@@ -393,3 +393,50 @@ async fn vespa_proxy_prints_its_address_and_serves() {
     assert_eq!(resp.status(), 200);
     child.kill().await.unwrap();
 }
+
+/// The venv Python with the `openai` package (`.ci/run` makes `.venv` from
+/// tests/python/requirements.txt), or `VESPA_PYTHON`.
+fn python() -> String {
+    if let Ok(p) = std::env::var("VESPA_PYTHON") {
+        return p;
+    }
+    let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python");
+    assert!(
+        std::path::Path::new(venv).exists(),
+        "no Python environment with the openai package: run .ci/run (it creates .venv), or set VESPA_PYTHON"
+    );
+    venv.to_string()
+}
+
+#[tokio::test]
+async fn openai_python_sdk_works_through_the_proxy_unchanged() {
+    let python = python();
+    let flow = Flow::start(openai_chat_backend().await, |c| {
+        c.profile = Some(std::sync::Arc::new(
+            vespa::profile::Profile::resolve("openai-chat").unwrap(),
+        ));
+    })
+    .await;
+    let out = tokio::process::Command::new(python)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/python/test_openai_proxy.py"
+        ))
+        .env("VESPA_PROXY_URL", flow.proxy.url())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(120), out)
+        .await
+        .expect("the SDK finished")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "openai SDK through the proxy failed (is the openai package installed in that venv?):\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("ALL PASSED"), "{stdout}");
+    let snap = assert_settled(&flow.worker).await;
+    assert_eq!(snap.totals.served.requests, 2);
+    assert_eq!(snap.totals.served.workload, 32.0, "max_tokens 16 each");
+}
