@@ -53,7 +53,7 @@ pub struct ProxyArgs {
     /// Largest request body (held in memory for retries), e.g. 64MiB. [default: 256MiB]
     #[arg(long, value_name = "BYTES")]
     pub max_body_size: Option<String>,
-    /// Log level: trace, debug, info, warning, error. [default: info]
+    /// Log level: trace, debug, info, warning, error.
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     pub log_level: String,
 }
