@@ -27,6 +27,8 @@ pub enum Command {
     Autoscaler(crate::autoscaler::AutoscalerArgs),
     /// Run a simulated model server (OpenAI, TGI, ComfyUI APIs) with a known capacity.
     Sim(crate::sim::SimArgs),
+    /// Run a local proxy that routes and signs plain HTTP requests to an endpoint.
+    Proxy(crate::client::proxy::ProxyArgs),
 }
 
 /// Runs the parsed command line; returns the process exit code.
@@ -36,6 +38,7 @@ pub async fn run(cli: Cli, env: &dyn Env) -> i32 {
         Command::Autoscaler(args) => crate::autoscaler::run(&args).await,
         Command::Bench(args) => crate::profile::command::run(&args).await,
         Command::Sim(args) => crate::sim::run(&args).await,
+        Command::Proxy(args) => crate::client::proxy::run(&args, env).await,
     }
 }
 

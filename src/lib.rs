@@ -9,6 +9,7 @@
 
 pub mod autoscaler;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod http_util;
 pub mod logging;

@@ -1,0 +1,124 @@
+//! What can go wrong when calling an endpoint, and whose fault it is.
+//!
+//! One variant per cause a caller acts on differently: a refused key or an unknown
+//! endpoint is the caller's to fix, no worker in time is worth retrying later, an
+//! unreachable autoscaler or worker is the platform's. Callers branch on the predicates
+//! (`is_auth()`, `is_no_worker()`, …), never on message text. The `vespa proxy` turns each
+//! into an HTTP status in one place (`proxy::error_response`).
+
+use serde_json::Value;
+use std::time::Duration;
+
+/// Why a request through [`Client`](super::Client) failed before its response started.
+/// Errors after that (a worker that dies mid-stream) surface from the response body.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The client configuration cannot be used (a URL that does not parse, zero attempts).
+    #[error("invalid client configuration: {0}")]
+    Config(String),
+    /// `/route/` refused the API key (401 or 403): the caller's key is wrong for this
+    /// endpoint.
+    #[error(
+        "the autoscaler refused the API key for endpoint {endpoint:?} (HTTP {status}): {message}; check --api-key / VAST_API_KEY"
+    )]
+    Auth {
+        /// The endpoint name.
+        endpoint: String,
+        /// 401 or 403.
+        status: u16,
+        /// The autoscaler's explanation.
+        message: String,
+    },
+    /// `/route/` does not know the endpoint (404): a typo in the endpoint name, or an
+    /// endpoint that was deleted.
+    #[error("the autoscaler does not know endpoint {endpoint:?} (HTTP 404): {message}")]
+    UnknownEndpoint {
+        /// The endpoint name.
+        endpoint: String,
+        /// The autoscaler's explanation.
+        message: String,
+    },
+    /// `/route/` refused the request with another 4xx: the request the client built is
+    /// wrong (a Vespa bug, or an autoscaler speaking another protocol version).
+    #[error("the autoscaler rejected the route request (HTTP {status}): {message}")]
+    RouteRejected {
+        /// The status.
+        status: u16,
+        /// The autoscaler's explanation.
+        message: String,
+    },
+    /// The autoscaler could not be reached, answered 5xx, or answered something that is
+    /// not a route, on every attempt.
+    #[error("autoscaler unavailable at {url}: {reason}")]
+    AutoscalerUnavailable {
+        /// The `/route/` URL.
+        url: String,
+        /// What happened on the last attempt.
+        reason: String,
+        /// The transport error, when there was one.
+        #[source]
+        source: Option<reqwest::Error>,
+    },
+    /// No worker of the endpoint became ready within the route timeout.
+    #[error(
+        "no worker of endpoint {endpoint:?} was ready within {:.1} s (workers: {status})",
+        waited.as_secs_f64()
+    )]
+    NoWorker {
+        /// The endpoint name.
+        endpoint: String,
+        /// How long the client polled.
+        waited: Duration,
+        /// The autoscaler's last census of the endpoint's workers (`null` if none given).
+        status: Value,
+    },
+    /// Every attempt to reach a worker failed before a response started (connection
+    /// refused or reset).
+    #[error("worker unavailable: {attempts} attempt(s) failed, the last at {url}")]
+    WorkerUnavailable {
+        /// The worker URL of the last attempt.
+        url: String,
+        /// How many workers were tried.
+        attempts: u32,
+        /// The last transport error.
+        #[source]
+        source: reqwest::Error,
+    },
+}
+
+impl ClientError {
+    /// The configuration is invalid.
+    pub fn is_config(&self) -> bool {
+        matches!(self, Self::Config(_))
+    }
+
+    /// The autoscaler refused the API key.
+    pub fn is_auth(&self) -> bool {
+        matches!(self, Self::Auth { .. })
+    }
+
+    /// The autoscaler does not know the endpoint.
+    pub fn is_unknown_endpoint(&self) -> bool {
+        matches!(self, Self::UnknownEndpoint { .. })
+    }
+
+    /// The autoscaler rejected the route request for another reason (4xx).
+    pub fn is_route_rejected(&self) -> bool {
+        matches!(self, Self::RouteRejected { .. })
+    }
+
+    /// The autoscaler could not be reached or did not answer usefully.
+    pub fn is_autoscaler_unavailable(&self) -> bool {
+        matches!(self, Self::AutoscalerUnavailable { .. })
+    }
+
+    /// No worker became ready within the route timeout; worth retrying later.
+    pub fn is_no_worker(&self) -> bool {
+        matches!(self, Self::NoWorker { .. })
+    }
+
+    /// No worker could be reached, after every retry.
+    pub fn is_worker_unavailable(&self) -> bool {
+        matches!(self, Self::WorkerUnavailable { .. })
+    }
+}

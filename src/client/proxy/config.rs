@@ -1,0 +1,296 @@
+//! `vespa proxy` flags and the validated configuration built from them.
+
+use crate::client::discovery::DEFAULT_CONSOLE_URL;
+use crate::client::{ClientConfig, DEFAULT_AUTOSCALER_URL};
+use crate::config::{ConfigError, Env, Raw};
+use crate::profile::Profile;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Default listen address (PyWorker's `client.py` proxy port).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8010";
+/// Default largest request body: requests are held in memory so a retry can resend them.
+pub const DEFAULT_MAX_BODY_SIZE: u64 = 256 << 20;
+
+/// Flags of `vespa proxy`.
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct ProxyArgs {
+    /// Address to listen on; port 0 picks a free port. [default: 127.0.0.1:8010]
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Name of the endpoint to call. Required, except with --debug-worker-url.
+    #[arg(long, value_name = "NAME")]
+    pub endpoint: Option<String>,
+    /// The endpoint's API key. [env: VAST_API_KEY]
+    #[arg(long, value_name = "KEY")]
+    pub api_key: Option<String>,
+    /// Account API key: look the endpoint's key up at the console (used when no
+    /// --api-key / VAST_API_KEY is given).
+    #[arg(long, value_name = "KEY")]
+    pub account_key: Option<String>,
+    /// Autoscaler base URL. [default: https://run.vast.ai]
+    #[arg(long, value_name = "URL")]
+    pub autoscaler_url: Option<String>,
+    /// Console base URL for --account-key. [default: https://console.vast.ai]
+    #[arg(long, value_name = "URL")]
+    pub console_url: Option<String>,
+    /// Send every request to this worker without routing, with an unsigned auth_data (the
+    /// worker must run with UNSECURED=true). [default: route through the autoscaler]
+    #[arg(long, value_name = "URL")]
+    pub debug_worker_url: Option<String>,
+    /// Backend profile (built-in name or TOML file) whose workload rule sets a request's
+    /// cost when it has no X-Serverless-Cost header. [default: none; cost 1]
+    #[arg(long, value_name = "NAME|FILE")]
+    pub profile: Option<String>,
+    /// Seconds to wait for a ready worker before answering 503 no_worker. [default: 60]
+    #[arg(long, value_name = "SECS")]
+    pub route_timeout: Option<String>,
+    /// Workers tried per request when one is unreachable or answers 429/503 before
+    /// responding. [default: 3]
+    #[arg(long, value_name = "N")]
+    pub max_attempts: Option<String>,
+    /// Largest request body (held in memory for retries), e.g. 64MiB. [default: 256MiB]
+    #[arg(long, value_name = "BYTES")]
+    pub max_body_size: Option<String>,
+    /// Log level: trace, debug, info, warning, error.
+    #[arg(long, value_name = "LEVEL", default_value = "info")]
+    pub log_level: String,
+}
+
+/// Where to look up the endpoint's API key at start.
+#[derive(Debug, Clone)]
+pub struct Discovery {
+    /// Console base URL. Default is `https://console.vast.ai`.
+    pub console_url: String,
+    /// The account API key.
+    pub account_key: String,
+}
+
+/// Validated `vespa proxy` configuration.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// Address to listen on. Default is `127.0.0.1:8010`.
+    pub listen: SocketAddr,
+    /// The client requests go through. With `discovery`, its `api_key` is filled in at
+    /// start.
+    pub client: ClientConfig,
+    /// Find the API key from an account key at start. Default is `None`.
+    pub discovery: Option<Discovery>,
+    /// Largest request body, bytes; larger ones get 413. Default is 256 MiB.
+    pub max_body_size: u64,
+}
+
+impl ProxyConfig {
+    /// Defaults around `client`.
+    pub fn new(client: ClientConfig) -> ProxyConfig {
+        ProxyConfig {
+            listen: DEFAULT_LISTEN.parse().expect("a valid address"),
+            client,
+            discovery: None,
+            max_body_size: DEFAULT_MAX_BODY_SIZE,
+        }
+    }
+
+    /// Validates the flags; errors name the flag.
+    pub fn from_args(args: &ProxyArgs, env: &dyn Env) -> Result<ProxyConfig, ConfigError> {
+        let listen = match flag(&args.listen, "listen") {
+            Some(raw) => raw
+                .value
+                .trim()
+                .parse()
+                .map_err(|_| raw.error("expected an address like 127.0.0.1:8010"))?,
+            None => DEFAULT_LISTEN.parse().expect("a valid address"),
+        };
+        let debug_worker_url = flag(&args.debug_worker_url, "debug-worker-url")
+            .map(url)
+            .transpose()?;
+        let endpoint = match flag(&args.endpoint, "endpoint") {
+            Some(raw) if raw.value.trim().is_empty() => return Err(raw.error("must not be empty")),
+            Some(raw) => raw.value.trim().to_string(),
+            None if debug_worker_url.is_some() => "debug".to_string(),
+            None => {
+                return Err(ConfigError::new(
+                    "--endpoint",
+                    "required: the name of the endpoint to call",
+                ));
+            }
+        };
+        let console_url = flag(&args.console_url, "console-url")
+            .map(url)
+            .transpose()?
+            .unwrap_or_else(|| DEFAULT_CONSOLE_URL.to_string());
+        let api_key = crate::config::lookup(&args.api_key, "api-key", env, "VAST_API_KEY");
+        let account_key = flag(&args.account_key, "account-key");
+        let (api_key, discovery) = match (api_key, account_key) {
+            (Some(key), _) => (key.value.trim().to_string(), None),
+            (None, Some(account)) => (
+                String::new(),
+                Some(Discovery {
+                    console_url,
+                    account_key: account.value.trim().to_string(),
+                }),
+            ),
+            (None, None) if debug_worker_url.is_some() => (String::new(), None),
+            (None, None) => {
+                return Err(ConfigError::new(
+                    "--api-key",
+                    "required: give --api-key, VAST_API_KEY, or --account-key",
+                ));
+            }
+        };
+        let autoscaler_url = flag(&args.autoscaler_url, "autoscaler-url")
+            .map(url)
+            .transpose()?
+            .unwrap_or_else(|| DEFAULT_AUTOSCALER_URL.to_string());
+        let mut client = ClientConfig::new(autoscaler_url, endpoint, api_key);
+        client.debug_worker_url = debug_worker_url;
+        if let Some(raw) = flag(&args.profile, "profile") {
+            let profile = Profile::resolve(&raw.value).map_err(|e| raw.error(e))?;
+            client.profile = Some(Arc::new(profile));
+        }
+        if let Some(raw) = flag(&args.route_timeout, "route-timeout") {
+            let secs = raw.f64_min(0.0)?;
+            if secs <= 0.0 {
+                return Err(raw.error("expected a number of seconds > 0"));
+            }
+            client.route_timeout = Duration::from_secs_f64(secs);
+        }
+        if let Some(raw) = flag(&args.max_attempts, "max-attempts") {
+            client.max_attempts = u32::try_from(raw.u64_min(1)?)
+                .map_err(|_| raw.error("expected a small whole number"))?;
+        }
+        let max_body_size = match flag(&args.max_body_size, "max-body-size") {
+            Some(raw) => raw.bytes()?,
+            None => DEFAULT_MAX_BODY_SIZE,
+        };
+        Ok(ProxyConfig {
+            listen,
+            client,
+            discovery,
+            max_body_size,
+        })
+    }
+}
+
+fn flag(value: &Option<String>, name: &str) -> Option<Raw> {
+    value.as_ref().map(|v| Raw {
+        value: v.clone(),
+        origin: format!("--{name}"),
+    })
+}
+
+/// An http(s) base URL, without its trailing slash.
+fn url(raw: Raw) -> Result<String, ConfigError> {
+    match reqwest::Url::parse(raw.value.trim()) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host() => {
+            Ok(raw.value.trim().trim_end_matches('/').to_string())
+        }
+        _ => Err(raw.error("expected an http:// or https:// URL")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(f: impl FnOnce(&mut ProxyArgs)) -> ProxyArgs {
+        let mut a = ProxyArgs {
+            endpoint: Some("ep".into()),
+            log_level: "info".into(),
+            ..ProxyArgs::default()
+        };
+        f(&mut a);
+        a
+    }
+
+    #[test]
+    fn the_api_key_comes_from_the_flag_else_vast_api_key() {
+        let env = [("VAST_API_KEY", "from-env")];
+        let c = ProxyConfig::from_args(&args(|_| {}), &env).unwrap();
+        assert_eq!(c.client.api_key, "from-env");
+        assert_eq!(c.client.autoscaler_url, "https://run.vast.ai");
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8010");
+        let c = ProxyConfig::from_args(&args(|a| a.api_key = Some("flag".into())), &env).unwrap();
+        assert_eq!(c.client.api_key, "flag");
+        let c =
+            ProxyConfig::from_args(&args(|a| a.account_key = Some("acct".into())), &[("X", "")])
+                .unwrap();
+        let d = c.discovery.unwrap();
+        assert_eq!(
+            (d.account_key.as_str(), d.console_url.as_str()),
+            ("acct", "https://console.vast.ai")
+        );
+    }
+
+    #[test]
+    fn invalid_flags_name_the_flag() {
+        let none: [(&str, &str); 0] = [];
+        let key = |a: &mut ProxyArgs| a.api_key = Some("k".into());
+        let cases: Vec<(ProxyArgs, &str)> = vec![
+            (args(|_| {}), "--api-key"),
+            (args(|a| a.endpoint = None), "--endpoint"),
+            (
+                args(|a| {
+                    key(a);
+                    a.listen = Some("nowhere".into())
+                }),
+                "--listen",
+            ),
+            (
+                args(|a| {
+                    key(a);
+                    a.autoscaler_url = Some("ftp://x".into())
+                }),
+                "--autoscaler-url",
+            ),
+            (
+                args(|a| {
+                    key(a);
+                    a.debug_worker_url = Some("::".into())
+                }),
+                "--debug-worker-url",
+            ),
+            (
+                args(|a| {
+                    key(a);
+                    a.route_timeout = Some("0".into())
+                }),
+                "--route-timeout",
+            ),
+            (
+                args(|a| {
+                    key(a);
+                    a.max_attempts = Some("0".into())
+                }),
+                "--max-attempts",
+            ),
+            (
+                args(|a| {
+                    key(a);
+                    a.profile = Some("/no/such.toml".into())
+                }),
+                "--profile",
+            ),
+        ];
+        for (a, flag) in cases {
+            let e = ProxyConfig::from_args(&a, &none).unwrap_err();
+            assert_eq!(e.setting, flag, "{e}");
+        }
+    }
+
+    #[test]
+    fn a_debug_worker_needs_no_endpoint_or_key() {
+        let none: [(&str, &str); 0] = [];
+        let a = ProxyArgs {
+            debug_worker_url: Some("http://127.0.0.1:3000/".into()),
+            ..ProxyArgs::default()
+        };
+        let c = ProxyConfig::from_args(&a, &none).unwrap();
+        assert_eq!(
+            c.client.debug_worker_url.as_deref(),
+            Some("http://127.0.0.1:3000")
+        );
+        assert_eq!(c.client.endpoint, "debug");
+    }
+}

@@ -1,0 +1,235 @@
+//! `vespa proxy`: a local HTTP port in front of an endpoint, so any HTTP client (the OpenAI
+//! SDK, curl, a browser) calls a serverless endpoint as if it were the model server.
+//!
+//! Each request, any method and path, is routed and signed by [`Client`]: the proxy adds
+//! nothing but the two protocol hops. The response streams back frame by frame (SSE,
+//! NDJSON, chunked), hop-by-hop headers are dropped both ways (RFC 9110 §7.6.1), and a
+//! caller that disconnects drops the worker connection with it.
+//!
+//! The proxy's own route is `GET /_vespa/proxy/health`, under `/_vespa/` so it can never
+//! shadow a backend path (PyWorker's proxy used `/health`, which hides vLLM's own).
+//! Failures the proxy makes itself are JSON `{"error", "code"}` with a status saying whose
+//! fault it was; [`error_response`] is the one place that mapping lives.
+
+mod config;
+
+pub use config::{DEFAULT_LISTEN, DEFAULT_MAX_BODY_SIZE, Discovery, ProxyArgs, ProxyConfig};
+
+use super::discovery::{self, DiscoveryError};
+use super::{Client, ClientError, ClientRequest};
+use crate::config::{EXIT_CONFIG, Env};
+use crate::http_util::{Body, json_response, strip_hop_by_hop};
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use serde_json::json;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// The proxy's health route.
+pub const HEALTH_PATH: &str = "/_vespa/proxy/health";
+/// `Retry-After` of a `503 no_worker`, seconds: the longest poll interval.
+pub const NO_WORKER_RETRY_AFTER: &str = "5";
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// `--account-key` lookup failed.
+    #[error("endpoint discovery failed: {0}")]
+    Discovery(#[from] DiscoveryError),
+    /// The client configuration is invalid.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A running proxy. Dropping it closes the listener and every open connection.
+#[derive(Debug)]
+pub struct Proxy {
+    addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+struct State {
+    client: Client,
+    max_body_size: u64,
+}
+
+impl Proxy {
+    /// Resolves the API key (with `discovery`), builds the client and binds.
+    pub async fn start(mut config: ProxyConfig) -> Result<Proxy, ProxyError> {
+        if let Some(d) = &config.discovery {
+            config.client.api_key = discovery::endpoint_api_key(
+                &d.console_url,
+                &d.account_key,
+                &config.client.endpoint,
+            )
+            .await?;
+            tracing::info!(endpoint = %config.client.endpoint, "found the endpoint's API key at the console");
+        }
+        let client = Client::new(config.client)?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| ProxyError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        let addr = listener.local_addr().map_err(|source| ProxyError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let state = Arc::new(State {
+            client,
+            max_body_size: config.max_body_size,
+        });
+        let task = tokio::spawn(crate::serve::accept_loop(listener, move |req| {
+            let state = Arc::clone(&state);
+            async move { handle(&state, req).await }
+        }));
+        Ok(Proxy { addr, task })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://ADDR`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn handle(state: &State, req: Request<Incoming>) -> Response<Body> {
+    if req.uri().path() == HEALTH_PATH && req.method() == Method::GET {
+        let c = state.client.config();
+        return json_response(
+            StatusCode::OK,
+            &json!({"status": "healthy", "endpoint": c.endpoint}),
+        );
+    }
+    let (parts, body) = req.into_parts();
+    let body = match Limited::new(body, state.max_body_size as usize)
+        .collect()
+        .await
+    {
+        Ok(c) => c.to_bytes(),
+        Err(e) if e.is::<LengthLimitError>() => {
+            let msg = format!(
+                "request body is larger than the proxy's limit of {} bytes (--max-body-size)",
+                state.max_body_size
+            );
+            return refusal(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", msg);
+        }
+        Err(e) => {
+            let msg = format!("could not read the request body: {e}");
+            return refusal(StatusCode::BAD_REQUEST, "bad_request", msg);
+        }
+    };
+    let mut headers = parts.headers;
+    strip_hop_by_hop(&mut headers);
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| "/".to_string(), |p| p.as_str().to_string());
+    let request = ClientRequest {
+        method: parts.method,
+        path,
+        headers,
+        body,
+        cost: None,
+    };
+    match state.client.request(request).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            tracing::warn!(error = %e, "request failed");
+            error_response(&e)
+        }
+    }
+}
+
+/// The proxy's answer for a failed request: whose fault it was, as a status and a code.
+///
+/// | error | status | code |
+/// |---|---|---|
+/// | key refused by `/route/` (401/403) | 401 | `endpoint_auth` |
+/// | endpoint unknown to `/route/` (404) | 404 | `unknown_endpoint` |
+/// | no worker within the route timeout | 503 + `Retry-After` | `no_worker` |
+/// | autoscaler unreachable, 5xx or malformed | 502 | `autoscaler_unavailable` |
+/// | `/route/` rejected the request (other 4xx) | 502 | `route_rejected` |
+/// | no worker reachable after every attempt | 502 | `worker_unavailable` |
+/// | bad request path | 400 | `bad_request` |
+pub fn error_response(e: &ClientError) -> Response<Body> {
+    let (status, code) = match e {
+        ClientError::Auth { .. } => (StatusCode::UNAUTHORIZED, "endpoint_auth"),
+        ClientError::UnknownEndpoint { .. } => (StatusCode::NOT_FOUND, "unknown_endpoint"),
+        ClientError::NoWorker { .. } => (StatusCode::SERVICE_UNAVAILABLE, "no_worker"),
+        ClientError::AutoscalerUnavailable { .. } => {
+            (StatusCode::BAD_GATEWAY, "autoscaler_unavailable")
+        }
+        ClientError::RouteRejected { .. } => (StatusCode::BAD_GATEWAY, "route_rejected"),
+        ClientError::WorkerUnavailable { .. } => (StatusCode::BAD_GATEWAY, "worker_unavailable"),
+        ClientError::Config(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+    };
+    let mut resp = refusal(status, code, e.to_string());
+    if e.is_no_worker() {
+        resp.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from_static(NO_WORKER_RETRY_AFTER),
+        );
+    }
+    resp
+}
+
+fn refusal(status: StatusCode, code: &str, message: String) -> Response<Body> {
+    json_response(status, &json!({"error": message, "code": code}))
+}
+
+/// Runs `vespa proxy` until interrupted; returns the exit code (64 for invalid flags, 1
+/// when discovery or binding fails).
+pub async fn run(args: &ProxyArgs, env: &dyn Env) -> i32 {
+    let config = match ProxyConfig::from_args(args, env) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("vespa: {e}");
+            return EXIT_CONFIG;
+        }
+    };
+    crate::logging::init(&args.log_level, false);
+    let c = &config.client;
+    match &c.debug_worker_url {
+        Some(url) => {
+            tracing::warn!(worker = %url, "debug mode: no routing, unsigned requests (the worker must be UNSECURED)")
+        }
+        None => tracing::info!(endpoint = %c.endpoint, autoscaler = %c.autoscaler_url,
+            route_timeout_secs = c.route_timeout.as_secs_f64(), max_attempts = c.max_attempts,
+            profile = c.profile.as_ref().map(|p| p.name.as_str()), "proxy configured"),
+    }
+    let proxy = match Proxy::start(config).await {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("vespa: {e}");
+            return 1;
+        }
+    };
+    println!("listening on {}", proxy.url());
+    let _ = tokio::signal::ctrl_c().await;
+    0
+}
