@@ -63,7 +63,7 @@ async fn run_worker(args: &WorkerArgs, env: &dyn Env) -> i32 {
         }
     };
     println!("listening on http://{}", worker.local_addr());
-    shutdown_signal().await;
+    crate::serve::shutdown_signal().await;
     tracing::info!(
         timeout_secs = config.drain_timeout.as_secs_f64(),
         "draining"
@@ -82,25 +82,9 @@ async fn beacon(config: &WorkerConfig, msg: String) -> i32 {
     tracing::error!(error = %msg, "start-up failed; reporting the error every 10 s until stopped");
     tokio::select! {
         () = reporter.beacon(msg, std::time::Duration::from_secs(10)) => {}
-        () = shutdown_signal() => {}
+        () = crate::serve::shutdown_signal() => {}
     }
     1
-}
-
-/// SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 fn log_settings(c: &WorkerConfig) {

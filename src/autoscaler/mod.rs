@@ -164,6 +164,6 @@ pub async fn run(args: &AutoscalerArgs) -> i32 {
         }
     };
     println!("listening on {}", autoscaler.url());
-    let _ = tokio::signal::ctrl_c().await;
+    crate::serve::shutdown_signal().await;
     0
 }

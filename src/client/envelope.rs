@@ -7,20 +7,12 @@
 //! - GET, HEAD and DELETE, empty bodies and non-JSON bodies (multipart uploads, audio) carry
 //!   `auth_data` in `serverless_*` query parameters, and the body travels unchanged.
 
+// The `auth_data` keys the worker requires; anything else (`__request_id`) is not sent in
+// the query form.
+use crate::worker::envelope::AUTH_KEYS;
 use bytes::Bytes;
 use http::{HeaderMap, Method, header};
 use serde_json::{Map, Value};
-
-/// The `auth_data` keys the worker requires; anything else (`__request_id`) is not sent in
-/// the query form.
-const AUTH_KEYS: [&str; 6] = [
-    "cost",
-    "endpoint",
-    "reqnum",
-    "request_idx",
-    "signature",
-    "url",
-];
 
 /// Where `auth_data` goes for one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

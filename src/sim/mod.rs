@@ -206,24 +206,8 @@ pub async fn run(args: &SimArgs) -> i32 {
         "capacity: {} tokens/s",
         format_number(c.capacity_tokens_per_sec())
     );
-    shutdown_signal().await;
+    crate::serve::shutdown_signal().await;
     0
-}
-
-/// SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 #[cfg(test)]

@@ -16,7 +16,6 @@ use tokio::sync::Notify;
 use vespa::autoscaler::Autoscaler;
 use vespa::client::discovery::{self, DiscoveryError};
 use vespa::client::{Backoff, Client, ClientConfig, ClientRequest, RouteAnswer};
-use vespa::worker::Worker;
 
 pub const KEY: &str = "endpoint-key";
 
@@ -50,23 +49,6 @@ pub async fn scripted_autoscaler(urls: Vec<String>) -> Backend {
         }
     })
     .await
-}
-
-/// A URL nothing listens on.
-pub async fn refused_url() -> String {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    format!("http://{}", l.local_addr().unwrap())
-}
-
-/// A signed worker in front of `backend`, reporting to `autoscaler` every 20 ms.
-pub async fn signed_worker(backend: &Backend, autoscaler: &Autoscaler, id: i64) -> Worker {
-    let mut c = config(backend);
-    c.unsecured = false;
-    c.vast.report_addrs = vec![autoscaler.url().parse().unwrap()];
-    c.vast.container_id = Some(id);
-    c.report_tick = Duration::from_millis(20);
-    c.report_retry_pause = Duration::from_millis(10);
-    start_worker(c).await
 }
 
 async fn body_of(resp: http::Response<vespa::http_util::Body>) -> Bytes {

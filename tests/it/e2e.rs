@@ -59,17 +59,6 @@ async fn call(http: &reqwest::Client, auth: &Value) -> (StatusCode, Value) {
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
-async fn start_worker_for(backend: &Backend, autoscaler: &Autoscaler, id: i64) -> Worker {
-    let mut c = config(backend);
-    c.unsecured = false;
-    c.vast.report_addrs = vec![autoscaler.url().parse().unwrap()];
-    c.vast.container_id = Some(id);
-    c.report_tick = Duration::from_millis(20);
-    c.report_retry_pause = Duration::from_millis(10);
-    c.health_interval = Duration::from_millis(20);
-    start_worker(c).await
-}
-
 /// An autoscaler and two signed workers (ids 1 and 2), each with its own backend.
 struct Flow {
     backend_a: Backend,
@@ -87,8 +76,8 @@ impl Flow {
         let autoscaler = Autoscaler::start(local_autoscaler("ep", KEY))
             .await
             .unwrap();
-        let w1 = start_worker_for(&backend_a, &autoscaler, 1).await;
-        let w2 = start_worker_for(&backend_b, &autoscaler, 2).await;
+        let w1 = signed_worker(&backend_a, &autoscaler, 1).await;
+        let w2 = signed_worker(&backend_b, &autoscaler, 2).await;
         Flow {
             backend_a,
             _backend_b: backend_b,

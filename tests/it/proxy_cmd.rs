@@ -1,7 +1,7 @@
 //! `vespa proxy`: plain HTTP in, routed and signed requests out, responses streamed back;
 //! errors that say whose fault they were; the `vespa proxy` command line.
 
-use crate::client::{KEY, mock_console, refused_url, signed_worker, test_config};
+use crate::client::{KEY, mock_console, test_config};
 use crate::support::*;
 use bytes::Bytes;
 use http::StatusCode;
@@ -392,20 +392,6 @@ async fn vespa_proxy_prints_its_address_and_serves() {
         .unwrap();
     assert_eq!(resp.status(), 200);
     child.kill().await.unwrap();
-}
-
-/// The venv Python with the `openai` package (`.ci/run` makes `.venv` from
-/// tests/python/requirements.txt), or `VESPA_PYTHON`.
-fn python() -> String {
-    if let Ok(p) = std::env::var("VESPA_PYTHON") {
-        return p;
-    }
-    let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python");
-    assert!(
-        std::path::Path::new(venv).exists(),
-        "no Python environment with the openai package: run .ci/run (it creates .venv), or set VESPA_PYTHON"
-    );
-    venv.to_string()
 }
 
 #[tokio::test]

@@ -502,3 +502,41 @@ pub fn local_autoscaler(endpoint: &str, api_key: &str) -> vespa::autoscaler::Aut
     c.listen = "127.0.0.1:0".parse().unwrap();
     c
 }
+
+/// A URL nothing listens on.
+pub async fn refused_url() -> String {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    format!("http://{}", l.local_addr().unwrap())
+}
+
+/// A signed worker in front of `backend`, reporting to `autoscaler` every 20 ms and
+/// checking the backend's health every 20 ms.
+pub async fn signed_worker(
+    backend: &Backend,
+    autoscaler: &vespa::autoscaler::Autoscaler,
+    id: i64,
+) -> Worker {
+    let mut c = config(backend);
+    c.unsecured = false;
+    c.vast.report_addrs = vec![autoscaler.url().parse().unwrap()];
+    c.vast.container_id = Some(id);
+    c.report_tick = Duration::from_millis(20);
+    c.report_retry_pause = Duration::from_millis(10);
+    c.health_interval = Duration::from_millis(20);
+    start_worker(c).await
+}
+
+/// The Python of the virtual environment `.ci/run` makes from tests/python/requirements.txt
+/// (vastai, openai), or `VESPA_PYTHON`. Fails the test when neither exists: the
+/// interoperability tests are never skipped.
+pub fn python() -> String {
+    if let Ok(p) = std::env::var("VESPA_PYTHON") {
+        return p;
+    }
+    let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python");
+    assert!(
+        std::path::Path::new(venv).exists(),
+        "no Python environment with vastai and openai: run .ci/run (it creates .venv), or set VESPA_PYTHON"
+    );
+    venv.to_string()
+}

@@ -8,18 +8,6 @@ use serde_json::{Value, json};
 use std::time::Duration;
 use vespa::autoscaler::Autoscaler;
 
-fn python() -> String {
-    if let Ok(p) = std::env::var("VESPA_PYTHON") {
-        return p;
-    }
-    let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python");
-    assert!(
-        std::path::Path::new(venv).exists(),
-        "no Python environment with vastai==1.9.1: run .ci/run (it creates .venv), or set VESPA_PYTHON"
-    );
-    venv.to_string()
-}
-
 #[tokio::test]
 async fn official_vastai_client_completes_requests_unchanged() {
     let python = python();
@@ -42,12 +30,7 @@ async fn official_vastai_client_completes_requests_unchanged() {
     let autoscaler = Autoscaler::start(local_autoscaler("vespa-test", "k-test"))
         .await
         .unwrap();
-    let mut c = config(&backend);
-    c.unsecured = false;
-    c.vast.report_addrs = vec![autoscaler.url().parse().unwrap()];
-    c.vast.container_id = Some(1);
-    c.report_tick = Duration::from_millis(50);
-    let worker = start_worker(c).await;
+    let worker = signed_worker(&backend, &autoscaler, 1).await;
 
     let out = tokio::process::Command::new(python)
         .arg(concat!(

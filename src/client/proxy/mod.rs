@@ -230,6 +230,6 @@ pub async fn run(args: &ProxyArgs, env: &dyn Env) -> i32 {
         }
     };
     println!("listening on {}", proxy.url());
-    let _ = tokio::signal::ctrl_c().await;
+    crate::serve::shutdown_signal().await;
     0
 }
