@@ -89,6 +89,22 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// Whether a body with these headers is JSON: `Content-Type` JSON (`application/json`,
+/// `*+json`, `text/json`) or absent, as PROTOCOL.md §2 reads an envelope.
+pub fn is_json_content(headers: &HeaderMap) -> bool {
+    let Some(ct) = headers.get(header::CONTENT_TYPE) else {
+        return true;
+    };
+    let Ok(ct) = ct.to_str() else { return false };
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    mime == "application/json" || mime.ends_with("+json") || mime == "text/json"
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,7 +11,7 @@
 // the query form.
 use crate::worker::envelope::AUTH_KEYS;
 use bytes::Bytes;
-use http::{HeaderMap, Method, header};
+use http::{HeaderMap, Method};
 use serde_json::{Map, Value};
 
 /// Where `auth_data` goes for one request.
@@ -27,7 +27,10 @@ pub(crate) enum Shape {
 /// has one.
 pub(crate) fn shape(method: &Method, headers: &HeaderMap, body: &[u8]) -> Shape {
     let bodyless = [Method::GET, Method::HEAD, Method::DELETE].contains(method);
-    if bodyless || body.iter().all(u8::is_ascii_whitespace) || !json_content_type(headers) {
+    if bodyless
+        || body.iter().all(u8::is_ascii_whitespace)
+        || !crate::http_util::is_json_content(headers)
+    {
         return Shape::Query;
     }
     match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
@@ -35,22 +38,6 @@ pub(crate) fn shape(method: &Method, headers: &HeaderMap, body: &[u8]) -> Shape 
         // Not JSON after all: the backend gets it unchanged and answers for itself.
         Err(_) => Shape::Query,
     }
-}
-
-/// `Content-Type` is JSON, or absent (the worker reads an absent type as JSON too).
-fn json_content_type(headers: &HeaderMap) -> bool {
-    let Some(ct) = headers.get(header::CONTENT_TYPE) else {
-        return true;
-    };
-    let mime = ct
-        .to_str()
-        .unwrap_or("")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    mime == "application/json" || mime.ends_with("+json") || mime == "text/json"
 }
 
 /// `{"auth_data": <auth>, "payload": <payload bytes>}`. `payload` must be valid JSON.

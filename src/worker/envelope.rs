@@ -154,7 +154,7 @@ pub async fn read(
             payload: Payload::Stream(body),
         });
     }
-    if !is_json_like(headers) {
+    if !crate::http_util::is_json_content(headers) {
         if !rules.unsecured {
             return Err(WorkerError::InvalidSignature(
                 "no auth_data: send a JSON envelope or serverless_* query parameters".into(),
@@ -223,21 +223,6 @@ fn raw_or_none(bytes: Bytes) -> Payload {
     } else {
         Payload::Raw(bytes)
     }
-}
-
-/// `Content-Type` is JSON, or absent.
-fn is_json_like(headers: &HeaderMap) -> bool {
-    let Some(ct) = headers.get(header::CONTENT_TYPE) else {
-        return true;
-    };
-    let Ok(ct) = ct.to_str() else { return false };
-    let mime = ct
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    mime == "application/json" || mime.ends_with("+json") || mime == "text/json"
 }
 
 /// A top-level JSON object with its values left raw.

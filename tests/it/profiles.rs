@@ -96,45 +96,22 @@ async fn requests_without_a_cost_are_counted_by_the_profile_rule() {
     cfg.max_perf = 1000.0;
     let worker = start_worker(cfg).await;
     let client = h1_client();
-    // Passthrough (unsecured) with max_tokens: the rule counts 300.
-    send(
-        &client,
-        request(
-            "POST",
-            &url(&worker, "/v1/completions"),
-            json!({"prompt": "x", "max_tokens": 300}).to_string(),
-        ),
-    )
-    .await;
-    // An envelope with cost 0 falls back to the rule too; one with a cost keeps it.
-    send(
-        &client,
-        request(
-            "POST",
-            &url(&worker, "/v1/completions"),
-            envelope(2, 0.0, json!({"max_tokens": 40})).to_string(),
-        ),
-    )
-    .await;
-    send(
-        &client,
-        request(
-            "POST",
-            &url(&worker, "/v1/completions"),
-            envelope(3, 7.0, json!({"max_tokens": 40})).to_string(),
-        ),
-    )
-    .await;
-    // Nothing the rule can read: DEFAULT_COST (1).
-    send(
-        &client,
-        request(
-            "POST",
-            &url(&worker, "/v1/completions"),
-            json!({"prompt": "x"}).to_string(),
-        ),
-    )
-    .await;
+    let bodies = [
+        // Passthrough (unsecured) with max_tokens: the rule counts 300.
+        json!({"prompt": "x", "max_tokens": 300}),
+        // An envelope with cost 0 falls back to the rule too; one with a cost keeps it.
+        envelope(2, 0.0, json!({"max_tokens": 40})),
+        envelope(3, 7.0, json!({"max_tokens": 40})),
+        // Nothing the rule can read: DEFAULT_COST (1).
+        json!({"prompt": "x"}),
+    ];
+    for body in bodies {
+        send(
+            &client,
+            request("POST", &url(&worker, "/v1/completions"), body.to_string()),
+        )
+        .await;
+    }
     for _ in 0..4 {
         backend.next_request().await;
     }
