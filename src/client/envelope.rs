@@ -71,6 +71,7 @@ pub(crate) fn with_query_auth(path: &str, auth: &Map<String, Value>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::header;
     use serde_json::json;
 
     fn auth() -> Map<String, Value> {
