@@ -29,6 +29,10 @@ pub enum Command {
     Sim(crate::sim::SimArgs),
     /// Run a local proxy that routes and signs plain HTTP requests to an endpoint.
     Proxy(crate::client::proxy::ProxyArgs),
+    /// Send load to an endpoint, a worker or a URL and report throughput and latency.
+    Load(crate::client::load::LoadArgs),
+    /// Run the whole flow on this machine: simulated backends, autoscaler, workers, proxy.
+    Demo(crate::demo::DemoArgs),
 }
 
 /// Runs the parsed command line; returns the process exit code.
@@ -39,6 +43,8 @@ pub async fn run(cli: Cli, env: &dyn Env) -> i32 {
         Command::Bench(args) => crate::profile::command::run(&args).await,
         Command::Sim(args) => crate::sim::run(&args).await,
         Command::Proxy(args) => crate::client::proxy::run(&args, env).await,
+        Command::Load(args) => crate::client::load::run(&args, env).await,
+        Command::Demo(args) => crate::demo::run(&args).await,
     }
 }
 

@@ -11,6 +11,7 @@ pub mod autoscaler;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod demo;
 pub mod http_util;
 pub mod logging;
 pub mod profile;

@@ -21,6 +21,7 @@ mod backoff;
 pub mod discovery;
 mod envelope;
 mod error;
+pub mod load;
 pub mod proxy;
 mod route;
 mod send;
@@ -28,7 +29,7 @@ mod send;
 pub use backoff::Backoff;
 pub use error::ClientError;
 pub use route::RouteAnswer;
-pub use send::ClientRequest;
+pub use send::{ClientRequest, SERVED_BY_HEADER, ServedBy};
 
 use crate::profile::Profile;
 use std::sync::Arc;

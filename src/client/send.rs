@@ -147,7 +147,7 @@ impl Client {
                     tracing::info!(worker = %worker, status = %resp.status(), attempt,
                         "worker refused before responding; routing again");
                 }
-                Ok(resp) => return Ok(into_response(resp)),
+                Ok(resp) => return Ok(into_response(resp, worker)),
                 Err(e) if !last => {
                     tracing::info!(worker = %worker, error = %e, attempt,
                         "worker unreachable; routing again");
@@ -205,8 +205,16 @@ fn forward_headers(headers: &HeaderMap, shape: Shape) -> HeaderMap {
     out
 }
 
-/// The worker's response with its body streaming, hop-by-hop headers removed.
-fn into_response(resp: reqwest::Response) -> Response<Body> {
+/// Which worker answered: a response extension set by [`Client::request`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServedBy(pub String);
+
+/// The header `vespa proxy` adds to every relayed response: the worker URL that served it.
+pub const SERVED_BY_HEADER: &str = "x-vespa-worker";
+
+/// The worker's response with its body streaming, hop-by-hop headers removed, and the
+/// worker's URL as a [`ServedBy`] extension.
+fn into_response(resp: reqwest::Response, worker: String) -> Response<Body> {
     let status = resp.status();
     let mut headers = resp.headers().clone();
     strip_hop_by_hop(&mut headers);
@@ -216,5 +224,6 @@ fn into_response(resp: reqwest::Response) -> Response<Body> {
     let mut out = Response::new(body);
     *out.status_mut() = status;
     *out.headers_mut() = headers;
+    out.extensions_mut().insert(ServedBy(worker));
     out
 }

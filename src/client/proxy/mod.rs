@@ -16,6 +16,7 @@ mod config;
 pub use config::{DEFAULT_LISTEN, DEFAULT_MAX_BODY_SIZE, Discovery, ProxyArgs, ProxyConfig};
 
 use super::discovery::{self, DiscoveryError};
+use super::send::{SERVED_BY_HEADER, ServedBy};
 use super::{Client, ClientError, ClientRequest};
 use crate::config::{EXIT_CONFIG, Env};
 use crate::http_util::{Body, json_response, strip_hop_by_hop};
@@ -157,7 +158,13 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Body> {
         cost: None,
     };
     match state.client.request(request).await {
-        Ok(resp) => resp,
+        Ok(mut resp) => {
+            let served_by = resp.extensions().get::<ServedBy>().map(|s| s.0.clone());
+            if let Some(v) = served_by.and_then(|w| HeaderValue::from_str(&w).ok()) {
+                resp.headers_mut().insert(SERVED_BY_HEADER, v);
+            }
+            resp
+        }
         Err(e) => {
             tracing::warn!(error = %e, "request failed");
             error_response(&e)

@@ -1,0 +1,147 @@
+//! What a load run sends requests to: one worker, an endpoint (routed and signed), or any
+//! plain HTTP URL (e.g. `vespa proxy`).
+
+use super::report::Sample;
+use crate::client::{Client, ClientError, ClientRequest, SERVED_BY_HEADER, ServedBy};
+use crate::http_util::{Body, BoxError, strip_hop_by_hop};
+use bytes::Bytes;
+use http::{HeaderValue, Method, Response};
+use http_body_util::BodyExt;
+use std::time::{Duration, Instant};
+
+/// Where requests go.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// Through the client library: an endpoint via the autoscaler, or one worker directly.
+    Client(Client),
+    /// Plain requests to `base` + path.
+    Plain {
+        /// HTTP client.
+        http: reqwest::Client,
+        /// Base URL without a trailing slash.
+        base: String,
+    },
+}
+
+/// One request to send.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// Method.
+    pub method: Method,
+    /// Path and query.
+    pub path: String,
+    /// JSON body, if any.
+    pub body: Option<Bytes>,
+}
+
+fn client_error_class(e: &ClientError) -> &'static str {
+    if e.is_no_worker() {
+        "no_worker"
+    } else if e.is_auth() {
+        "endpoint_auth"
+    } else if e.is_unknown_endpoint() {
+        "unknown_endpoint"
+    } else if e.is_autoscaler_unavailable() {
+        "autoscaler_unavailable"
+    } else if e.is_route_rejected() {
+        "route_rejected"
+    } else if e.is_worker_unavailable() {
+        "worker_unavailable"
+    } else {
+        "config"
+    }
+}
+
+fn reqwest_class(e: &reqwest::Error) -> &'static str {
+    if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connect"
+    } else {
+        "request"
+    }
+}
+
+impl Target {
+    async fn send(&self, job: Job) -> Result<Response<Body>, &'static str> {
+        match self {
+            Target::Client(c) => {
+                let mut req = ClientRequest::new(job.method, job.path);
+                if let Some(b) = job.body {
+                    req = req.body(b, HeaderValue::from_static("application/json"));
+                }
+                c.request(req).await.map_err(|e| client_error_class(&e))
+            }
+            Target::Plain { http, base } => {
+                let mut req = http.request(job.method, format!("{base}{}", job.path));
+                if let Some(b) = job.body {
+                    req = req.header("content-type", "application/json").body(b);
+                }
+                let resp = req.send().await.map_err(|e| reqwest_class(&e))?;
+                let status = resp.status();
+                let mut headers = resp.headers().clone();
+                strip_hop_by_hop(&mut headers);
+                let body = reqwest::Body::from(resp)
+                    .map_err(|e| Box::new(e) as BoxError)
+                    .boxed_unsync();
+                let mut out = Response::new(body);
+                *out.status_mut() = status;
+                *out.headers_mut() = headers;
+                Ok(out)
+            }
+        }
+    }
+
+    /// Sends `job` and reads the whole answer, within `timeout`.
+    pub async fn run(&self, job: Job, timeout: Duration) -> Sample {
+        let t0 = Instant::now();
+        let mut sample = Sample {
+            latency: Duration::ZERO,
+            ttfb: None,
+            status: None,
+            error: None,
+            worker: None,
+        };
+        let attempt = async {
+            let resp = match self.send(job).await {
+                Ok(r) => r,
+                Err(class) => {
+                    sample.error = Some(class);
+                    return;
+                }
+            };
+            sample.status = Some(resp.status().as_u16());
+            sample.worker = resp
+                .extensions()
+                .get::<ServedBy>()
+                .map(|s| s.0.clone())
+                .or_else(|| {
+                    resp.headers()
+                        .get(SERVED_BY_HEADER)?
+                        .to_str()
+                        .ok()
+                        .map(str::to_string)
+                });
+            let mut body = resp.into_body();
+            loop {
+                match body.frame().await {
+                    None => return,
+                    Some(Ok(f)) => {
+                        if f.is_data() && sample.ttfb.is_none() {
+                            sample.ttfb = Some(t0.elapsed());
+                        }
+                    }
+                    Some(Err(_)) => {
+                        sample.error = Some("body");
+                        return;
+                    }
+                }
+            }
+        };
+        if tokio::time::timeout(timeout, attempt).await.is_err() {
+            sample.error = Some("timeout");
+        }
+        sample.latency = t0.elapsed();
+        sample
+    }
+}

@@ -1,0 +1,273 @@
+//! `vespa demo`: the whole serverless flow on one machine, in one process.
+//!
+//! Two simulated model servers of different capacity, a local autoscaler, two signed
+//! workers (each benchmarks its backend at start-up and reports to the autoscaler) and a
+//! client proxy. A caller talks plain OpenAI HTTP to the proxy; the proxy routes each
+//! request through the autoscaler to the less loaded worker and signs it; the worker
+//! verifies, admits, forwards and streams. With `--duration` the demo drives traffic through
+//! the proxy with the load tester and prints its report.
+
+use crate::autoscaler::{Autoscaler, AutoscalerConfig};
+use crate::client::ClientConfig;
+use crate::client::load::{self, Generator, LoadPlan, LoadReport, Pace, Target};
+use crate::client::proxy::{Proxy, ProxyConfig};
+use crate::config::{Benchmark, WorkerConfig};
+use crate::profile::Profile;
+use crate::signing::SigningKey;
+use crate::sim::{Sim, SimConfig};
+use crate::worker::Worker;
+use crate::worker::lifecycle::State;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Flags of `vespa demo`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DemoArgs {
+    /// Drive traffic through the proxy for this many seconds, print the report, and exit.
+    /// Without it the demo runs until interrupted.
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<f64>,
+    /// Address of the client proxy. [default: 127.0.0.1:8010]
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8010")]
+    pub listen: String,
+    /// Requests in flight during --duration. [default: 24]
+    #[arg(short = 'c', long, value_name = "N", default_value_t = 24)]
+    pub concurrency: usize,
+}
+
+/// What the demo starts.
+#[derive(Debug, Clone)]
+pub struct DemoConfig {
+    /// Decode rate (tokens/s per sequence) and batch size of each simulated backend; one
+    /// worker each. Default is (400, 8) and (400, 16).
+    pub backends: Vec<(f64, usize)>,
+    /// Proxy listen address. Default is 127.0.0.1:8010.
+    pub proxy_listen: SocketAddr,
+    /// Endpoint name. Default is `demo`.
+    pub endpoint: String,
+    /// Endpoint API key. Default is `demo-key`.
+    pub api_key: String,
+}
+
+impl Default for DemoConfig {
+    fn default() -> Self {
+        Self {
+            backends: vec![(400.0, 8), (400.0, 16)],
+            proxy_listen: "127.0.0.1:8010".parse().expect("a valid address"),
+            endpoint: "demo".into(),
+            api_key: "demo-key".into(),
+        }
+    }
+}
+
+/// A running demo. Dropping it stops everything.
+pub struct Demo {
+    /// The simulated backends.
+    pub sims: Vec<Sim>,
+    /// The local control plane.
+    pub autoscaler: Autoscaler,
+    /// One worker per backend.
+    pub workers: Vec<Worker>,
+    /// The client proxy.
+    pub proxy: Proxy,
+}
+
+impl Demo {
+    /// Starts every part; workers benchmark their backends in the background.
+    pub async fn start(config: &DemoConfig) -> anyhow::Result<Demo> {
+        let mut sims = Vec::new();
+        for (decode_tps, max_batch) in &config.backends {
+            let c = SimConfig {
+                listen: "127.0.0.1:0".parse()?,
+                decode_tps: *decode_tps,
+                max_batch: *max_batch,
+                ..Default::default()
+            };
+            sims.push(Sim::start(c).await?);
+        }
+        let mut ac = AutoscalerConfig::new(SigningKey::generate()?)
+            .endpoint(&config.endpoint, &config.api_key);
+        ac.listen = "127.0.0.1:0".parse()?;
+        let autoscaler = Autoscaler::start(ac).await?;
+        let profile = Arc::new(Profile::built_in("openai").expect("built-in"));
+        let mut workers = Vec::new();
+        for (i, sim) in sims.iter().enumerate() {
+            let mut w = WorkerConfig::new(sim.url().parse()?, 0.0);
+            w.listen = "127.0.0.1:0".parse()?;
+            w.benchmark = Benchmark::Profile {
+                profile: Arc::clone(&profile),
+                measure: true,
+            };
+            w.benchmark_cache = None;
+            w.vast.report_addrs = vec![autoscaler.url().parse()?];
+            w.vast.container_id = Some(i as i64 + 1);
+            w.ready_poll_interval = Duration::from_millis(200);
+            workers.push(Worker::start(w).await?);
+        }
+        let mut client = ClientConfig::new(
+            autoscaler.url(),
+            config.endpoint.clone(),
+            config.api_key.clone(),
+        );
+        client.profile = Some(profile);
+        let proxy = Proxy::start(ProxyConfig {
+            listen: config.proxy_listen,
+            ..ProxyConfig::new(client)
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("{e} (another program uses it? try --listen 127.0.0.1:0)"))?;
+        Ok(Demo {
+            sims,
+            autoscaler,
+            workers,
+            proxy,
+        })
+    }
+
+    /// Waits until every worker is ready; fails with the first worker error.
+    pub async fn ready(&self) -> anyhow::Result<()> {
+        for w in &self.workers {
+            let mut states = w.shared().lifecycle.subscribe();
+            let state = states
+                .wait_for(|s| matches!(s, State::Ready | State::Errored(_)))
+                .await?
+                .clone();
+            if let State::Errored(e) = state {
+                anyhow::bail!("worker {} failed: {e}", w.local_addr());
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends traffic through the proxy for `duration` with `concurrency` in flight.
+    pub async fn drive(
+        &self,
+        duration: Duration,
+        concurrency: usize,
+    ) -> anyhow::Result<LoadReport> {
+        let http = reqwest::Client::builder()
+            .tcp_nodelay(true)
+            .no_proxy()
+            .build()?;
+        let target = Target::Plain {
+            http,
+            base: self.proxy.url(),
+        };
+        let generator = Generator::new(
+            Arc::new(Profile::built_in("openai").expect("built-in")),
+            "model",
+            false,
+        );
+        let plan = LoadPlan {
+            pace: Pace::Concurrency(concurrency),
+            requests: None,
+            duration: Some(duration),
+            timeout: Duration::from_secs(120),
+        };
+        Ok(load::run_load(target, generator, plan, Arc::default()).await)
+    }
+}
+
+/// Runs `vespa demo`; returns the exit code.
+pub async fn run(args: &DemoArgs) -> i32 {
+    let listen = match args.listen.parse() {
+        Ok(a) => a,
+        Err(_) => {
+            eprintln!(
+                "vespa: invalid --listen {:?}: expected an address like 127.0.0.1:8010",
+                args.listen
+            );
+            return crate::config::EXIT_CONFIG;
+        }
+    };
+    if let Some(d) = args.duration
+        && !(d.is_finite() && d > 0.0)
+    {
+        eprintln!("vespa: invalid --duration {d}: expected seconds > 0");
+        return crate::config::EXIT_CONFIG;
+    }
+    if args.concurrency == 0 {
+        eprintln!("vespa: invalid --concurrency: expected at least 1");
+        return crate::config::EXIT_CONFIG;
+    }
+    crate::logging::init("warn", false);
+    let config = DemoConfig {
+        proxy_listen: listen,
+        ..Default::default()
+    };
+    let demo = match Demo::start(&config).await {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("vespa: demo failed to start: {e:#}");
+            return 1;
+        }
+    };
+    println!("vespa demo: the whole serverless flow on this machine\n");
+    for (i, (sim, w)) in demo.sims.iter().zip(&demo.workers).enumerate() {
+        let c = sim.config();
+        println!(
+            "  backend {}   {}  vespa sim, {} x {} tokens/s = {} tokens/s",
+            i + 1,
+            sim.url(),
+            c.max_batch,
+            c.decode_tps,
+            c.capacity_tokens_per_sec()
+        );
+        println!(
+            "  worker {}    http://{}  in front of backend {}",
+            i + 1,
+            w.local_addr(),
+            i + 1
+        );
+    }
+    println!(
+        "  autoscaler  {}  endpoint {:?}, API key {:?}",
+        demo.autoscaler.url(),
+        config.endpoint,
+        config.api_key
+    );
+    println!("  proxy       {}\n", demo.proxy.url());
+    println!("waiting for the workers to benchmark their backends...");
+    if let Err(e) = demo.ready().await {
+        eprintln!("vespa: {e:#}");
+        return 1;
+    }
+    for (i, (sim, w)) in demo.sims.iter().zip(&demo.workers).enumerate() {
+        println!(
+            "  worker {} ready: measured {:.0} tokens/s (true capacity {})",
+            i + 1,
+            w.shared().ledger.snapshot().max_perf,
+            sim.config().capacity_tokens_per_sec()
+        );
+    }
+    println!(
+        "\ntry it:\n  curl {}/v1/chat/completions -H 'content-type: application/json' \\",
+        demo.proxy.url()
+    );
+    println!(
+        "    -d '{{\"model\": \"model\", \"messages\": [{{\"role\": \"user\", \"content\": \"hello\"}}], \"max_tokens\": 32, \"stream\": true}}'\n"
+    );
+    let Some(secs) = args.duration else {
+        println!("Ctrl-C stops the demo.");
+        crate::serve::shutdown_signal().await;
+        return 0;
+    };
+    println!(
+        "driving traffic through the proxy for {secs} s ({} requests in flight)...\n",
+        args.concurrency
+    );
+    match demo
+        .drive(Duration::from_secs_f64(secs), args.concurrency)
+        .await
+    {
+        Ok(report) => {
+            print!("{}", report.text());
+            if report.ok > 0 { 0 } else { 1 }
+        }
+        Err(e) => {
+            eprintln!("vespa: {e:#}");
+            1
+        }
+    }
+}
