@@ -146,10 +146,7 @@ impl Demo {
         duration: Duration,
         concurrency: usize,
     ) -> anyhow::Result<LoadReport> {
-        let http = reqwest::Client::builder()
-            .tcp_nodelay(true)
-            .no_proxy()
-            .build()?;
+        let http = load::target::plain_client();
         let target = Target::Plain {
             http,
             base: self.proxy.url(),

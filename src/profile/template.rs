@@ -173,6 +173,16 @@ impl Template {
         })
     }
 
+    /// Whether every render gives the same value (no generators).
+    pub fn is_static(&self) -> bool {
+        match self {
+            Template::Literal(_) => true,
+            Template::Text(_) | Template::Number(..) => false,
+            Template::Object(items) => items.iter().all(|(_, t)| t.is_static()),
+            Template::Array(items) => items.iter().all(Template::is_static),
+        }
+    }
+
     /// A fresh JSON value.
     pub fn render(&self, ctx: &RenderContext) -> Value {
         match self {
@@ -302,6 +312,25 @@ mod tests {
         assert_eq!(prompt[SYSTEM_PROMPT.len() + 2..].split(' ').count(), 250);
         assert_ne!(a["prompt"], b["prompt"], "prompts differ between requests");
         assert!(a["tags"][0].as_str().unwrap().starts_with('x'));
+    }
+
+    #[test]
+    fn only_templates_without_generators_are_static() {
+        assert!(
+            Template::compile(&json!({"a": [1, "x"], "b": {"c": null}}))
+                .unwrap()
+                .is_static()
+        );
+        assert!(
+            !Template::compile(&json!({"a": ["{{words 2}}"]}))
+                .unwrap()
+                .is_static()
+        );
+        assert!(
+            !Template::compile(&json!({"seed": "{{int 1 2}}"}))
+                .unwrap()
+                .is_static()
+        );
     }
 
     #[test]

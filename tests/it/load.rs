@@ -25,7 +25,7 @@ fn generator() -> Generator {
 
 fn plain(url: String) -> Target {
     Target::Plain {
-        http: reqwest::Client::new(),
+        http: vespa::client::load::target::plain_client(),
         base: url.trim_end_matches('/').to_string(),
     }
 }

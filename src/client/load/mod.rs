@@ -101,24 +101,49 @@ pub struct Generator {
     profile: Arc<Profile>,
     ctx: RenderContext,
     stream: bool,
+    /// The body, rendered once, when the template has no generators.
+    fixed: Option<Option<Bytes>>,
 }
 
 impl Generator {
     /// Requests like `profile`'s benchmark request; `stream` adds `"stream": true`.
     pub fn new(profile: Arc<Profile>, model: &str, stream: bool) -> Self {
-        Self {
+        let ctx = RenderContext {
+            model: model.to_string(),
+        };
+        let mut g = Self {
             profile,
-            ctx: RenderContext {
-                model: model.to_string(),
-            },
+            ctx,
             stream,
+            fixed: None,
+        };
+        if g.profile
+            .request
+            .body
+            .as_ref()
+            .is_none_or(|t| t.is_static())
+        {
+            g.fixed = Some(g.render());
         }
+        g
     }
 
     /// The next request.
     pub fn job(&self) -> Job {
         let req = &self.profile.request;
-        let body = req.body.as_ref().map(|t| {
+        let body = match &self.fixed {
+            Some(b) => b.clone(),
+            None => self.render(),
+        };
+        Job {
+            method: req.method.clone(),
+            path: req.path.clone(),
+            body,
+        }
+    }
+
+    fn render(&self) -> Option<Bytes> {
+        self.profile.request.body.as_ref().map(|t| {
             let mut v = t.render(&self.ctx);
             if self.stream
                 && let Some(o) = v.as_object_mut()
@@ -126,12 +151,7 @@ impl Generator {
                 o.insert("stream".into(), serde_json::Value::Bool(true));
             }
             Bytes::from(v.to_string())
-        });
-        Job {
-            method: req.method.clone(),
-            path: req.path.clone(),
-            body,
-        }
+        })
     }
 }
 
@@ -277,12 +297,7 @@ pub fn plan_from_args(
                 "invalid --url {url:?}: expected an http:// or https:// URL"
             ));
         }
-        let http = reqwest::Client::builder()
-            .tcp_nodelay(true)
-            .pool_max_idle_per_host(4096)
-            .no_proxy()
-            .build()
-            .map_err(|e| format!("HTTP client: {e}"))?;
+        let http = target::plain_client();
         Target::Plain {
             http,
             base: url.trim_end_matches('/').to_string(),
