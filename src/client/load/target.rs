@@ -16,8 +16,8 @@ pub enum Target {
     Client(Client),
     /// Plain requests to `base` + path.
     Plain {
-        /// HTTP client.
-        http: PlainClient,
+        /// HTTP client (boxed: it is large next to [`Client`]).
+        http: Box<PlainClient>,
         /// Base URL without a trailing slash.
         base: String,
     },
@@ -31,12 +31,14 @@ pub type PlainClient = hyper_util::client::legacy::Client<
 >;
 
 /// A [`PlainClient`] with `TCP_NODELAY` and a pool large enough for any concurrency.
-pub fn plain_client() -> PlainClient {
+pub fn plain_client() -> Box<PlainClient> {
     let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
     connector.set_nodelay(true);
-    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .pool_max_idle_per_host(usize::MAX)
-        .build(connector)
+    Box::new(
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_max_idle_per_host(usize::MAX)
+            .build(connector),
+    )
 }
 
 /// One request to send.
