@@ -114,7 +114,7 @@ fn log_settings(c: &WorkerConfig) {
         tracing::info!(
             report_addr = %addrs.join(","),
             container_id = c.vast.container_id.unwrap_or(0),
-            master_token = %crate::report::mask(c.vast.master_token.as_deref().unwrap_or("")),
+            master_token = %crate::worker::report::mask(c.vast.master_token.as_deref().unwrap_or("")),
             "reporting to the autoscaler"
         );
     }

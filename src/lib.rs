@@ -15,7 +15,6 @@ pub mod demo;
 pub mod http_util;
 pub mod logging;
 pub mod profile;
-pub mod report;
 pub mod serve;
 pub mod signing;
 pub mod sim;

@@ -6,18 +6,24 @@
 //! recently used first, dropped once idle longer than the pool timeout (below uvicorn's 5 s
 //! keep-alive, so we never reuse a connection the backend is about to close).
 //!
-//! Dropping a response future or a response body before it ends closes its connection:
-//! hyper's HTTP/1 client cannot reuse a connection with an unread message, so the backend
-//! sees the disconnect at once. That is how a client leaving aborts the backend's work.
+//! A response comes back as a [`ResponseBody`] that owns its connection: when the body ends
+//! cleanly the connection returns to the pool by itself; when it fails or is dropped before
+//! its end, the connection is closed. hyper's HTTP/1 client cannot reuse a connection with
+//! an unread message, so the backend sees the disconnect at once. That is how a client
+//! leaving aborts the backend's work, and why no caller hands connections back by hand.
 
 use crate::http_util::Body;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, Uri, Version};
+use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
-use std::sync::Mutex;
+use pin_project_lite::pin_project;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
@@ -42,9 +48,112 @@ struct Idle {
     since: Instant,
 }
 
-/// A pooled connection, handed back with [`Backend::checkin`] once its response has ended.
-pub struct Conn {
+/// Idle keep-alive connections, most recently used last.
+struct Pool {
+    idle: Mutex<Vec<Idle>>,
+    idle_timeout: Duration,
+}
+
+impl Pool {
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes the most recently used live idle connection, if any.
+    fn take(&self) -> Option<SendRequest<Body>> {
+        let mut idle = self.idle();
+        while let Some(c) = idle.pop() {
+            if c.since.elapsed() < self.idle_timeout && !c.sender.is_closed() {
+                return Some(c.sender);
+            }
+        }
+        None
+    }
+
+    /// Keeps a connection whose response has fully ended.
+    fn put(&self, sender: SendRequest<Body>) {
+        if sender.is_closed() || self.idle_timeout.is_zero() {
+            return;
+        }
+        let mut idle = self.idle();
+        idle.retain(|c| c.since.elapsed() < self.idle_timeout && !c.sender.is_closed());
+        idle.push(Idle {
+            sender,
+            since: Instant::now(),
+        });
+    }
+}
+
+/// A connection on its way back to the pool once its response ends.
+struct Lease {
     sender: SendRequest<Body>,
+    pool: Arc<Pool>,
+}
+
+impl Lease {
+    fn release(self) {
+        self.pool.put(self.sender);
+    }
+}
+
+pin_project! {
+    /// A backend response body that returns its connection to the pool when it ends
+    /// cleanly. Dropped or failed before its end, it closes the connection instead.
+    pub struct ResponseBody {
+        #[pin]
+        inner: Incoming,
+        lease: Option<Lease>,
+    }
+}
+
+impl ResponseBody {
+    fn new(inner: Incoming, lease: Lease) -> Self {
+        let mut body = Self {
+            inner,
+            lease: Some(lease),
+        };
+        // Nothing may poll a body that is empty from the start (204, 304, HEAD, length 0).
+        if http_body::Body::is_end_stream(&body.inner)
+            && let Some(lease) = body.lease.take()
+        {
+            lease.release();
+        }
+        body
+    }
+}
+
+impl http_body::Body for ResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let mut this = self.project();
+        let polled = this.inner.as_mut().poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(_))) | Poll::Ready(None) => {
+                // Internal: the caller may stop polling once `is_end_stream` says so, so the
+                // connection goes back with the last frame, not on a later `None`.
+                let ended = matches!(polled, Poll::Ready(None)) || this.inner.is_end_stream();
+                if ended && let Some(lease) = this.lease.take() {
+                    lease.release();
+                }
+            }
+            Poll::Ready(Some(Err(_))) => drop(this.lease.take()),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// Client for one backend origin.
@@ -53,9 +162,8 @@ pub struct Backend {
     addr: String,
     host: HeaderValue,
     prefix: String,
-    idle: Mutex<Vec<Idle>>,
+    pool: Arc<Pool>,
     connect_timeout: Duration,
-    idle_timeout: Duration,
 }
 
 impl std::fmt::Debug for Backend {
@@ -83,9 +191,11 @@ impl Backend {
             addr,
             host,
             prefix,
-            idle: Mutex::new(Vec::new()),
+            pool: Arc::new(Pool {
+                idle: Mutex::new(Vec::new()),
+                idle_timeout,
+            }),
             connect_timeout,
-            idle_timeout,
         }
     }
 
@@ -104,37 +214,21 @@ impl Backend {
         s.parse().unwrap_or_else(|_| Uri::from_static("/"))
     }
 
-    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Takes the most recently used live idle connection, if any.
-    fn take_idle(&self) -> Option<SendRequest<Body>> {
-        let mut idle = self.idle();
-        while let Some(c) = idle.pop() {
-            if c.since.elapsed() < self.idle_timeout && !c.sender.is_closed() {
-                return Some(c.sender);
-            }
-        }
-        None
-    }
-
-    /// Returns a connection whose response has fully ended to the pool.
-    pub fn checkin(&self, conn: Conn) {
-        if conn.sender.is_closed() || self.idle_timeout.is_zero() {
-            return;
-        }
-        let mut idle = self.idle();
-        idle.retain(|c| c.since.elapsed() < self.idle_timeout && !c.sender.is_closed());
-        idle.push(Idle {
-            sender: conn.sender,
-            since: Instant::now(),
-        });
-    }
-
     /// Number of idle pooled connections (for tests and status).
     pub fn idle_connections(&self) -> usize {
-        self.idle().len()
+        self.pool.idle().len()
+    }
+
+    fn respond(
+        &self,
+        resp: Response<Incoming>,
+        sender: SendRequest<Body>,
+    ) -> Response<ResponseBody> {
+        let lease = Lease {
+            sender,
+            pool: Arc::clone(&self.pool),
+        };
+        resp.map(|body| ResponseBody::new(body, lease))
     }
 
     async fn connect(&self) -> Result<SendRequest<Body>, BackendError> {
@@ -184,9 +278,9 @@ impl Backend {
         &self,
         req: Request<Body>,
         replay: Option<Bytes>,
-    ) -> Result<(Response<Incoming>, Conn), BackendError> {
+    ) -> Result<Response<ResponseBody>, BackendError> {
         let mut req = self.prepare(req);
-        while let Some(mut sender) = self.take_idle() {
+        while let Some(mut sender) = self.pool.take() {
             if sender.ready().await.is_err() {
                 continue;
             }
@@ -194,7 +288,7 @@ impl Backend {
                 .as_ref()
                 .map(|body| clone_request(&req, body.clone()));
             match sender.try_send_request(req).await {
-                Ok(resp) => return Ok((resp, Conn { sender })),
+                Ok(resp) => return Ok(self.respond(resp, sender)),
                 Err(mut e) => {
                     if let Some(unsent) = e.take_message() {
                         req = unsent;
@@ -212,13 +306,10 @@ impl Backend {
         self.send_new(req).await
     }
 
-    async fn send_new(
-        &self,
-        req: Request<Body>,
-    ) -> Result<(Response<Incoming>, Conn), BackendError> {
+    async fn send_new(&self, req: Request<Body>) -> Result<Response<ResponseBody>, BackendError> {
         let mut sender = self.connect().await?;
         let resp = sender.send_request(req).await?;
-        Ok((resp, Conn { sender }))
+        Ok(self.respond(resp, sender))
     }
 }
 

@@ -1,13 +1,65 @@
-//! Translation between the client's request and the backend's (PROTOCOL.md §2, "Forwarding").
+//! Translation between the client's request and the backend's (PROTOCOL.md §2,
+//! "Forwarding"), and the send that waits for the backend's response head.
 
-use super::backend::Backend;
+use super::backend::{Backend, ResponseBody};
 use super::envelope::{Inbound, Payload};
+use super::error::WorkerError;
 use crate::http_util::{Body, full, strip_hop_by_hop};
 use bytes::Bytes;
-use http::Request;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
+use http::{Request, Response};
 use http_body_util::{BodyExt, Limited};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The forwarding stage of one worker: the backend and how requests reach it.
+#[derive(Debug)]
+pub struct Forward {
+    /// The model server.
+    pub backend: Arc<Backend>,
+    /// `Authorization` sent to the backend (`BACKEND_API_KEY`), marked sensitive.
+    pub api_key: Option<HeaderValue>,
+    /// Limit on a streamed request body, bytes.
+    pub max_body_size: u64,
+    /// Limit on the wait for the backend's response head; `None` waits as long as it takes.
+    pub response_start_timeout: Option<Duration>,
+}
+
+impl Forward {
+    /// Sends the client's request to the backend and waits for the response head.
+    pub async fn send(
+        &self,
+        parts: &Parts,
+        inbound: Inbound,
+    ) -> Result<Response<ResponseBody>, WorkerError> {
+        let (req, replay) = backend_request(
+            &self.backend,
+            parts,
+            inbound,
+            self.api_key.as_ref(),
+            self.max_body_size,
+        );
+        let send = self.backend.send(req, replay);
+        let sent = match self.response_start_timeout {
+            Some(limit) => tokio::time::timeout(limit, send)
+                .await
+                .map_err(|_| WorkerError::BackendTimeout(limit.as_secs_f64()))?,
+            None => send.await,
+        };
+        sent.map_err(|e| {
+            tracing::warn!(error = %e, "backend request failed");
+            WorkerError::BackendUnavailable(e.to_string())
+        })
+    }
+}
+
+/// `Authorization: Bearer KEY` for the backend, marked sensitive so it is never logged.
+pub fn bearer(key: &str) -> Option<HeaderValue> {
+    let mut v = HeaderValue::from_str(&format!("Bearer {key}")).ok()?;
+    v.set_sensitive(true);
+    Some(v)
+}
 
 /// Request headers the worker never forwards, besides hop-by-hop ones: `Host` (set to the
 /// backend's), `Content-Length` (recomputed), `Authorization` (the client's key is for the

@@ -1,16 +1,19 @@
-//! Admission and accounting: the working set, the estimated wait, and request totals.
+//! Accounting: the working set, the estimated wait, and request totals.
 //!
-//! A request that passes the envelope stage is either rejected ([`Ledger::reject`]) or admitted
-//! ([`Ledger::admit`]), which checks the estimated wait and inserts the request into the
-//! working set under one lock (PROTOCOL.md §4). Admission returns a [`Ticket`]: an RAII guard
-//! that travels with the request (and later with its response body) and records exactly one
-//! outcome. A ticket dropped without an outcome, because the client went away and hyper
-//! dropped the future or body holding it, records `cancelled`; no disconnect can leak a
-//! working-set entry or a count.
+//! A request is either rejected ([`Ledger::reject`]) or admitted ([`Ledger::admit`]), which
+//! checks the estimated wait and inserts the request into the working set under one lock
+//! (PROTOCOL.md §4); [`super::admission`] is the only caller. Admission returns a [`Ticket`]:
+//! an RAII guard that travels with the request (and later with its response body) and
+//! records exactly one outcome. A ticket dropped without an outcome, because the client went
+//! away and hyper dropped the future or body holding it, records `cancelled`; no disconnect
+//! can leak a working-set entry or a count.
+//!
+//! Every event also goes to an optional [`Recorder`] (the autoscaler reports keep their own
+//! interval counters and records there), so the ledger knows nothing about reporting.
 
 use super::error::WorkerError;
 use serde::Serialize;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 use tokio::sync::watch;
@@ -24,6 +27,18 @@ pub struct RequestInfo {
     pub reqnum: u64,
     /// Workload units.
     pub workload: f64,
+}
+
+#[cfg(test)]
+impl RequestInfo {
+    /// A request whose reqnum is its `request_idx`.
+    pub(crate) fn numbered(idx: u64, workload: f64) -> Self {
+        Self {
+            request_idx: idx,
+            reqnum: idx,
+            workload,
+        }
+    }
 }
 
 /// How an admitted request ended.
@@ -112,114 +127,36 @@ struct Inner {
     in_flight: usize,
     next_id: u64,
     totals: Totals,
-    interval: Interval,
-    reqnums: Reqnums,
-    finished: VecDeque<Finished>,
-    finished_seq: u64,
-    finished_dropped: u64,
 }
 
-/// Workload counted since the last successful `worker_status` report (PROTOCOL.md §5.1).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
-pub struct Interval {
-    /// Workload received (admitted or rejected).
-    pub received: f64,
-    /// Workload cancelled.
-    pub cancelled: f64,
-    /// Workload rejected.
-    pub rejected: f64,
-    /// Workload served.
-    pub served: f64,
-}
-
-/// How a finished request is reported in `/delete_requests/` (PROTOCOL.md §5.2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub enum FinishedStatus {
-    /// Served.
-    Success,
-    /// Failed in transport or mid-body.
-    Error,
-    /// The client went away.
-    Cancelled,
-    /// Refused (401, 429, 503).
-    Rejected,
-}
-
-/// One ended request, waiting to be reported.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Finished {
-    /// Position in the deletion list (internal).
-    #[serde(skip)]
-    pub seq: u64,
+/// An ended request, as a [`Recorder`] sees it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Ended {
     /// `request_idx` of the request.
     pub request_idx: u64,
-    /// Cancelled requests count as successes, as PyWorker reports them.
-    pub success: bool,
-    /// Outcome.
-    pub status: FinishedStatus,
-    /// Unix seconds.
-    pub entered_queue_at: Option<f64>,
-    /// Unix seconds.
-    pub work_started_at: Option<f64>,
-    /// Unix seconds.
-    pub work_completed_at: Option<f64>,
+    /// Its workload.
+    pub workload: f64,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// When it entered the working set.
+    pub entered_queue_at: SystemTime,
+    /// When it was sent to the backend, if it was.
+    pub work_started_at: Option<SystemTime>,
+    /// When it ended.
+    pub completed_at: SystemTime,
 }
 
-/// Most records kept while the autoscaler is unreachable.
-pub const MAX_FINISHED: usize = 10_000;
-/// Recent reqnums remembered to count distinct ones without growing without bound.
-const REQNUM_MEMORY: usize = 65_536;
-
-/// Distinct reqnums received: a count plus a bounded memory of recent ones, so a retried
-/// request is not counted twice.
-#[derive(Debug, Default)]
-struct Reqnums {
-    count: u64,
-    recent: std::collections::HashSet<u64>,
-    order: VecDeque<u64>,
-}
-
-impl Reqnums {
-    fn see(&mut self, reqnum: u64) {
-        if !self.recent.insert(reqnum) {
-            return;
-        }
-        self.count += 1;
-        self.order.push_back(reqnum);
-        if self.order.len() > REQNUM_MEMORY
-            && let Some(old) = self.order.pop_front()
-        {
-            self.recent.remove(&old);
-        }
-    }
-}
-
-fn unix(t: SystemTime) -> f64 {
-    t.duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
+/// Sees every event of a [`Ledger`], after the ledger recorded it.
+pub trait Recorder: std::fmt::Debug + Send + Sync {
+    /// A request was received (it is then either rejected or admitted).
+    fn received(&self, info: &RequestInfo);
+    /// A received request was refused before admission.
+    fn rejected(&self, info: &RequestInfo);
+    /// An admitted request left the working set.
+    fn ended(&self, ended: &Ended);
 }
 
 impl Inner {
-    fn push_finished(&mut self, keep: bool, mut rec: Finished) {
-        if !keep {
-            return;
-        }
-        self.finished_seq += 1;
-        rec.seq = self.finished_seq;
-        self.finished.push_back(rec);
-        if self.finished.len() > MAX_FINISHED {
-            self.finished.pop_front();
-            self.finished_dropped += 1;
-        }
-    }
-
-    fn receive(&mut self, info: &RequestInfo) {
-        self.totals.received.add(info.workload);
-        self.interval.received += info.workload;
-        self.reqnums.see(info.reqnum);
-    }
-
     fn wait(&self) -> f64 {
         if self.working.is_empty() {
             0.0
@@ -234,26 +171,29 @@ impl Inner {
 pub struct Ledger {
     inner: Mutex<Inner>,
     max_wait_time: f64,
-    keep_finished: bool,
+    recorder: Option<Arc<dyn Recorder>>,
     changes: watch::Sender<u64>,
 }
 
 impl Ledger {
     /// A ledger for capacity `max_perf` that rejects when the wait exceeds `max_wait_time` s.
     pub fn new(max_perf: f64, max_wait_time: f64) -> Arc<Self> {
-        Self::with_reporting(max_perf, max_wait_time, false)
+        Self::with_recorder(max_perf, max_wait_time, None)
     }
 
-    /// Like [`Ledger::new`]; with `keep_finished`, ended requests are kept (at most
-    /// [`MAX_FINISHED`]) for `/delete_requests/`.
-    pub fn with_reporting(max_perf: f64, max_wait_time: f64, keep_finished: bool) -> Arc<Self> {
+    /// Like [`Ledger::new`], telling `recorder` of every event.
+    pub fn with_recorder(
+        max_perf: f64,
+        max_wait_time: f64,
+        recorder: Option<Arc<dyn Recorder>>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             inner: Mutex::new(Inner {
                 max_perf,
                 ..Inner::default()
             }),
             max_wait_time,
-            keep_finished,
+            recorder,
             changes: watch::channel(0).0,
         })
     }
@@ -287,26 +227,14 @@ impl Ledger {
     /// Records a request refused before admission.
     pub fn reject(&self, info: &RequestInfo) {
         let mut inner = self.lock();
-        self.reject_locked(&mut inner, info);
-        drop(inner);
-        self.bump();
-    }
-
-    fn reject_locked(&self, inner: &mut Inner, info: &RequestInfo) {
-        inner.receive(info);
+        inner.totals.received.add(info.workload);
         inner.totals.rejected.add(info.workload);
-        inner.interval.rejected += info.workload;
-        let now = Some(unix(SystemTime::now()));
-        let rec = Finished {
-            seq: 0,
-            request_idx: info.request_idx,
-            success: false,
-            status: FinishedStatus::Rejected,
-            entered_queue_at: now,
-            work_started_at: None,
-            work_completed_at: now,
-        };
-        inner.push_finished(self.keep_finished, rec);
+        drop(inner);
+        if let Some(r) = &self.recorder {
+            r.received(info);
+            r.rejected(info);
+        }
+        self.bump();
     }
 
     /// Admits the request into the working set, or refuses it with
@@ -316,9 +244,8 @@ impl Ledger {
         let mut inner = self.lock();
         let wait = inner.wait();
         if wait > self.max_wait_time {
-            self.reject_locked(&mut inner, info);
             drop(inner);
-            self.bump();
+            self.reject(info);
             // Time until the backlog, drained at max_perf, brings the wait under the limit.
             let retry_after = (wait - self.max_wait_time).ceil().max(1.0) as u64;
             return Err(WorkerError::QueueFull {
@@ -338,13 +265,15 @@ impl Ledger {
             },
         );
         inner.cur_load += info.workload;
-        inner.receive(info);
+        inner.totals.received.add(info.workload);
         drop(inner);
+        if let Some(r) = &self.recorder {
+            r.received(info);
+        }
         self.bump();
         Ok(Ticket {
             ledger: Arc::clone(self),
             id,
-            info: info.clone(),
             entered_queue_at: SystemTime::now(),
             work_started_at: None,
             done: false,
@@ -362,42 +291,6 @@ impl Ledger {
             in_flight: inner.in_flight,
             working_request_idxs: inner.working.values().map(|e| e.request_idx).collect(),
             totals: inner.totals,
-        }
-    }
-
-    /// Workload counted since the last successful report.
-    pub fn interval(&self) -> Interval {
-        self.lock().interval
-    }
-
-    /// Subtracts what a successful report carried, keeping what arrived meanwhile.
-    pub fn settle_interval(&self, sent: &Interval) {
-        let mut inner = self.lock();
-        let i = &mut inner.interval;
-        i.received = (i.received - sent.received).max(0.0);
-        i.cancelled = (i.cancelled - sent.cancelled).max(0.0);
-        i.rejected = (i.rejected - sent.rejected).max(0.0);
-        i.served = (i.served - sent.served).max(0.0);
-    }
-
-    /// Count of distinct reqnums received since start.
-    pub fn distinct_reqnums(&self) -> u64 {
-        self.lock().reqnums.count
-    }
-
-    /// Up to `max` of the oldest ended requests not yet reported, and how many were dropped
-    /// (oldest first) because the list was full since the last call.
-    pub fn pending_finished(&self, max: usize) -> (Vec<Finished>, u64) {
-        let mut inner = self.lock();
-        let dropped = std::mem::take(&mut inner.finished_dropped);
-        (inner.finished.iter().take(max).cloned().collect(), dropped)
-    }
-
-    /// Removes reported records, up to and including sequence `last_seq`.
-    pub fn ack_finished(&self, last_seq: u64) {
-        let mut inner = self.lock();
-        while inner.finished.front().is_some_and(|f| f.seq <= last_seq) {
-            inner.finished.pop_front();
         }
     }
 
@@ -428,28 +321,23 @@ impl Ledger {
         } else {
             inner.cur_load - entry.workload
         };
-        let (count, status) = match outcome {
-            Outcome::Success => (&mut inner.totals.served, FinishedStatus::Success),
-            Outcome::Errored => (&mut inner.totals.errored, FinishedStatus::Error),
-            Outcome::Cancelled => (&mut inner.totals.cancelled, FinishedStatus::Cancelled),
+        let count = match outcome {
+            Outcome::Success => &mut inner.totals.served,
+            Outcome::Errored => &mut inner.totals.errored,
+            Outcome::Cancelled => &mut inner.totals.cancelled,
         };
         count.add(entry.workload);
-        match outcome {
-            Outcome::Success => inner.interval.served += entry.workload,
-            Outcome::Cancelled => inner.interval.cancelled += entry.workload,
-            Outcome::Errored => {}
-        }
-        let rec = Finished {
-            seq: 0,
-            request_idx: entry.request_idx,
-            success: outcome != Outcome::Errored,
-            status,
-            entered_queue_at: Some(unix(times.0)),
-            work_started_at: times.1.map(unix),
-            work_completed_at: Some(unix(SystemTime::now())),
-        };
-        inner.push_finished(self.keep_finished, rec);
         drop(inner);
+        if let Some(r) = &self.recorder {
+            r.ended(&Ended {
+                request_idx: entry.request_idx,
+                workload: entry.workload,
+                outcome,
+                entered_queue_at: times.0,
+                work_started_at: times.1,
+                completed_at: SystemTime::now(),
+            });
+        }
         self.bump();
     }
 }
@@ -460,23 +348,12 @@ impl Ledger {
 pub struct Ticket {
     ledger: Arc<Ledger>,
     id: u64,
-    info: RequestInfo,
     entered_queue_at: SystemTime,
     work_started_at: Option<SystemTime>,
     done: bool,
 }
 
 impl Ticket {
-    /// The request this ticket accounts for.
-    pub fn info(&self) -> &RequestInfo {
-        &self.info
-    }
-
-    /// When the request entered the working set.
-    pub fn entered_queue_at(&self) -> SystemTime {
-        self.entered_queue_at
-    }
-
     /// Marks the request as sent to the backend (it leaves the queue, joins in-flight).
     pub fn start(&mut self) {
         if self.work_started_at.is_none() {
@@ -496,11 +373,6 @@ impl Ticket {
             );
         }
     }
-
-    /// Whether an outcome was recorded.
-    pub fn is_finished(&self) -> bool {
-        self.done
-    }
 }
 
 impl Drop for Ticket {
@@ -513,13 +385,7 @@ impl Drop for Ticket {
 mod tests {
     use super::*;
 
-    fn info(idx: u64, workload: f64) -> RequestInfo {
-        RequestInfo {
-            request_idx: idx,
-            reqnum: idx,
-            workload,
-        }
-    }
+    use RequestInfo as R;
 
     fn assert_balanced(l: &Ledger) {
         let s = l.snapshot();
@@ -534,9 +400,9 @@ mod tests {
     #[test]
     fn first_request_is_always_admitted_then_wait_grows_with_load() {
         let l = Ledger::new(10.0, 1.0);
-        let a = l.admit(&info(1, 100.0)).unwrap();
+        let a = l.admit(&R::numbered(1, 100.0)).unwrap();
         assert_eq!(l.snapshot().estimated_wait, 10.0);
-        let err = l.admit(&info(2, 1.0)).unwrap_err();
+        let err = l.admit(&R::numbered(2, 1.0)).unwrap_err();
         match err {
             // wait 10 s, limit 1 s: under the limit after 9 s at max_perf.
             WorkerError::QueueFull { retry_after, .. } => assert_eq!(retry_after, 9),
@@ -552,14 +418,14 @@ mod tests {
     #[test]
     fn wait_equal_to_limit_is_admitted() {
         let l = Ledger::new(10.0, 1.0);
-        let _a = l.admit(&info(1, 10.0)).unwrap();
-        assert!(l.admit(&info(2, 1.0)).is_ok());
+        let _a = l.admit(&R::numbered(1, 10.0)).unwrap();
+        assert!(l.admit(&R::numbered(2, 1.0)).is_ok());
     }
 
     #[test]
     fn ticket_records_one_outcome_and_tracks_in_flight() {
         let l = Ledger::new(10.0, 100.0);
-        let mut t = l.admit(&info(7, 3.0)).unwrap();
+        let mut t = l.admit(&R::numbered(7, 3.0)).unwrap();
         assert_eq!(l.snapshot().queued, 1);
         t.start();
         let s = l.snapshot();

@@ -137,13 +137,10 @@ pub async fn probe(backend: &Backend, path: &str) -> Result<(), String> {
     *req.method_mut() = Method::GET;
     *req.uri_mut() = backend.target(path, None);
     let attempt = async {
-        let (resp, conn) = backend.send(req, None).await.map_err(|e| e.to_string())?;
+        let resp = backend.send(req, None).await.map_err(|e| e.to_string())?;
         let status = resp.status();
-        // Read the (small) body so the connection can be reused.
-        let ok = resp.into_body().collect().await.is_ok();
-        if ok {
-            backend.checkin(conn);
-        }
+        // Read the (small) body so the connection goes back to the pool.
+        let _ = resp.into_body().collect().await;
         if status == StatusCode::OK {
             Ok(())
         } else {

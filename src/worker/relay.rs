@@ -1,25 +1,26 @@
 //! Relays a backend response body to the client frame by frame, and settles the request's
 //! accounting when the body ends, fails, or is dropped.
 //!
-//! The [`Settle`] guard travels inside the body: the request's ticket, its concurrency
-//! permit and its backend connection are released when the last frame is handed to the
-//! server (success), when the backend fails or falls silent for longer than `IDLE_TIMEOUT`
+//! The [`Admitted`] guard travels inside the body: the request's place in the working set
+//! and its concurrency slot are released when the last frame is handed to the server
+//! (success), when the backend fails or falls silent for longer than `IDLE_TIMEOUT`
 //! (errored), or when the server drops the body because the client left (cancelled, by the
-//! ticket's `Drop`). No code after an `.await` is needed for cleanup.
+//! guard's `Drop`). The backend connection returns itself ([`ResponseBody`]); this module
+//! only does accounting. No code after an `.await` is needed for cleanup.
 
-use super::backend::{Backend, Conn};
-use super::ledger::{Outcome, Ticket};
-use crate::http_util::BoxError;
+use super::admission::Admitted;
+use super::backend::ResponseBody;
+use super::ledger::Outcome;
+use crate::http_util::{BoxError, empty, strip_hop_by_hop};
 use bytes::Bytes;
+use http::Response;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
+use http_body_util::BodyExt;
 use pin_project_lite::pin_project;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, Sleep};
 
 /// The body went quiet for longer than `IDLE_TIMEOUT`.
@@ -27,45 +28,41 @@ use tokio::time::{Instant, Sleep};
 #[error("backend sent nothing for {0:.1} s (IDLE_TIMEOUT)")]
 pub struct IdleTimeout(pub f64);
 
-/// Everything a request holds until its response ends.
-pub struct Settle {
-    /// The request's place in the working set.
-    pub ticket: Ticket,
-    /// Its concurrency slot, if concurrency is limited.
-    pub permit: Option<OwnedSemaphorePermit>,
-    /// The backend connection, returned to the pool on success.
-    pub conn: Option<Conn>,
-    /// The pool to return it to.
-    pub backend: Arc<Backend>,
-}
-
-impl Settle {
-    /// Records the outcome and releases the slot; a connection goes back to the pool only
-    /// after a complete response.
-    pub fn finish(mut self, outcome: Outcome) {
-        if let (Outcome::Success, Some(conn)) = (outcome, self.conn.take()) {
-            self.backend.checkin(conn);
-        }
-        self.ticket.finish(outcome);
-        drop(self.permit);
+/// The client's response for the backend's `resp`: hop-by-hop headers stripped, the body
+/// relayed with `admitted` settled at its end.
+pub fn respond(
+    resp: Response<ResponseBody>,
+    admitted: Admitted,
+    idle_timeout: Option<Duration>,
+) -> Response<crate::http_util::Body> {
+    let (mut head, body) = resp.into_parts();
+    strip_hop_by_hop(&mut head.headers);
+    if body.is_end_stream() {
+        // Nothing will poll an empty body (204, 304, HEAD, length 0), so settle now.
+        admitted.finish(Outcome::Success);
+        return Response::from_parts(head, empty());
     }
+    Response::from_parts(
+        head,
+        Relay::new(body, idle_timeout, admitted).boxed_unsync(),
+    )
 }
 
 pin_project! {
     /// A backend response body on its way to the client.
     pub struct Relay {
         #[pin]
-        inner: Incoming,
+        inner: ResponseBody,
         #[pin]
         idle: Option<Sleep>,
         idle_timeout: Option<Duration>,
-        settle: Option<Settle>,
+        settle: Option<Admitted>,
     }
 }
 
 impl Relay {
     /// Wraps `inner`; `settle` is finished when the body ends.
-    pub fn new(inner: Incoming, idle_timeout: Option<Duration>, settle: Settle) -> Self {
+    pub fn new(inner: ResponseBody, idle_timeout: Option<Duration>, settle: Admitted) -> Self {
         Self {
             inner,
             idle: idle_timeout.map(tokio::time::sleep),

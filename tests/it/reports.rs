@@ -6,8 +6,8 @@ use http::StatusCode;
 use serde_json::{Value, json};
 use std::time::Duration;
 use vespa::config::WorkerConfig;
-use vespa::report::{Disk, ReportTarget, Reporter};
 use vespa::worker::lifecycle::State;
+use vespa::worker::report::{Disk, ReportTarget, Reporter};
 
 /// Every `worker_status` field of PROTOCOL.md §5.1, spelling included.
 const STATUS_FIELDS: [&str; 18] = [
@@ -157,27 +157,30 @@ async fn interval_counters_survive_failed_sends_until_one_succeeds() {
     let down = Reporter::new(target(format!("http://{closed}")), reqwest::Client::new());
     assert!(
         !down
-            .send_status(worker.shared(), &mut Disk::default())
+            .send_status(&worker.shared().sources(), &mut Disk::default())
             .await
     );
     assert!(
         !down
-            .send_status(worker.shared(), &mut Disk::default())
+            .send_status(&worker.shared().sources(), &mut Disk::default())
             .await
     );
     assert_eq!(down.outcome().failed, 2);
     assert_eq!(
-        worker.shared().ledger.interval().received,
+        worker.shared().book.interval().received,
         4.0,
         "kept while unreachable"
     );
     let up = Reporter::new(target(autoscaler.url()), reqwest::Client::new());
-    assert!(up.send_status(worker.shared(), &mut Disk::default()).await);
+    assert!(
+        up.send_status(&worker.shared().sources(), &mut Disk::default())
+            .await
+    );
     let report = autoscaler.status_where(|_| true).await;
     assert_eq!(report["new_load"], 4.0);
     assert_eq!(report["cur_perf"], 4.0);
     assert_eq!(
-        worker.shared().ledger.interval().received,
+        worker.shared().book.interval().received,
         0.0,
         "settled after success"
     );

@@ -5,15 +5,22 @@
 //! Every send tries the `REPORT_ADDR` list in order (failover, not fan-out): up to 3
 //! attempts per address, 10 s timeout each, 2 s pause after a failed attempt. Interval
 //! counters are settled only by a successful send, so an unreachable autoscaler loses no
-//! workload; the deletion list is bounded by the ledger.
+//! workload; the deletion list is bounded ([`book::MAX_FINISHED`]).
+//!
+//! What the reports read: the ledger (working set, capacity), the lifecycle (state,
+//! `loadtime`) and the [`Book`] (interval counters, reqnums, ended requests), handed over as
+//! one [`Sources`].
 
-use crate::worker::Shared;
-use crate::worker::ledger::Interval;
-use crate::worker::lifecycle::State;
+pub mod book;
+pub mod wire;
+
+use crate::worker::ledger::Ledger;
+use crate::worker::lifecycle::{Lifecycle, State};
+pub use book::{Book, Interval};
 use serde::Serialize;
-use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
+use wire::{DeleteRequests, WorkerStatus};
 
 /// Worker version sent as `version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -81,6 +88,17 @@ pub struct ReportOutcome {
     pub failed: u64,
 }
 
+/// What the reports read.
+#[derive(Debug, Clone)]
+pub struct Sources {
+    /// Working set and capacity.
+    pub ledger: Arc<Ledger>,
+    /// State and load time.
+    pub lifecycle: Arc<Lifecycle>,
+    /// Interval counters, reqnums and ended requests.
+    pub book: Arc<Book>,
+}
+
 /// Sends reports with failover.
 #[derive(Debug, Clone)]
 pub struct Reporter {
@@ -120,7 +138,7 @@ impl Reporter {
     }
 
     /// Posts `body` to `{addr}{path}` for each address in order until one takes it.
-    pub async fn post(&self, path: &str, body: &Value) -> Result<String, String> {
+    pub async fn post(&self, path: &str, body: &impl Serialize) -> Result<String, String> {
         let mut last = String::from("no REPORT_ADDR");
         for addr in &self.target.addrs {
             let url = format!("{}{}", addr.trim_end_matches('/'), path);
@@ -160,13 +178,39 @@ impl Reporter {
         }
     }
 
-    /// Sends one `worker_status` built from `shared`; settles the interval on success.
-    pub async fn send_status(&self, shared: &Shared, disk: &mut Disk) -> bool {
-        let interval = shared.ledger.interval();
-        let body = status_body(&self.target, shared, &interval, disk);
+    /// Sends one `worker_status` built from `src`; settles the interval on success.
+    pub async fn send_status(&self, src: &Sources, disk: &mut Disk) -> bool {
+        let interval = src.book.interval();
+        let snap = src.ledger.snapshot();
+        let state = src.lifecycle.state();
+        let loadtime = src.lifecycle.loadtime();
+        let (disk_usage, additional_disk_usage) = disk.read();
+        let body = WorkerStatus {
+            loadtime: loadtime.map(|d| d.as_secs_f64()).unwrap_or(0.0),
+            new_load: (interval.received - interval.cancelled).max(0.0),
+            cur_load: snap.cur_load,
+            rej_load: interval.rejected,
+            max_perf: if loadtime.is_some() {
+                snap.max_perf
+            } else {
+                0.0
+            },
+            cur_perf: interval.served,
+            error_msg: state.error().unwrap_or(""),
+            num_requests_working: snap.working(),
+            num_requests_recieved: src.book.distinct_reqnums(),
+            additional_disk_usage,
+            working_request_idxs: snap.working_request_idxs,
+            ..beacon(
+                self.target.id,
+                &self.target.mtoken,
+                &self.target.url,
+                disk_usage,
+            )
+        };
         let result = self.post("/worker_status/", &body).await;
         match &result {
-            Ok(_) => shared.ledger.settle_interval(&interval),
+            Ok(_) => src.book.settle_interval(&interval),
             Err(e) => tracing::warn!(error = %e, "worker_status report failed on every address"),
         }
         self.record(&result);
@@ -174,53 +218,56 @@ impl Reporter {
     }
 
     /// Sends the oldest unreported ended requests; removes them only once sent.
-    pub async fn send_deletions(&self, shared: &Shared) {
-        let (batch, dropped) = shared.ledger.pending_finished(DELETE_BATCH);
+    pub async fn send_deletions(&self, book: &Book) {
+        let (batch, last, dropped) = book.pending_finished(DELETE_BATCH);
         if dropped > 0 {
             tracing::warn!(
                 dropped,
                 "deletion list full while the autoscaler was unreachable; oldest records dropped"
             );
         }
-        let Some(last) = batch.last().map(|f| f.seq) else {
+        let Some(last) = last else {
             return;
         };
-        let body =
-            json!({"worker_id": self.target.id, "mtoken": self.target.mtoken, "requests": batch});
+        let body = DeleteRequests {
+            worker_id: self.target.id,
+            mtoken: &self.target.mtoken,
+            requests: &batch,
+        };
         match self.post("/delete_requests/", &body).await {
-            Ok(_) => shared.ledger.ack_finished(last),
+            Ok(_) => book.ack_finished(last),
             Err(e) => tracing::warn!(error = %e, "delete_requests report failed on every address"),
         }
     }
 
     /// The `worker_status` loop: a tick every `tick`; a send when the ledger or the state
     /// changed since the last successful send, or after [`HEARTBEAT`].
-    pub async fn status_loop(self, shared: Arc<Shared>, tick: Duration) {
+    pub async fn status_loop(self, src: Sources, tick: Duration) {
         let mut disk = Disk::default();
         let mut sent: Option<(Instant, u64, State)> = None;
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
-            let version = shared.ledger.version();
-            let state = shared.lifecycle.state();
+            let version = src.ledger.version();
+            let state = src.lifecycle.state();
             let due = match &sent {
                 None => true,
                 Some((at, v, s)) => *v != version || *s != state || at.elapsed() >= HEARTBEAT,
             };
-            if due && self.send_status(&shared, &mut disk).await {
+            if due && self.send_status(&src, &mut disk).await {
                 sent = Some((Instant::now(), version, state));
             }
         }
     }
 
     /// The `/delete_requests/` loop.
-    pub async fn delete_loop(self, shared: Arc<Shared>, tick: Duration) {
+    pub async fn delete_loop(self, book: Arc<Book>, tick: Duration) {
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
-            self.send_deletions(&shared).await;
+            self.send_deletions(&book).await;
         }
     }
 
@@ -228,7 +275,15 @@ impl Reporter {
     /// forever, so the autoscaler marks it errored instead of waiting for it.
     pub async fn beacon(self, error_msg: String, every: Duration) {
         loop {
-            let body = beacon_body(&self.target, &error_msg);
+            let body = WorkerStatus {
+                error_msg: &error_msg,
+                ..beacon(
+                    self.target.id,
+                    &self.target.mtoken,
+                    &self.target.url,
+                    disk_used_gb().unwrap_or(0.0),
+                )
+            };
             let result = self.post("/worker_status/", &body).await;
             if let Err(e) = &result {
                 tracing::warn!(error = %e, "failure beacon could not be delivered");
@@ -261,48 +316,29 @@ fn disk_used_gb() -> Option<f64> {
     Some(used / (1u64 << 30) as f64)
 }
 
-/// The `worker_status` body (PROTOCOL.md §5.1; `num_requests_recieved` is spelled as the
-/// autoscaler expects).
-pub fn status_body(
-    target: &ReportTarget,
-    shared: &Shared,
-    interval: &Interval,
-    disk: &mut Disk,
-) -> Value {
-    let snap = shared.ledger.snapshot();
-    let state = shared.lifecycle.state();
-    let loadtime = shared.lifecycle.loadtime();
-    let (disk_usage, additional) = disk.read();
-    json!({
-        "id": target.id,
-        "mtoken": target.mtoken,
-        "version": VERSION,
-        "loadtime": loadtime.map(|d| d.as_secs_f64()).unwrap_or(0.0),
-        "new_load": (interval.received - interval.cancelled).max(0.0),
-        "cur_load": snap.cur_load,
-        "rej_load": interval.rejected,
-        "max_perf": if loadtime.is_some() { snap.max_perf } else { 0.0 },
-        "cur_perf": interval.served,
-        "error_msg": state.error().unwrap_or(""),
-        "num_requests_working": snap.working(),
-        "num_requests_recieved": shared.ledger.distinct_reqnums(),
-        "additional_disk_usage": additional,
-        "disk_usage": disk_usage,
-        "working_request_idxs": snap.working_request_idxs,
-        "cur_capacity": 0,
-        "max_capacity": 0,
-        "url": target.url,
-    })
-}
-
-fn beacon_body(target: &ReportTarget, error_msg: &str) -> Value {
-    json!({
-        "id": target.id, "mtoken": target.mtoken, "version": VERSION, "loadtime": 0.0,
-        "new_load": 0.0, "cur_load": 0.0, "rej_load": 0.0, "max_perf": 0.0, "cur_perf": 0.0,
-        "error_msg": error_msg, "num_requests_working": 0, "num_requests_recieved": 0,
-        "additional_disk_usage": 0.0, "disk_usage": disk_used_gb().unwrap_or(0.0),
-        "working_request_idxs": [], "cur_capacity": 0, "max_capacity": 0, "url": target.url,
-    })
+/// A `worker_status` with no load, no capacity and no error: the failure beacon's body
+/// once `error_msg` is set, and the base of every report.
+pub fn beacon<'a>(id: i64, mtoken: &'a str, url: &'a str, disk_usage: f64) -> WorkerStatus<'a> {
+    WorkerStatus {
+        id,
+        mtoken,
+        version: VERSION,
+        loadtime: 0.0,
+        new_load: 0.0,
+        cur_load: 0.0,
+        rej_load: 0.0,
+        max_perf: 0.0,
+        cur_perf: 0.0,
+        error_msg: "",
+        num_requests_working: 0,
+        num_requests_recieved: 0,
+        additional_disk_usage: 0.0,
+        disk_usage,
+        working_request_idxs: Vec::new(),
+        cur_capacity: 0,
+        max_capacity: 0,
+        url,
+    }
 }
 
 #[cfg(test)]

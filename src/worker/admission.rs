@@ -1,0 +1,218 @@
+//! Admission: who may enter, what they weigh, and when they reach the backend.
+//!
+//! One call, [`Admission::admit`], makes every decision in order: the worker must be `ready`
+//! (else 503), the estimated wait must be within `MAX_WAIT_TIME` (else 429; the ledger checks
+//! and inserts under one lock, PROTOCOL.md §4), then the request waits in a FIFO queue for a
+//! concurrency slot (tokio's semaphore is fair; the wait is cancelled by drop). It returns
+//! one guard, [`Admitted`], that holds the request's place in the working set and its slot
+//! until the response ends; dropping it unfinished records `cancelled` and frees the slot.
+
+use super::envelope::Inbound;
+use super::error::WorkerError;
+use super::ledger::{Ledger, Outcome, RequestInfo, Ticket};
+use super::lifecycle::{Lifecycle, State};
+use crate::profile::Profile;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// How much work a request is, when it does not say (PROTOCOL.md §4).
+#[derive(Debug, Clone)]
+pub struct WorkloadRule {
+    /// The backend profile, whose workload rule counts requests without a cost.
+    pub profile: Option<Arc<Profile>>,
+    /// Workload of a request neither the client nor the profile can size (`DEFAULT_COST`).
+    pub default_cost: f64,
+}
+
+/// Admission settings of one worker.
+#[derive(Debug, Clone)]
+pub struct AdmissionRules {
+    /// Most backend requests at once; `None` is unlimited. `ALLOW_PARALLEL=false` is `Some(1)`.
+    pub concurrency: Option<usize>,
+    /// How requests without a cost are sized.
+    pub workload: WorkloadRule,
+    /// `Retry-After` for a worker that is still starting (the health poll interval).
+    pub starting_retry_after: Duration,
+}
+
+/// The admission stage of one worker.
+#[derive(Debug)]
+pub struct Admission {
+    ledger: Arc<Ledger>,
+    lifecycle: Arc<Lifecycle>,
+    limiter: Option<Arc<Semaphore>>,
+    workload: WorkloadRule,
+    starting_retry_after: u64,
+    synthetic_ids: AtomicU64,
+}
+
+impl Admission {
+    /// Admission into `ledger`, open while `lifecycle` is `ready`.
+    pub fn new(ledger: Arc<Ledger>, lifecycle: Arc<Lifecycle>, rules: AdmissionRules) -> Self {
+        Self {
+            ledger,
+            lifecycle,
+            limiter: rules.concurrency.map(|n| Arc::new(Semaphore::new(n))),
+            workload: rules.workload,
+            starting_retry_after: rules.starting_retry_after.as_secs().max(1),
+            synthetic_ids: AtomicU64::new(1),
+        }
+    }
+
+    /// Identity and workload of a request: the client's cost, else the profile's workload
+    /// rule, else `DEFAULT_COST`. Unsigned requests get synthetic ids.
+    pub fn describe(&self, inbound: &Inbound) -> RequestInfo {
+        let workload = inbound
+            .cost()
+            .or_else(|| {
+                self.workload
+                    .profile
+                    .as_ref()?
+                    .request_workload(inbound.body_bytes()?)
+            })
+            .unwrap_or(self.workload.default_cost);
+        match &inbound.auth {
+            Some(auth) => RequestInfo {
+                request_idx: auth.request_idx(),
+                reqnum: auth.reqnum(),
+                workload,
+            },
+            None => {
+                let id = self.synthetic_ids.fetch_add(1, Ordering::Relaxed);
+                RequestInfo {
+                    request_idx: id,
+                    reqnum: id,
+                    workload,
+                }
+            }
+        }
+    }
+
+    /// Counts a request refused before admission (a failed signature).
+    pub fn refuse(&self, info: &RequestInfo) {
+        self.ledger.reject(info);
+    }
+
+    /// Admits the request: `ready`, within the wait limit, then its turn for a backend slot.
+    /// Every refusal is counted as rejected.
+    pub async fn admit(&self, info: &RequestInfo) -> Result<Admitted, WorkerError> {
+        if let Err(e) = self.accepting() {
+            self.ledger.reject(info);
+            return Err(e);
+        }
+        let mut ticket = self.ledger.admit(info)?;
+        // Waiting here is the queue: FIFO, and a client that leaves drops its place.
+        let permit = match &self.limiter {
+            Some(sem) => Some(
+                Arc::clone(sem)
+                    .acquire_owned()
+                    .await
+                    .expect("the limiter is never closed"),
+            ),
+            None => None,
+        };
+        ticket.start();
+        Ok(Admitted { ticket, permit })
+    }
+
+    fn accepting(&self) -> Result<(), WorkerError> {
+        match self.lifecycle.state() {
+            State::Ready => Ok(()),
+            State::Draining => Err(WorkerError::Draining),
+            State::Errored(msg) => Err(WorkerError::NotReady {
+                reason: msg,
+                retry_after: 10,
+            }),
+            other => Err(WorkerError::NotReady {
+                reason: other.name().replace('_', " "),
+                retry_after: self.starting_retry_after,
+            }),
+        }
+    }
+}
+
+/// An admitted request: its place in the working set and its backend slot, held until the
+/// response ends. Records exactly one outcome: the one given to [`Admitted::finish`], or
+/// `cancelled` when dropped unfinished.
+#[derive(Debug)]
+pub struct Admitted {
+    ticket: Ticket,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Admitted {
+    /// Records the outcome, leaves the working set and frees the slot.
+    pub fn finish(mut self, outcome: Outcome) {
+        self.ticket.finish(outcome);
+        drop(self.permit.take());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn admission(concurrency: Option<usize>) -> (Admission, Arc<Ledger>) {
+        let ledger = Ledger::new(10.0, 100.0);
+        let lifecycle = Arc::new(Lifecycle::default());
+        lifecycle.set(State::Ready);
+        let rules = AdmissionRules {
+            concurrency,
+            workload: WorkloadRule {
+                profile: None,
+                default_cost: 1.0,
+            },
+            starting_retry_after: Duration::from_secs(5),
+        };
+        (
+            Admission::new(Arc::clone(&ledger), lifecycle, rules),
+            ledger,
+        )
+    }
+
+    fn info(idx: u64) -> RequestInfo {
+        RequestInfo::numbered(idx, 1.0)
+    }
+
+    #[tokio::test]
+    async fn a_full_slot_queues_the_next_request_until_the_first_finishes() {
+        let (adm, ledger) = admission(Some(1));
+        let first = adm.admit(&info(1)).await.unwrap();
+        let second_info = info(2);
+        let second = adm.admit(&second_info);
+        tokio::pin!(second);
+        assert!(futures_poll_once(second.as_mut()).await.is_none());
+        let s = ledger.snapshot();
+        assert_eq!((s.in_flight, s.queued), (1, 1));
+        first.finish(Outcome::Success);
+        let second = second.await.unwrap();
+        assert_eq!(ledger.snapshot().in_flight, 1);
+        drop(second);
+        let t = ledger.snapshot().totals;
+        assert_eq!((t.served.requests, t.cancelled.requests), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn a_worker_not_ready_refuses_and_counts_the_rejection() {
+        let (adm, ledger) = admission(None);
+        adm.lifecycle.set(State::Draining);
+        assert!(matches!(
+            adm.admit(&info(1)).await,
+            Err(WorkerError::Draining)
+        ));
+        assert_eq!(ledger.snapshot().totals.rejected.requests, 1);
+    }
+
+    async fn futures_poll_once<F: std::future::Future + Unpin>(f: F) -> Option<F::Output> {
+        let mut f = f;
+        std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(match std::pin::Pin::new(&mut f).poll(cx) {
+                std::task::Poll::Ready(v) => Some(v),
+                std::task::Poll::Pending => None,
+            })
+        })
+        .await
+    }
+}

@@ -1,0 +1,191 @@
+//! Start-up: the worker's public URL and reporter, the public key fetch, and the way to
+//! `ready` (backend health, the benchmark or its cache, the key), then the periodic health
+//! check.
+
+use super::Shared;
+use super::lifecycle::{self, HealthWait, State};
+use super::pubkey;
+use super::report::{ReportTarget, Reporter};
+use crate::config::{Benchmark, WorkerConfig};
+use crate::profile::bench::{self, Bench, BenchEvent};
+use crate::profile::{Profile, cache};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Progress of the public key fetch.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum KeyState {
+    Pending,
+    Loaded,
+    Failed(String),
+}
+
+/// The reporter for `config`, or `None` without `REPORT_ADDR`. The worker URL is
+/// `http[s]://PUBLIC_IPADDR:VAST_TCP_PORT_<port>`, defaulting to the bound address.
+pub(super) fn reporter_for(config: &WorkerConfig, bound: SocketAddr) -> Option<Reporter> {
+    if config.vast.report_addrs.is_empty() {
+        return None;
+    }
+    let addrs = config
+        .vast
+        .report_addrs
+        .iter()
+        .map(|u| u.to_string().trim_end_matches('/').to_string())
+        .collect();
+    let target = ReportTarget::new(
+        addrs,
+        config.vast.container_id.unwrap_or(0),
+        config.vast.master_token.clone().unwrap_or_default(),
+        worker_url(config, bound),
+    );
+    let target = ReportTarget {
+        pause: config.report_retry_pause,
+        ..target
+    };
+    Some(Reporter::new(target, reqwest::Client::new()))
+}
+
+/// A reporter for the failure beacon of a worker that could not bind its port.
+pub fn beacon_reporter(config: &WorkerConfig) -> Option<Reporter> {
+    reporter_for(config, config.listen)
+}
+
+/// The URL clients reach this worker at.
+pub fn worker_url(config: &WorkerConfig, bound: SocketAddr) -> String {
+    let scheme = if config.vast.use_ssl { "https" } else { "http" };
+    let host = match &config.vast.public_ipaddr {
+        Some(ip) => ip.clone(),
+        None if bound.ip().is_unspecified() => "127.0.0.1".to_string(),
+        None => bound.ip().to_string(),
+    };
+    let port = config.vast.public_port.unwrap_or(bound.port());
+    if host.contains(':') {
+        format!("{scheme}://[{host}]:{port}")
+    } else {
+        format!("{scheme}://{host}:{port}")
+    }
+}
+
+pub(super) async fn fetch_key(
+    shared: Arc<Shared>,
+    tx: watch::Sender<KeyState>,
+    backoff_unit: Duration,
+) {
+    let addrs: Vec<String> = shared
+        .config
+        .vast
+        .report_addrs
+        .iter()
+        .map(|u| u.to_string())
+        .collect();
+    // One control-plane client per worker: the reporter's when there is one.
+    let client = shared
+        .reporter
+        .as_ref()
+        .map(|r| r.client().clone())
+        .unwrap_or_default();
+    let state = match pubkey::fetch(&client, &addrs, backoff_unit).await {
+        Ok(key) => {
+            if let Some(v) = shared.auth.verifier() {
+                v.set_key(key);
+            }
+            KeyState::Loaded
+        }
+        Err(e) => KeyState::Failed(e),
+    };
+    let _ = tx.send(state);
+}
+
+/// `waiting_for_backend` → (key) → `ready`, then the periodic health check.
+pub(super) async fn run(shared: Arc<Shared>, mut key: watch::Receiver<KeyState>) {
+    let cfg = &shared.config;
+    let wait = HealthWait {
+        path: cfg.healthcheck_endpoint.clone(),
+        timeout: cfg.ready_timeout,
+        interval: cfg.ready_poll_interval,
+    };
+    if !lifecycle::wait_for_backend(&shared.lifecycle, &shared.backend, &wait).await {
+        return;
+    }
+    if let Benchmark::Profile {
+        profile,
+        measure: true,
+    } = &cfg.benchmark
+    {
+        shared.lifecycle.set(State::Benchmarking);
+        match capacity(cfg, profile).await {
+            Ok(max_perf) => shared.ledger.set_max_perf(max_perf),
+            Err(e) => {
+                shared
+                    .lifecycle
+                    .set(State::Errored(format!("benchmark failed: {e}")));
+                return;
+            }
+        }
+    }
+    if shared.auth.verifier().is_some() {
+        let state = key
+            .wait_for(|k| *k != KeyState::Pending)
+            .await
+            .map(|k| k.clone());
+        if let Ok(KeyState::Failed(e)) = state {
+            shared.lifecycle.set(State::Errored(e));
+            return;
+        }
+    }
+    shared.lifecycle.set(State::Ready);
+    lifecycle::watch_health(
+        Arc::clone(&shared.lifecycle),
+        Arc::clone(&shared.backend),
+        cfg.healthcheck_endpoint.clone(),
+        cfg.health_interval,
+    )
+    .await;
+}
+
+/// The backend's capacity: from the cache when it holds a result for this profile and
+/// backend, else measured (and cached).
+async fn capacity(cfg: &WorkerConfig, profile: &Arc<Profile>) -> Result<f64, String> {
+    let backend = cfg.backend_url.to_string();
+    if let Some(path) = &cfg.benchmark_cache
+        && let Some(max_perf) = cache::read(path, &profile.name, &backend)
+    {
+        tracing::info!(max_perf, cache = %path.display(), "capacity from the benchmark cache");
+        return Ok(max_perf);
+    }
+    tracing::info!(profile = %profile.name, %backend, "benchmarking the backend");
+    let bench = Bench::new(Arc::clone(profile), &backend, &cfg.model_name);
+    let log = |e: &BenchEvent| {
+        if let BenchEvent::Finished(l) = e {
+            tracing::info!(
+                concurrency = l.concurrency,
+                throughput = l.throughput,
+                requests = l.requests,
+                errors = l.errors,
+                "benchmark level"
+            );
+        }
+    };
+    let report = tokio::time::timeout(bench::overall_limit(profile), bench.run(&log))
+        .await
+        .map_err(|_| "the benchmark did not finish in time".to_string())?
+        .map_err(|e| e.to_string())?;
+    tracing::info!(
+        max_perf = report.max_perf,
+        secs = report.secs,
+        "benchmark done"
+    );
+    if let Some(path) = &cfg.benchmark_cache {
+        let entry = cache::Cached {
+            max_perf: report.max_perf,
+            profile: profile.name.clone(),
+            backend,
+        };
+        if let Err(e) = cache::write(path, &entry) {
+            tracing::warn!(error = %e, cache = %path.display(), "cannot write the benchmark cache");
+        }
+    }
+    Ok(report.max_perf)
+}
