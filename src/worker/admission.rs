@@ -151,10 +151,11 @@ impl Admitted {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn admission(concurrency: Option<usize>) -> (Admission, Arc<Ledger>) {
+    /// An admission stage of a ready worker, and its ledger.
+    pub(crate) fn ready_admission(concurrency: Option<usize>) -> (Admission, Arc<Ledger>) {
         let ledger = Ledger::new(10.0, 100.0);
         let lifecycle = Arc::new(Lifecycle::default());
         lifecycle.set(State::Ready);
@@ -178,7 +179,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_slot_queues_the_next_request_until_the_first_finishes() {
-        let (adm, ledger) = admission(Some(1));
+        let (adm, ledger) = ready_admission(Some(1));
         let first = adm.admit(&info(1)).await.unwrap();
         let second_info = info(2);
         let second = adm.admit(&second_info);
@@ -196,7 +197,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_worker_not_ready_refuses_and_counts_the_rejection() {
-        let (adm, ledger) = admission(None);
+        let (adm, ledger) = ready_admission(None);
         adm.lifecycle.set(State::Draining);
         assert!(matches!(
             adm.admit(&info(1)).await,

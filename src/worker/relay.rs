@@ -50,9 +50,9 @@ pub fn respond(
 
 pin_project! {
     /// A backend response body on its way to the client.
-    pub struct Relay {
+    pub struct Relay<B = ResponseBody> {
         #[pin]
-        inner: ResponseBody,
+        inner: B,
         #[pin]
         idle: Option<Sleep>,
         idle_timeout: Option<Duration>,
@@ -60,9 +60,9 @@ pin_project! {
     }
 }
 
-impl Relay {
+impl<B> Relay<B> {
     /// Wraps `inner`; `settle` is finished when the body ends.
-    pub fn new(inner: ResponseBody, idle_timeout: Option<Duration>, settle: Admitted) -> Self {
+    pub fn new(inner: B, idle_timeout: Option<Duration>, settle: Admitted) -> Self {
         Self {
             inner,
             idle: idle_timeout.map(tokio::time::sleep),
@@ -72,7 +72,11 @@ impl Relay {
     }
 }
 
-impl Body for Relay {
+impl<B> Body for Relay<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError> + std::fmt::Display,
+{
     type Data = Bytes;
     type Error = BoxError;
 
@@ -136,5 +140,75 @@ impl Body for Relay {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::worker::admission::tests::ready_admission;
+    use crate::worker::ledger::RequestInfo;
+    use tokio::sync::mpsc;
+
+    /// A body whose frames the test sends.
+    struct Frames(mpsc::Receiver<Bytes>);
+
+    impl Body for Frames {
+        type Data = Bytes;
+        type Error = std::io::Error;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+            self.0.poll_recv(cx).map(|f| f.map(|b| Ok(Frame::data(b))))
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_backend_silent_past_the_idle_timeout_errors_the_request() {
+        let (admission, ledger) = ready_admission(None);
+        let admitted = admission
+            .admit(&RequestInfo::numbered(1, 2.0))
+            .await
+            .unwrap();
+        let (tx, rx) = mpsc::channel(1);
+        let mut relay = Box::pin(Relay::new(
+            Frames(rx),
+            Some(Duration::from_secs(30)),
+            admitted,
+        ));
+        tx.send(Bytes::from_static(b"data: 1\n\n")).await.unwrap();
+        assert!(relay.frame().await.unwrap().is_ok());
+        // The clock only moves while nothing else can run: 30 s of backend silence.
+        let err = relay.frame().await.unwrap().unwrap_err();
+        assert!(err.is::<IdleTimeout>(), "{err}");
+        let s = ledger.snapshot();
+        assert_eq!((s.working(), s.totals.errored.requests), (0, 1));
+        drop(tx);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn frames_within_the_idle_timeout_keep_the_request_alive_to_its_end() {
+        let (admission, ledger) = ready_admission(None);
+        let admitted = admission
+            .admit(&RequestInfo::numbered(1, 2.0))
+            .await
+            .unwrap();
+        let (tx, rx) = mpsc::channel(1);
+        let mut relay = Box::pin(Relay::new(
+            Frames(rx),
+            Some(Duration::from_secs(30)),
+            admitted,
+        ));
+        for _ in 0..3 {
+            tokio::time::advance(Duration::from_secs(29)).await;
+            tx.send(Bytes::from_static(b"x")).await.unwrap();
+            assert!(relay.frame().await.unwrap().is_ok());
+        }
+        drop(tx);
+        assert!(relay.frame().await.is_none());
+        let s = ledger.snapshot();
+        assert_eq!((s.working(), s.totals.served.requests), (0, 1));
     }
 }

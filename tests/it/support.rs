@@ -536,7 +536,7 @@ pub fn python() -> String {
     let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python");
     assert!(
         std::path::Path::new(venv).exists(),
-        "no Python environment with vastai and openai: run .ci/run (it creates .venv), or set VESPA_PYTHON"
+        "no Python environment with vastai and openai at {venv}. Make it with:\n  python3 -m venv .venv && .venv/bin/pip install -r tests/python/requirements.txt\n(.ci/run does this), or set VESPA_PYTHON to a Python that has both"
     );
     venv.to_string()
 }

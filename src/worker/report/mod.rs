@@ -19,7 +19,8 @@ use crate::worker::lifecycle::{Lifecycle, State};
 pub use book::{Book, Interval};
 use serde::Serialize;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
+use tokio::time::Instant;
 use wire::{DeleteRequests, WorkerStatus};
 
 /// Worker version sent as `version`.
@@ -244,19 +245,15 @@ impl Reporter {
     /// changed since the last successful send, or after [`HEARTBEAT`].
     pub async fn status_loop(self, src: Sources, tick: Duration) {
         let mut disk = Disk::default();
-        let mut sent: Option<(Instant, u64, State)> = None;
+        let mut cadence = Cadence::default();
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
             let version = src.ledger.version();
             let state = src.lifecycle.state();
-            let due = match &sent {
-                None => true,
-                Some((at, v, s)) => *v != version || *s != state || at.elapsed() >= HEARTBEAT,
-            };
-            if due && self.send_status(&src, &mut disk).await {
-                sent = Some((Instant::now(), version, state));
+            if cadence.due(version, &state) && self.send_status(&src, &mut disk).await {
+                cadence.sent(version, state);
             }
         }
     }
@@ -291,6 +288,26 @@ impl Reporter {
             self.record(&result);
             tokio::time::sleep(every).await;
         }
+    }
+}
+
+/// When the status loop sends: first at once, then when the ledger or the state changed
+/// since the last successful send, or [`HEARTBEAT`] after it.
+#[derive(Debug, Default)]
+struct Cadence {
+    last: Option<(Instant, u64, State)>,
+}
+
+impl Cadence {
+    fn due(&self, ledger_version: u64, state: &State) -> bool {
+        match &self.last {
+            None => true,
+            Some((at, v, s)) => *v != ledger_version || s != state || at.elapsed() >= HEARTBEAT,
+        }
+    }
+
+    fn sent(&mut self, ledger_version: u64, state: State) {
+        self.last = Some((Instant::now(), ledger_version, state));
     }
 }
 
@@ -344,6 +361,22 @@ pub fn beacon<'a>(id: i64, mtoken: &'a str, url: &'a str, disk_usage: f64) -> Wo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn status_is_sent_on_change_or_after_the_heartbeat_only() {
+        let mut c = Cadence::default();
+        assert!(c.due(0, &State::Starting), "the first tick sends");
+        c.sent(0, State::Starting);
+        assert!(!c.due(0, &State::Starting));
+        assert!(c.due(1, &State::Starting), "the ledger changed");
+        assert!(c.due(0, &State::Ready), "the state changed");
+        tokio::time::advance(HEARTBEAT - Duration::from_millis(1)).await;
+        assert!(!c.due(0, &State::Starting));
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(c.due(0, &State::Starting), "heartbeat");
+        c.sent(0, State::Starting);
+        assert!(!c.due(0, &State::Starting));
+    }
 
     #[test]
     fn master_token_is_never_shown_in_full() {
