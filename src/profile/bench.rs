@@ -84,6 +84,7 @@ pub struct Bench {
     backend: String,
     ctx: RenderContext,
     client: reqwest::Client,
+    api_key: Option<String>,
 }
 
 struct Done {
@@ -106,7 +107,16 @@ impl Bench {
                 model: model.into(),
             },
             client,
+            api_key: None,
         }
+    }
+
+    /// Sends `Authorization: Bearer KEY` with every request (a vLLM started with
+    /// `--api-key`). Default is none.
+    #[must_use]
+    pub fn api_key(mut self, key: Option<&str>) -> Self {
+        self.api_key = key.map(str::to_string);
+        self
     }
 
     /// One request; its workload by the profile's rule.
@@ -120,6 +130,9 @@ impl Bench {
             .timeout(req.timeout);
         if let Some(p) = &payload {
             builder = builder.json(p);
+        }
+        if let Some(key) = &self.api_key {
+            builder = builder.bearer_auth(key);
         }
         let resp = builder
             .send()

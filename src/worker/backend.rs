@@ -164,6 +164,7 @@ pub struct Backend {
     prefix: String,
     pool: Arc<Pool>,
     connect_timeout: Duration,
+    api_key: Option<HeaderValue>,
 }
 
 impl std::fmt::Debug for Backend {
@@ -196,7 +197,20 @@ impl Backend {
                 idle_timeout,
             }),
             connect_timeout,
+            api_key: None,
         }
+    }
+
+    /// Sends `Authorization: Bearer KEY` on every request to the backend, health probes
+    /// included (a vLLM started with `--api-key`). Default is none.
+    #[must_use]
+    pub fn with_api_key(mut self, key: Option<&str>) -> Self {
+        self.api_key = key.and_then(|k| {
+            let mut v = HeaderValue::from_str(&format!("Bearer {k}")).ok()?;
+            v.set_sensitive(true);
+            Some(v)
+        });
+        self
     }
 
     /// The backend's base URL.
@@ -267,6 +281,9 @@ impl Backend {
     fn prepare(&self, mut req: Request<Body>) -> Request<Body> {
         *req.version_mut() = Version::HTTP_11;
         req.headers_mut().insert(header::HOST, self.host.clone());
+        if let Some(key) = &self.api_key {
+            req.headers_mut().insert(header::AUTHORIZATION, key.clone());
+        }
         req
     }
 

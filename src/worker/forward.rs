@@ -18,8 +18,6 @@ use std::time::Duration;
 pub struct Forward {
     /// The model server.
     pub backend: Arc<Backend>,
-    /// `Authorization` sent to the backend (`BACKEND_API_KEY`), marked sensitive.
-    pub api_key: Option<HeaderValue>,
     /// Limit on a streamed request body, bytes.
     pub max_body_size: u64,
     /// Limit on the wait for the backend's response head; `None` waits as long as it takes.
@@ -33,13 +31,7 @@ impl Forward {
         parts: &Parts,
         inbound: Inbound,
     ) -> Result<Response<ResponseBody>, WorkerError> {
-        let (req, replay) = backend_request(
-            &self.backend,
-            parts,
-            inbound,
-            self.api_key.as_ref(),
-            self.max_body_size,
-        );
+        let (req, replay) = backend_request(&self.backend, parts, inbound, self.max_body_size);
         let send = self.backend.send(req, replay);
         let sent = match self.response_start_timeout {
             Some(limit) => tokio::time::timeout(limit, send)
@@ -54,16 +46,10 @@ impl Forward {
     }
 }
 
-/// `Authorization: Bearer KEY` for the backend, marked sensitive so it is never logged.
-pub fn bearer(key: &str) -> Option<HeaderValue> {
-    let mut v = HeaderValue::from_str(&format!("Bearer {key}")).ok()?;
-    v.set_sensitive(true);
-    Some(v)
-}
-
 /// Request headers the worker never forwards, besides hop-by-hop ones: `Host` (set to the
 /// backend's), `Content-Length` (recomputed), `Authorization` (the client's key is for the
-/// endpoint, not the backend) and `Expect` (the worker already has the body).
+/// endpoint, not the backend; the backend's own key, `BACKEND_API_KEY`, is added by
+/// [`Backend`]) and `Expect` (the worker already has the body).
 fn strip_request_headers(headers: &mut HeaderMap) {
     strip_hop_by_hop(headers);
     for name in [
@@ -83,14 +69,10 @@ pub fn backend_request(
     backend: &Backend,
     parts: &Parts,
     inbound: Inbound,
-    api_key: Option<&HeaderValue>,
     max_body_size: u64,
 ) -> (Request<Body>, Option<Bytes>) {
     let mut headers = parts.headers.clone();
     strip_request_headers(&mut headers);
-    if let Some(key) = api_key {
-        headers.insert(header::AUTHORIZATION, key.clone());
-    }
     let (body, replay) = match inbound.payload {
         Payload::None => {
             if inbound.auth.is_some() {

@@ -15,6 +15,7 @@ pub mod forward;
 mod handler;
 pub mod ledger;
 pub mod lifecycle;
+pub mod model_log;
 pub mod pubkey;
 pub mod relay;
 pub mod report;
@@ -174,11 +175,14 @@ impl Shared {
     }
 
     fn new(config: WorkerConfig, reporter: Option<Reporter>) -> Self {
-        let backend = Arc::new(Backend::new(
-            config.backend_url.clone(),
-            config.connect_timeout,
-            config.pool_idle_timeout,
-        ));
+        let backend = Arc::new(
+            Backend::new(
+                config.backend_url.clone(),
+                config.connect_timeout,
+                config.pool_idle_timeout,
+            )
+            .with_api_key(config.backend_api_key.as_deref()),
+        );
         let auth = if config.unsecured {
             Auth::Unsecured
         } else {
@@ -201,7 +205,6 @@ impl Shared {
         };
         let forward = Forward {
             backend: Arc::clone(&backend),
-            api_key: config.backend_api_key.as_deref().and_then(forward::bearer),
             max_body_size: config.max_body_size,
             response_start_timeout: config.response_start_timeout,
         };

@@ -156,7 +156,8 @@ async fn capacity(cfg: &WorkerConfig, profile: &Arc<Profile>) -> Result<f64, Str
         return Ok(max_perf);
     }
     tracing::info!(profile = %profile.name, %backend, "benchmarking the backend");
-    let bench = Bench::new(Arc::clone(profile), &backend, &cfg.model_name);
+    let bench = Bench::new(Arc::clone(profile), &backend, &cfg.model_name)
+        .api_key(cfg.backend_api_key.as_deref());
     let log = |e: &BenchEvent| {
         if let BenchEvent::Finished(l) = e {
             tracing::info!(

@@ -57,6 +57,23 @@ async fn the_worker_benchmarks_before_ready_and_caches_the_result() {
 }
 
 #[tokio::test]
+async fn backend_api_key_reaches_the_health_probe_and_the_benchmark() {
+    let backend = Backend::start_requiring_key("sekret", |seen| async move {
+        let req: serde_json::Value = serde_json::from_slice(&seen.body).unwrap();
+        json(
+            200,
+            json!({"usage": {"completion_tokens": req["max_tokens"]}}),
+        )
+    })
+    .await;
+    let mut cfg = profile_config(&backend, "openai", None);
+    cfg.backend_api_key = Some("sekret".into());
+    let worker = Worker::start(cfg).await.unwrap();
+    wait_state(&worker, |s| *s == State::Ready).await;
+    assert!(worker.shared().ledger.snapshot().max_perf > 0.0);
+}
+
+#[tokio::test]
 async fn a_cached_result_for_this_profile_and_backend_skips_the_benchmark() {
     let mut backend = Backend::start(|_| async { json(500, json!({})) }).await;
     let cache = temp_file("cached");

@@ -101,7 +101,7 @@ impl Backend {
         Fut: Future<Output = Response<Body>> + Send + 'static,
     {
         let handler: Handler = Arc::new(move |s| Box::pin(handler(s)));
-        Self::start_raw(handler, StatusCode::OK).await
+        Self::start_raw(handler, StatusCode::OK, None).await
     }
 
     /// Like [`Backend::start`] with `/health` answering `health`.
@@ -111,10 +111,45 @@ impl Backend {
         Fut: Future<Output = Response<Body>> + Send + 'static,
     {
         let handler: Handler = Arc::new(move |s| Box::pin(handler(s)));
-        Self::start_raw(handler, health).await
+        Self::start_raw(handler, health, None).await
     }
 
-    async fn start_raw(handler: Handler, health: StatusCode) -> Backend {
+    /// Like [`Backend::start`], answering 401 on every path, `/health` included, unless the
+    /// request carries `Authorization: Bearer key` (a vLLM started with `--api-key`).
+    pub async fn start_requiring_key<F, Fut>(key: &str, handler: F) -> Backend
+    where
+        F: Fn(Seen) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Response<Body>> + Send + 'static,
+    {
+        let expected = format!("Bearer {key}");
+        let handler = Arc::new(handler);
+        Self::start_raw(
+            Arc::new(move |s: Seen| {
+                let handler = Arc::clone(&handler);
+                let ok = s
+                    .headers
+                    .get("authorization")
+                    .is_some_and(|v| *v == *expected);
+                Box::pin(async move {
+                    if ok {
+                        handler(s).await
+                    } else {
+                        json(401, serde_json::json!({"error": "missing api key"}))
+                    }
+                })
+            }),
+            StatusCode::OK,
+            Some(format!("Bearer {key}")),
+        )
+        .await
+    }
+
+    async fn start_raw(
+        handler: Handler,
+        health: StatusCode,
+        health_needs: Option<String>,
+    ) -> Backend {
+        let health_needs = Arc::new(health_needs);
         let health = Arc::new(std::sync::atomic::AtomicU16::new(health.as_u16()));
         let health_state = Arc::clone(&health);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -130,13 +165,21 @@ impl Backend {
                 let handler = handler.clone();
                 let tx = tx.clone();
                 let health = Arc::clone(&health_state);
+                let health_needs = Arc::clone(&health_needs);
                 connections.spawn(async move {
                     let svc = service_fn(move |req: Request<Incoming>| {
                         let handler = handler.clone();
                         let tx = tx.clone();
-                        let health =
-                            StatusCode::from_u16(health.load(std::sync::atomic::Ordering::SeqCst))
-                                .unwrap();
+                        let authorized = health_needs.as_deref().is_none_or(|k| {
+                            req.headers().get("authorization").is_some_and(|v| v == k)
+                        });
+                        let health = match authorized {
+                            true => StatusCode::from_u16(
+                                health.load(std::sync::atomic::Ordering::SeqCst),
+                            )
+                            .unwrap(),
+                            false => StatusCode::UNAUTHORIZED,
+                        };
                         async move {
                             if req.uri().path().ends_with("/health") {
                                 let mut r = Response::new(vespa::http_util::full("ok"));
