@@ -11,11 +11,11 @@ use crate::autoscaler::{Autoscaler, AutoscalerConfig};
 use crate::client::ClientConfig;
 use crate::client::load::{self, Generator, LoadPlan, LoadReport, Pace, Target};
 use crate::client::proxy::{Proxy, ProxyConfig};
-use crate::config::{Benchmark, WorkerConfig};
 use crate::profile::Profile;
 use crate::signing::SigningKey;
 use crate::sim::{Sim, SimConfig};
 use crate::worker::Worker;
+use crate::worker::config::{Benchmark, WorkerConfig};
 use crate::worker::lifecycle::State;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -175,18 +175,18 @@ pub async fn run(args: &DemoArgs) -> i32 {
                 "vespa: invalid --listen {:?}: expected an address like 127.0.0.1:8010",
                 args.listen
             );
-            return crate::config::EXIT_CONFIG;
+            return crate::env::EXIT_CONFIG;
         }
     };
     if let Some(d) = args.duration
         && !(d.is_finite() && d > 0.0)
     {
         eprintln!("vespa: invalid --duration {d}: expected seconds > 0");
-        return crate::config::EXIT_CONFIG;
+        return crate::env::EXIT_CONFIG;
     }
     if args.concurrency == 0 {
         eprintln!("vespa: invalid --concurrency: expected at least 1");
-        return crate::config::EXIT_CONFIG;
+        return crate::env::EXIT_CONFIG;
     }
     crate::logging::init("warn", false);
     let config = DemoConfig {

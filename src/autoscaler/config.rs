@@ -1,6 +1,6 @@
 //! `vespa autoscaler` flags and the validated configuration built from them.
 
-use crate::config::ConfigError;
+use crate::env::ConfigError;
 use crate::signing::{SignatureForm, SigningKey};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

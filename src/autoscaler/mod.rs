@@ -19,7 +19,7 @@ pub mod routes;
 
 pub use config::{AutoscalerArgs, AutoscalerConfig, DEFAULT_LISTEN, DEFAULT_STALE_AFTER};
 
-use crate::config::EXIT_CONFIG;
+use crate::env::EXIT_CONFIG;
 use registry::Registry;
 use std::io::Write;
 use std::net::SocketAddr;

@@ -2,7 +2,7 @@
 
 use super::bench::{Bench, BenchEvent};
 use super::{BenchMode, Profile};
-use crate::config::EXIT_CONFIG;
+use crate::env::EXIT_CONFIG;
 use std::io::IsTerminal;
 use std::sync::{Arc, Mutex};
 

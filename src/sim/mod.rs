@@ -32,7 +32,7 @@ pub use stats::SimStats;
 pub use stream::Died;
 pub use tgi::DEFAULT_MAX_NEW_TOKENS;
 
-use crate::config::EXIT_CONFIG;
+use crate::env::EXIT_CONFIG;
 use faults::Faults;
 use model::Model;
 use stats::Stats;

@@ -6,6 +6,8 @@
 
 pub mod auth;
 pub mod backend;
+pub mod command;
+pub mod config;
 pub mod envelope;
 pub mod error;
 pub mod forward;
@@ -16,10 +18,10 @@ pub mod pubkey;
 pub mod relay;
 pub mod routes;
 
-use crate::config::{Benchmark, WorkerConfig};
 use crate::profile::bench::{self, Bench, BenchEvent};
 use crate::profile::{Profile, cache};
 use crate::report::{ReportTarget, Reporter};
+use crate::worker::config::{Benchmark, WorkerConfig};
 use auth::{Auth, Verifier};
 use backend::Backend;
 use http::HeaderValue;

@@ -5,8 +5,8 @@ use crate::support::*;
 use http::StatusCode;
 use serde_json::{Value, json};
 use std::time::Duration;
-use vespa::config::WorkerConfig;
 use vespa::report::{Disk, ReportTarget, Reporter};
+use vespa::worker::config::WorkerConfig;
 use vespa::worker::lifecycle::State;
 
 /// Every `worker_status` field of PROTOCOL.md §5.1, spelling included.

@@ -15,7 +15,7 @@ pub use report::{LoadReport, Percentiles, Sample};
 pub use target::{Job, Target};
 
 use crate::client::{Client, ClientConfig};
-use crate::config::{EXIT_CONFIG, Env};
+use crate::env::{EXIT_CONFIG, Env};
 use crate::profile::Profile;
 use crate::profile::template::RenderContext;
 use bytes::Bytes;

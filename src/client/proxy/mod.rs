@@ -13,12 +13,12 @@
 
 mod config;
 
-pub use config::{DEFAULT_LISTEN, DEFAULT_MAX_BODY_SIZE, Discovery, ProxyArgs, ProxyConfig};
+pub use config::{DEFAULT_LISTEN, Discovery, ProxyArgs, ProxyConfig};
 
 use super::discovery::{self, DiscoveryError};
 use super::send::{SERVED_BY_HEADER, ServedBy};
 use super::{Client, ClientError, ClientRequest};
-use crate::config::{EXIT_CONFIG, Env};
+use crate::env::{EXIT_CONFIG, Env};
 use crate::http_util::{Body, json_response, strip_hop_by_hop};
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
