@@ -28,10 +28,10 @@ pub struct DemoArgs {
     /// Without it the demo runs until interrupted.
     #[arg(long, value_name = "SECS")]
     pub duration: Option<f64>,
-    /// Address of the client proxy. [default: 127.0.0.1:8010]
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8010")]
+    /// Address of the client proxy.
+    #[arg(long, value_name = "ADDR", default_value = crate::client::proxy::DEFAULT_LISTEN)]
     pub listen: String,
-    /// Requests in flight during --duration. [default: 24]
+    /// Requests in flight during --duration.
     #[arg(short = 'c', long, value_name = "N", default_value_t = 24)]
     pub concurrency: usize,
 }
@@ -54,7 +54,9 @@ impl Default for DemoConfig {
     fn default() -> Self {
         Self {
             backends: vec![(400.0, 8), (400.0, 16)],
-            proxy_listen: "127.0.0.1:8010".parse().expect("a valid address"),
+            proxy_listen: crate::client::proxy::DEFAULT_LISTEN
+                .parse()
+                .expect("a valid address"),
             endpoint: "demo".into(),
             api_key: "demo-key".into(),
         }

@@ -17,7 +17,7 @@ pub mod messages;
 pub mod registry;
 pub mod routes;
 
-pub use config::{AutoscalerArgs, AutoscalerConfig, DEFAULT_LISTEN, DEFAULT_STALE_AFTER};
+pub use config::{AutoscalerArgs, AutoscalerConfig, DEFAULT_LISTEN};
 
 use crate::env::EXIT_CONFIG;
 use registry::Registry;
