@@ -2,7 +2,7 @@
 //!
 //! A setting can be given as a flag or, where it has one, as an environment variable (the
 //! names PyWorker uses); a flag wins over the environment. Each setting is declared once with
-//! [`settings!`]: its flag, environment name, default and help, from which come both the
+//! `settings!`: its flag, environment name, default and help, from which come both the
 //! clap arguments (so `--help` cannot drift from the code) and the value the loader reads.
 //!
 //! The environment is read through [`Env`] so tests never touch the real process

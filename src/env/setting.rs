@@ -1,9 +1,9 @@
-//! One declaration per setting: [`settings!`] and the table it builds.
+//! One declaration per setting: `settings!` and the table it builds.
 
 use super::{Env, Raw, Source};
 use std::marker::PhantomData;
 
-/// The declaration of one setting, as written once in a [`settings!`] list.
+/// The declaration of one setting, as written once in a `settings!` list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Setting {
     /// The flag, without its leading `--`, e.g. `max-wait-time`.
@@ -59,7 +59,7 @@ pub enum Defaulted {}
 pub enum Optional {}
 
 /// A setting of a parsed command line, ready to be looked up: the flag's value if given, and
-/// the declaration. Made by the accessor methods that [`settings!`] generates.
+/// the declaration. Made by the accessor methods that `settings!` generates.
 #[derive(Debug)]
 pub struct Arg<'a, K> {
     flag: Option<&'a str>,

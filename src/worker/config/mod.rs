@@ -1,5 +1,5 @@
-//! `vespa worker` configuration: the settings declared in [`args`], validated once into a
-//! [`WorkerConfig`].
+//! `vespa worker` configuration: the settings declared in `args.rs` ([`WorkerArgs`]),
+//! validated once into a [`WorkerConfig`].
 
 mod args;
 mod parse;
