@@ -11,11 +11,11 @@ use crate::autoscaler::{Autoscaler, AutoscalerConfig};
 use crate::client::ClientConfig;
 use crate::client::load::{self, Generator, LoadPlan, LoadReport, Pace, Target};
 use crate::client::proxy::{Proxy, ProxyConfig};
-use crate::config::{Benchmark, WorkerConfig};
 use crate::profile::Profile;
 use crate::signing::SigningKey;
 use crate::sim::{Sim, SimConfig};
 use crate::worker::Worker;
+use crate::worker::config::{Benchmark, WorkerConfig};
 use crate::worker::lifecycle::State;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,10 +28,10 @@ pub struct DemoArgs {
     /// Without it the demo runs until interrupted.
     #[arg(long, value_name = "SECS")]
     pub duration: Option<f64>,
-    /// Address of the client proxy. [default: 127.0.0.1:8010]
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8010")]
+    /// Address of the client proxy.
+    #[arg(long, value_name = "ADDR", default_value = crate::client::proxy::DEFAULT_LISTEN)]
     pub listen: String,
-    /// Requests in flight during --duration. [default: 24]
+    /// Requests in flight during --duration.
     #[arg(short = 'c', long, value_name = "N", default_value_t = 24)]
     pub concurrency: usize,
 }
@@ -54,7 +54,9 @@ impl Default for DemoConfig {
     fn default() -> Self {
         Self {
             backends: vec![(400.0, 8), (400.0, 16)],
-            proxy_listen: "127.0.0.1:8010".parse().expect("a valid address"),
+            proxy_listen: crate::client::proxy::DEFAULT_LISTEN
+                .parse()
+                .expect("a valid address"),
             endpoint: "demo".into(),
             api_key: "demo-key".into(),
         }
@@ -175,18 +177,18 @@ pub async fn run(args: &DemoArgs) -> i32 {
                 "vespa: invalid --listen {:?}: expected an address like 127.0.0.1:8010",
                 args.listen
             );
-            return crate::config::EXIT_CONFIG;
+            return crate::env::EXIT_CONFIG;
         }
     };
     if let Some(d) = args.duration
         && !(d.is_finite() && d > 0.0)
     {
         eprintln!("vespa: invalid --duration {d}: expected seconds > 0");
-        return crate::config::EXIT_CONFIG;
+        return crate::env::EXIT_CONFIG;
     }
     if args.concurrency == 0 {
         eprintln!("vespa: invalid --concurrency: expected at least 1");
-        return crate::config::EXIT_CONFIG;
+        return crate::env::EXIT_CONFIG;
     }
     crate::logging::init("warn", false);
     let config = DemoConfig {

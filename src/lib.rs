@@ -10,8 +10,8 @@
 pub mod autoscaler;
 pub mod cli;
 pub mod client;
-pub mod config;
 pub mod demo;
+pub mod env;
 pub mod http_util;
 pub mod logging;
 pub mod profile;

@@ -1,6 +1,6 @@
 use clap::Parser;
 use vespa::cli::{Cli, run};
-use vespa::config::ProcessEnv;
+use vespa::env::ProcessEnv;
 
 #[tokio::main]
 async fn main() {

@@ -1,41 +1,37 @@
 //! `vespa autoscaler` flags and the validated configuration built from them.
 
-use crate::config::ConfigError;
+use crate::env::{ConfigError, NoEnv};
 use crate::signing::{SignatureForm, SigningKey};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Flags of `vespa autoscaler`.
-#[derive(Debug, Default, Clone, clap::Args)]
-pub struct AutoscalerArgs {
-    /// Address to listen on; port 0 picks a free port. [default: 127.0.0.1:8080]
-    #[arg(long, value_name = "ADDR")]
-    pub listen: Option<String>,
-    /// An endpoint and its API key, as NAME=KEY. Repeat for more endpoints; at least one is
-    /// required.
-    #[arg(long = "endpoint", value_name = "NAME=KEY")]
-    pub endpoints: Vec<String>,
+crate::env::settings! {
+    /// Flags of `vespa autoscaler`.
+    pub struct AutoscalerArgs {
+        /// An endpoint and its API key, as NAME=KEY. Repeat for more endpoints; at least one is
+        /// required.
+        #[arg(long = "endpoint", value_name = "NAME=KEY")]
+        pub endpoints: Vec<String>,
+        /// Print the public key PEM and exit.
+        #[arg(long)]
+        pub print_pubkey: bool,
+        /// Log level: trace, debug, info, warning, error.
+        #[arg(long, value_name = "LEVEL", default_value = "info")]
+        pub log_level: String,
+    }
+
+    /// Address to listen on; port 0 picks a free port.
+    listen: "listen" "ADDR", default DEFAULT_LISTEN;
     /// RSA private key (PEM, PKCS#8 or PKCS#1) that signs routes.
-    /// [default: a fresh RSA-2048 key generated at start]
-    #[arg(long, value_name = "PATH")]
-    pub key_file: Option<String>,
-    /// Print the public key PEM and exit.
-    #[arg(long)]
-    pub print_pubkey: bool,
-    /// What a route signature covers: `url` or `legacy` (PROTOCOL.md §3). [default: url]
-    #[arg(long, value_name = "FORM")]
-    pub signature_form: Option<String>,
-    /// Seconds of silence after which a worker leaves the pool. [default: 30]
-    #[arg(long, value_name = "SECS")]
-    pub stale_after: Option<String>,
-    /// Token workers must send as `mtoken` in their reports. [default: none, not checked]
-    #[arg(long, value_name = "TOKEN")]
-    pub master_token: Option<String>,
-    /// Log level: trace, debug, info, warning, error. [default: info]
-    #[arg(long, value_name = "LEVEL", default_value = "info")]
-    pub log_level: String,
+    key_file: "key-file" "PATH", unset "a fresh RSA-2048 key generated at start";
+    /// What a route signature covers: `url` or `legacy` (PROTOCOL.md §3).
+    signature_form: "signature-form" "FORM", default "url";
+    /// Seconds of silence after which a worker leaves the pool.
+    stale_after: "stale-after" "SECS", default "30";
+    /// Token workers must send as `mtoken` in their reports.
+    master_token: "master-token" "TOKEN", unset "none, not checked";
 }
 
 /// Validated `vespa autoscaler` configuration. Build it with [`AutoscalerConfig::new`] and
@@ -61,20 +57,12 @@ pub struct AutoscalerConfig {
 
 /// Default listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
-/// Default `stale_after`.
-pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(30);
 
 impl AutoscalerConfig {
-    /// Defaults, signing with `signing_key`.
+    /// Defaults (those declared by [`AutoscalerArgs`]), signing with `signing_key`.
     pub fn new(signing_key: SigningKey) -> AutoscalerConfig {
-        AutoscalerConfig {
-            listen: DEFAULT_LISTEN.parse().expect("a valid address"),
-            endpoints: BTreeMap::new(),
-            signing_key: Arc::new(signing_key),
-            signature_form: SignatureForm::Url,
-            stale_after: DEFAULT_STALE_AFTER,
-            master_token: None,
-        }
+        Self::with_settings(&AutoscalerArgs::default(), signing_key)
+            .expect("the declared defaults are valid")
     }
 
     /// Adds an endpoint and its API key.
@@ -87,8 +75,9 @@ impl AutoscalerConfig {
     /// Validates the flags; loads the key file or generates a key. Every error names its
     /// flag (the binary exits 64 on it).
     pub fn from_args(args: &AutoscalerArgs) -> Result<AutoscalerConfig, ConfigError> {
-        let key = match &args.key_file {
-            Some(path) => {
+        let key = match args.key_file().get(&NoEnv) {
+            Some(raw) => {
+                let path = &raw.value;
                 let pem = std::fs::read_to_string(path)
                     .map_err(|e| ConfigError::new("--key-file", format!("{path}: {e}")))?;
                 SigningKey::from_pem(&pem)
@@ -97,12 +86,7 @@ impl AutoscalerConfig {
             None => SigningKey::generate()
                 .map_err(|e| ConfigError::new("--key-file", format!("cannot generate: {e}")))?,
         };
-        let mut c = AutoscalerConfig::new(key);
-        if let Some(listen) = &args.listen {
-            c.listen = listen.trim().parse().map_err(|_| {
-                ConfigError::new("--listen", format!("expected IP:PORT (got {listen:?})"))
-            })?;
-        }
+        let mut c = Self::with_settings(args, key)?;
         for spec in &args.endpoints {
             let (name, key) = parse_endpoint(spec)?;
             if c.endpoints.insert(name.clone(), key).is_some() {
@@ -118,29 +102,41 @@ impl AutoscalerConfig {
                 "at least one --endpoint NAME=KEY is required",
             ));
         }
-        if let Some(form) = &args.signature_form {
-            c.signature_form = match form.parse() {
-                Ok(f @ (SignatureForm::Url | SignatureForm::Legacy)) => f,
-                _ => {
-                    return Err(ConfigError::new(
-                        "--signature-form",
-                        format!("expected url or legacy (got {form:?})"),
-                    ));
-                }
-            };
-        }
-        if let Some(secs) = &args.stale_after {
-            let v: f64 = secs.trim().parse().unwrap_or(f64::NAN);
-            if !v.is_finite() || v < 0.0 {
-                return Err(ConfigError::new(
-                    "--stale-after",
-                    format!("expected seconds >= 0 (got {secs:?})"),
-                ));
-            }
-            c.stale_after = Duration::from_secs_f64(v);
-        }
-        c.master_token = args.master_token.clone().filter(|t| !t.is_empty());
         Ok(c)
+    }
+
+    /// The declared settings of `args`, without endpoints.
+    fn with_settings(
+        args: &AutoscalerArgs,
+        signing_key: SigningKey,
+    ) -> Result<AutoscalerConfig, ConfigError> {
+        let env = &NoEnv;
+        let raw = args.listen().get(env);
+        let listen = raw
+            .value
+            .trim()
+            .parse()
+            .map_err(|_| raw.error("expected IP:PORT"))?;
+        let raw = args.signature_form().get(env);
+        let signature_form = match raw.value.parse() {
+            Ok(f @ (SignatureForm::Url | SignatureForm::Legacy)) => f,
+            _ => return Err(raw.error("expected url or legacy")),
+        };
+        let raw = args.stale_after().get(env);
+        let stale_after = raw.secs().map_err(|_| raw.error("expected seconds >= 0"))?;
+        let master_token = args
+            .master_token()
+            .get(env)
+            .map(|r| r.value)
+            .filter(|t| !t.is_empty());
+        Ok(AutoscalerConfig {
+            listen,
+            endpoints: BTreeMap::new(),
+            signing_key: Arc::new(signing_key),
+            signature_form,
+            stale_after,
+            master_token,
+        })
     }
 }
 

@@ -17,9 +17,8 @@ pub mod messages;
 pub mod registry;
 pub mod routes;
 
-pub use config::{AutoscalerArgs, AutoscalerConfig, DEFAULT_LISTEN, DEFAULT_STALE_AFTER};
+pub use config::{AutoscalerArgs, AutoscalerConfig, DEFAULT_LISTEN};
 
-use crate::config::EXIT_CONFIG;
 use registry::Registry;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -129,10 +128,7 @@ impl Drop for Autoscaler {
 pub async fn run(args: &AutoscalerArgs) -> i32 {
     let config = match AutoscalerConfig::from_args(args) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("vespa: {e}");
-            return EXIT_CONFIG;
-        }
+        Err(e) => return e.eprint(),
     };
     if args.print_pubkey {
         if args.key_file.is_none() {

@@ -2,7 +2,7 @@
 
 use super::bench::{Bench, BenchEvent};
 use super::{BenchMode, Profile};
-use crate::config::EXIT_CONFIG;
+use crate::env::EXIT_CONFIG;
 use std::io::IsTerminal;
 use std::sync::{Arc, Mutex};
 
@@ -15,7 +15,7 @@ pub struct BenchArgs {
     /// Profile: openai, openai-chat, tgi, comfyui, a TOML file, or benchmarks.NAME:benchmark.
     #[arg(long, value_name = "NAME|FILE")]
     pub profile: String,
-    /// Model name for `{{model}}` in the request. [default: model]
+    /// Model name for `{{model}}` in the request.
     #[arg(long, value_name = "NAME", default_value = "model")]
     pub model: String,
     /// Override the profile's mode: ramp (find the capacity) or rounds (PyWorker's runs x concurrency).

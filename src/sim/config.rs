@@ -4,55 +4,44 @@
 //! [`ConfigError`] naming its flag and the binary exits 64 before binding a port, like every
 //! other Vespa command.
 
-use crate::config::{ConfigError, Raw};
+use crate::env::{ConfigError, NoEnv, Raw};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-/// Flags of `vespa sim`.
-#[derive(Debug, Default, Clone, clap::Args)]
-pub struct SimArgs {
-    /// Address to listen on; port 0 picks a free port. [default: 127.0.0.1:8000]
-    #[arg(long, value_name = "ADDR")]
-    pub listen: Option<String>,
-    /// Model name listed by `GET /v1/models`. [default: model]
-    #[arg(long, value_name = "NAME")]
-    pub model: Option<String>,
-    /// Tokens per second each sequence decodes at. [default: 50]
-    #[arg(long, value_name = "N")]
-    pub decode_tps: Option<String>,
-    /// Sequences decoded together; more requests wait in a FIFO queue. [default: 16]
-    #[arg(long, value_name = "N")]
-    pub max_batch: Option<String>,
-    /// Prefill time per prompt token, milliseconds, spent inside the batch slot. [default: 0]
-    #[arg(long, value_name = "MS")]
-    pub prefill_ms_per_token: Option<String>,
-    /// Cap on completion tokens per request. [default: none]
-    #[arg(long, value_name = "N")]
-    pub max_output_tokens: Option<String>,
-    /// Seconds per 512×512, 20-step image; scales with width × height × steps. [default: 2]
-    #[arg(long, value_name = "SECS")]
-    pub image_secs: Option<String>,
-    /// Images rendered at the same time. [default: 1]
-    #[arg(long, value_name = "N")]
-    pub image_parallel: Option<String>,
-    /// Seconds before `/health` answers 200 and API requests are served. [default: 0]
-    #[arg(long, value_name = "SECS")]
-    pub startup_delay: Option<String>,
-    /// Probability that an API request is answered with a 500 error. [default: 0]
-    #[arg(long, value_name = "P")]
-    pub error_rate: Option<String>,
-    /// Probability that an API request is never answered. [default: 0]
-    #[arg(long, value_name = "P")]
-    pub hang_rate: Option<String>,
-    /// Streaming responses break the connection after this many chunks. [default: never]
-    #[arg(long, value_name = "N")]
-    pub die_after_chunks: Option<String>,
-    /// Seed of the fault generator, for reproducible runs. [default: random]
-    #[arg(long, value_name = "N")]
-    pub seed: Option<String>,
-    /// Log level: trace, debug, info, warning, error. [default: info]
-    #[arg(long, value_name = "LEVEL", default_value = "info")]
-    pub log_level: String,
+crate::env::settings! {
+    /// Flags of `vespa sim`.
+    pub struct SimArgs {
+        /// Log level: trace, debug, info, warning, error.
+        #[arg(long, value_name = "LEVEL", default_value = "info")]
+        pub log_level: String,
+    }
+
+    /// Address to listen on; port 0 picks a free port.
+    listen: "listen" "ADDR", default DEFAULT_LISTEN;
+    /// Model name listed by `GET /v1/models`.
+    model: "model" "NAME", default "model";
+    /// Tokens per second each sequence decodes at.
+    decode_tps: "decode-tps" "N", default "50";
+    /// Sequences decoded together; more requests wait in a FIFO queue.
+    max_batch: "max-batch" "N", default "16";
+    /// Prefill time per prompt token, milliseconds, spent inside the batch slot.
+    prefill_ms_per_token: "prefill-ms-per-token" "MS", default "0";
+    /// Cap on completion tokens per request.
+    max_output_tokens: "max-output-tokens" "N", unset "none";
+    /// Seconds per 512×512, 20-step image; scales with width × height × steps.
+    image_secs: "image-secs" "SECS", default "2";
+    /// Images rendered at the same time.
+    image_parallel: "image-parallel" "N", default "1";
+    /// Seconds before `/health` answers 200 and API requests are served.
+    startup_delay: "startup-delay" "SECS", default "0";
+    /// Probability that an API request is answered with a 500 error.
+    error_rate: "error-rate" "P", default "0";
+    /// Probability that an API request is never answered.
+    hang_rate: "hang-rate" "P", default "0";
+    /// Streaming responses break the connection after this many chunks.
+    die_after_chunks: "die-after-chunks" "N", unset "never";
+    /// Seed of the fault generator, for reproducible runs.
+    seed: "seed" "N", unset "random";
 }
 
 /// Validated `vespa sim` configuration. Build it with [`SimConfig::default`] and set fields
@@ -99,22 +88,9 @@ pub const DEFAULT_IMAGE_UNITS: f64 = 512.0 * 512.0 * 20.0 / 1000.0;
 const MIN_DECODE_TPS: f64 = 0.001;
 
 impl Default for SimConfig {
+    /// The declared defaults of [`SimArgs`].
     fn default() -> Self {
-        SimConfig {
-            listen: DEFAULT_LISTEN.parse().expect("a valid address"),
-            model: "model".to_string(),
-            decode_tps: 50.0,
-            max_batch: 16,
-            prefill_ms_per_token: 0.0,
-            max_output_tokens: None,
-            image_secs: 2.0,
-            image_parallel: 1,
-            startup_delay: Duration::ZERO,
-            error_rate: 0.0,
-            hang_rate: 0.0,
-            die_after_chunks: None,
-            seed: None,
-        }
+        SimConfig::from_args(&SimArgs::default()).expect("the declared defaults are valid")
     }
 }
 
@@ -132,59 +108,35 @@ impl SimConfig {
 
     /// Validates the flags. Every error names its flag (the binary exits 64 on it).
     pub fn from_args(args: &SimArgs) -> Result<SimConfig, ConfigError> {
-        let flag = |value: &Option<String>, name: &str| {
-            value.as_ref().map(|v| Raw {
-                value: v.clone(),
-                origin: format!("--{name}"),
-            })
+        let env = &NoEnv;
+        let raw = args.listen().get(env);
+        let listen = raw
+            .value
+            .trim()
+            .parse()
+            .map_err(|_| raw.error("expected IP:PORT"))?;
+        let raw = args.model().get(env);
+        if raw.value.trim().is_empty() {
+            return Err(raw.error("expected a non-empty name"));
+        }
+        let optional_u64 = |raw: Option<Raw>| raw.map(|r| r.u64_min(0)).transpose();
+        let c = SimConfig {
+            listen,
+            model: raw.value.trim().to_string(),
+            decode_tps: args.decode_tps().get(env).f64_min(MIN_DECODE_TPS)?,
+            max_batch: count(&args.max_batch().get(env))?,
+            prefill_ms_per_token: args.prefill_ms_per_token().get(env).f64_min(0.0)?,
+            max_output_tokens: optional_u64(args.max_output_tokens().get(env))?,
+            image_secs: args.image_secs().get(env).f64_min(0.0)?,
+            image_parallel: count(&args.image_parallel().get(env))?,
+            startup_delay: Duration::from_secs_f64(
+                args.startup_delay().get(env).f64_min(0.0)?.min(1e9),
+            ),
+            error_rate: probability(&args.error_rate().get(env))?,
+            hang_rate: probability(&args.hang_rate().get(env))?,
+            die_after_chunks: optional_u64(args.die_after_chunks().get(env))?,
+            seed: optional_u64(args.seed().get(env))?,
         };
-        let mut c = SimConfig::default();
-        if let Some(raw) = flag(&args.listen, "listen") {
-            c.listen = raw
-                .value
-                .trim()
-                .parse()
-                .map_err(|_| raw.error("expected IP:PORT"))?;
-        }
-        if let Some(model) = &args.model {
-            if model.trim().is_empty() {
-                return Err(ConfigError::new("--model", "expected a non-empty name"));
-            }
-            c.model = model.trim().to_string();
-        }
-        if let Some(raw) = flag(&args.decode_tps, "decode-tps") {
-            c.decode_tps = raw.f64_min(MIN_DECODE_TPS)?;
-        }
-        if let Some(raw) = flag(&args.max_batch, "max-batch") {
-            c.max_batch = count(&raw)?;
-        }
-        if let Some(raw) = flag(&args.prefill_ms_per_token, "prefill-ms-per-token") {
-            c.prefill_ms_per_token = raw.f64_min(0.0)?;
-        }
-        if let Some(raw) = flag(&args.max_output_tokens, "max-output-tokens") {
-            c.max_output_tokens = Some(raw.u64_min(0)?);
-        }
-        if let Some(raw) = flag(&args.image_secs, "image-secs") {
-            c.image_secs = raw.f64_min(0.0)?;
-        }
-        if let Some(raw) = flag(&args.image_parallel, "image-parallel") {
-            c.image_parallel = count(&raw)?;
-        }
-        if let Some(raw) = flag(&args.startup_delay, "startup-delay") {
-            c.startup_delay = Duration::from_secs_f64(raw.f64_min(0.0)?.min(1e9));
-        }
-        if let Some(raw) = flag(&args.error_rate, "error-rate") {
-            c.error_rate = probability(&raw)?;
-        }
-        if let Some(raw) = flag(&args.hang_rate, "hang-rate") {
-            c.hang_rate = probability(&raw)?;
-        }
-        if let Some(raw) = flag(&args.die_after_chunks, "die-after-chunks") {
-            c.die_after_chunks = Some(raw.u64_min(0)?);
-        }
-        if let Some(raw) = flag(&args.seed, "seed") {
-            c.seed = Some(raw.u64_min(0)?);
-        }
         c.validate()?;
         Ok(c)
     }

@@ -32,7 +32,6 @@ pub use stats::SimStats;
 pub use stream::Died;
 pub use tgi::DEFAULT_MAX_NEW_TOKENS;
 
-use crate::config::EXIT_CONFIG;
 use faults::Faults;
 use model::Model;
 use stats::Stats;
@@ -171,10 +170,7 @@ pub fn format_number(v: f64) -> String {
 pub async fn run(args: &SimArgs) -> i32 {
     let config = match SimConfig::from_args(args) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("vespa: {e}");
-            return EXIT_CONFIG;
-        }
+        Err(e) => return e.eprint(),
     };
     crate::logging::init(&args.log_level, false);
     let listen = config.listen;

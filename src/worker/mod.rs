@@ -9,6 +9,8 @@
 pub mod admission;
 pub mod auth;
 pub mod backend;
+pub mod command;
+pub mod config;
 pub mod envelope;
 pub mod error;
 pub mod forward;
@@ -22,10 +24,10 @@ pub mod report;
 pub mod routes;
 mod startup;
 
-use crate::config::WorkerConfig;
 use admission::{Admission, AdmissionRules, WorkloadRule};
 use auth::{Auth, Verifier};
 use backend::Backend;
+use config::WorkerConfig;
 use forward::Forward;
 use ledger::{Ledger, Recorder};
 use lifecycle::{Lifecycle, State};

@@ -3,10 +3,10 @@
 //! check.
 
 use super::Shared;
+use super::config::{Benchmark, WorkerConfig};
 use super::lifecycle::{self, HealthWait, State};
 use super::pubkey;
 use super::report::{ReportTarget, Reporter};
-use crate::config::{Benchmark, WorkerConfig};
 use crate::profile::bench::{self, Bench, BenchEvent};
 use crate::profile::{Profile, cache};
 use std::net::SocketAddr;

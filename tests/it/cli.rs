@@ -93,3 +93,15 @@ fn help_documents_every_setting_with_its_environment_name() {
         "every setting states its default"
     );
 }
+
+#[test]
+fn help_shows_each_declared_setting_with_its_variable_and_default() {
+    let out = vespa(&[], &["worker", "--help"]);
+    let help = String::from_utf8_lossy(&out.stdout);
+    for s in vespa::worker::config::WorkerArgs::SETTINGS {
+        let env = s.env.expect("every worker setting has a variable");
+        let tail = format!("[env: {env}] [default: {}]", s.default_help);
+        assert!(help.contains(&tail), "--{} misses {tail}:\n{help}", s.flag);
+        assert!(help.contains(&s.help_line()), "--{}", s.flag);
+    }
+}

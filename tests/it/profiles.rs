@@ -4,9 +4,9 @@
 use crate::support::*;
 use serde_json::json;
 use std::sync::Arc;
-use vespa::config::{Benchmark, WorkerConfig};
 use vespa::profile::Profile;
 use vespa::worker::Worker;
+use vespa::worker::config::{Benchmark, WorkerConfig};
 use vespa::worker::lifecycle::State;
 
 fn profile_config(

@@ -5,7 +5,7 @@ use crate::support::*;
 use http::StatusCode;
 use serde_json::{Value, json};
 use std::time::Duration;
-use vespa::config::WorkerConfig;
+use vespa::worker::config::WorkerConfig;
 use vespa::worker::lifecycle::State;
 use vespa::worker::report::{Disk, ReportTarget, Reporter};
 

@@ -4,8 +4,8 @@ use crate::fake_autoscaler::FakeAutoscaler;
 use crate::support::*;
 use serde_json::{Value, json};
 use std::time::Duration;
-use vespa::config::WorkerConfig;
 use vespa::worker::Worker;
+use vespa::worker::config::WorkerConfig;
 use vespa::worker::lifecycle::State;
 
 fn signed_config(backend: &Backend, autoscaler: &FakeAutoscaler) -> WorkerConfig {

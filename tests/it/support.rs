@@ -18,9 +18,9 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
-use vespa::config::WorkerConfig;
 use vespa::http_util::{Body, BoxError};
 use vespa::worker::Worker;
+use vespa::worker::config::WorkerConfig;
 use vespa::worker::ledger::Snapshot;
 use vespa::worker::lifecycle::State;
 

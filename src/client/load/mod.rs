@@ -15,7 +15,7 @@ pub use report::{LoadReport, Percentiles, Sample};
 pub use target::{Job, Target};
 
 use crate::client::{Client, ClientConfig};
-use crate::config::{EXIT_CONFIG, Env};
+use crate::env::{EXIT_CONFIG, Env};
 use crate::profile::Profile;
 use crate::profile::template::RenderContext;
 use bytes::Bytes;
@@ -25,52 +25,46 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 
-/// Flags of `vespa load`.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct LoadArgs {
+crate::env::settings! {
+    /// Flags of `vespa load`.
+    pub struct LoadArgs {
+        /// Ask for streamed answers (`"stream": true` in the body), for time to first byte.
+        #[arg(long)]
+        pub stream: bool,
+        /// Requests in flight (closed loop). [default: 8, unless --rate]
+        #[arg(short = 'c', long, value_name = "N")]
+        pub concurrency: Option<usize>,
+        /// Requests per second (open loop).
+        #[arg(short = 'r', long, value_name = "PER_SEC")]
+        pub rate: Option<f64>,
+        /// Number of requests. [default: 100, unless --duration]
+        #[arg(short = 'n', long, value_name = "N")]
+        pub requests: Option<u64>,
+        /// Seconds to send for.
+        #[arg(short = 'd', long, value_name = "SECS")]
+        pub duration: Option<f64>,
+        /// Per-request timeout, seconds.
+        #[arg(long, value_name = "SECS", default_value_t = 600.0)]
+        pub timeout: f64,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        pub json: bool,
+    }
+
     /// Load one worker directly (it must be UNSECURED): its base URL.
-    #[arg(long, value_name = "URL")]
-    pub worker: Option<String>,
+    worker: "worker" "URL", unset "";
     /// Load any HTTP server with plain requests, e.g. `vespa proxy` at http://127.0.0.1:8010.
-    #[arg(long, value_name = "URL")]
-    pub url: Option<String>,
+    url: "url" "URL", unset "";
     /// Load an endpoint through its autoscaler: the endpoint name.
-    #[arg(long, value_name = "NAME")]
-    pub endpoint: Option<String>,
-    /// The endpoint's API key. [env: VAST_API_KEY]
-    #[arg(long, value_name = "KEY")]
-    pub api_key: Option<String>,
-    /// Autoscaler base URL. [default: https://run.vast.ai]
-    #[arg(long, value_name = "URL", default_value = "https://run.vast.ai")]
-    pub autoscaler_url: String,
+    endpoint: "endpoint" "NAME", unset "";
+    /// The endpoint's API key.
+    api_key: "api-key" "KEY", unset "", env "VAST_API_KEY";
+    /// Autoscaler base URL.
+    autoscaler_url: "autoscaler-url" "URL", default crate::client::DEFAULT_AUTOSCALER_URL;
     /// Profile whose benchmark request is sent (body regenerated for every request).
-    /// [default: openai]
-    #[arg(long, value_name = "NAME|FILE", default_value = "openai")]
-    pub profile: String,
-    /// Model name for `{{model}}`. [default: model]
-    #[arg(long, value_name = "NAME", default_value = "model")]
-    pub model: String,
-    /// Ask for streamed answers (`"stream": true` in the body), for time to first byte.
-    #[arg(long)]
-    pub stream: bool,
-    /// Requests in flight (closed loop). [default: 8, unless --rate]
-    #[arg(short = 'c', long, value_name = "N")]
-    pub concurrency: Option<usize>,
-    /// Requests per second (open loop).
-    #[arg(short = 'r', long, value_name = "PER_SEC")]
-    pub rate: Option<f64>,
-    /// Number of requests. [default: 100, unless --duration]
-    #[arg(short = 'n', long, value_name = "N")]
-    pub requests: Option<u64>,
-    /// Seconds to send for.
-    #[arg(short = 'd', long, value_name = "SECS")]
-    pub duration: Option<f64>,
-    /// Per-request timeout, seconds. [default: 600]
-    #[arg(long, value_name = "SECS", default_value_t = 600.0)]
-    pub timeout: f64,
-    /// Print one JSON object instead of text.
-    #[arg(long)]
-    pub json: bool,
+    profile: "profile" "NAME|FILE", default "openai";
+    /// Model name for `{{model}}`.
+    model: "model" "NAME", default "model";
 }
 
 /// How much load, for how long.
@@ -256,16 +250,18 @@ pub fn plan_from_args(
     args: &LoadArgs,
     env: &dyn Env,
 ) -> Result<(Target, Generator, LoadPlan), String> {
-    let targets = [
-        args.worker.is_some(),
-        args.url.is_some(),
-        args.endpoint.is_some(),
-    ];
+    let (worker, url, endpoint) = (
+        args.worker().get(env).map(|r| r.value),
+        args.url().get(env).map(|r| r.value),
+        args.endpoint().get(env).map(|r| r.value),
+    );
+    let targets = [worker.is_some(), url.is_some(), endpoint.is_some()];
     if targets.iter().filter(|t| **t).count() != 1 {
         return Err("give exactly one of --worker URL, --url URL or --endpoint NAME".into());
     }
+    let profile = args.profile().get(env).value;
     let profile =
-        Arc::new(Profile::resolve(&args.profile).map_err(|e| format!("invalid --profile: {e}"))?);
+        Arc::new(Profile::resolve(&profile).map_err(|e| format!("invalid --profile: {e}"))?);
     let pace = match (args.concurrency, args.rate) {
         (Some(_), Some(_)) => return Err("give --concurrency or --rate, not both".into()),
         (Some(0), _) => return Err("invalid --concurrency: expected at least 1".into()),
@@ -291,7 +287,7 @@ pub fn plan_from_args(
             args.timeout
         ));
     }
-    let target = if let Some(url) = &args.url {
+    let target = if let Some(url) = &url {
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             return Err(format!(
                 "invalid --url {url:?}: expected an http:// or https:// URL"
@@ -303,29 +299,26 @@ pub fn plan_from_args(
             base: url.trim_end_matches('/').to_string(),
         }
     } else {
-        let mut c = match (&args.worker, &args.endpoint) {
+        let mut c = match (&worker, &endpoint) {
             (Some(worker), _) => {
                 let mut c = ClientConfig::new(worker.clone(), "load", "");
                 c.debug_worker_url = Some(worker.clone());
                 c
             }
             (None, Some(endpoint)) => {
-                let key = args
-                    .api_key
-                    .clone()
-                    .or_else(|| env.var("VAST_API_KEY"))
-                    .unwrap_or_default();
+                let key = args.api_key().get(env).map(|r| r.value).unwrap_or_default();
                 if key.is_empty() {
                     return Err("--endpoint needs --api-key (or VAST_API_KEY)".into());
                 }
-                ClientConfig::new(args.autoscaler_url.clone(), endpoint.clone(), key)
+                let autoscaler_url = args.autoscaler_url().get(env).value;
+                ClientConfig::new(autoscaler_url, endpoint.clone(), key)
             }
             (None, None) => unreachable!("exactly one target was checked above"),
         };
         c.profile = Some(Arc::clone(&profile));
         Target::Client(Client::new(c).map_err(|e| e.to_string())?)
     };
-    let generator = Generator::new(profile, &args.model, args.stream);
+    let generator = Generator::new(profile, &args.model().get(env).value, args.stream);
     Ok((
         target,
         generator,

@@ -2,7 +2,7 @@
 
 use crate::client::discovery::DEFAULT_CONSOLE_URL;
 use crate::client::{ClientConfig, DEFAULT_AUTOSCALER_URL};
-use crate::config::{ConfigError, Env, Raw};
+use crate::env::{ConfigError, Env, NoEnv, Raw};
 use crate::profile::Profile;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,52 +10,41 @@ use std::time::Duration;
 
 /// Default listen address (PyWorker's `client.py` proxy port).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8010";
-/// Default largest request body: requests are held in memory so a retry can resend them.
-pub const DEFAULT_MAX_BODY_SIZE: u64 = 256 << 20;
 
-/// Flags of `vespa proxy`.
-#[derive(Debug, Default, Clone, clap::Args)]
-pub struct ProxyArgs {
-    /// Address to listen on; port 0 picks a free port. [default: 127.0.0.1:8010]
-    #[arg(long, value_name = "ADDR")]
-    pub listen: Option<String>,
+crate::env::settings! {
+    /// Flags of `vespa proxy`.
+    pub struct ProxyArgs {
+        /// Log level: trace, debug, info, warning, error.
+        #[arg(long, value_name = "LEVEL", default_value = "info")]
+        pub log_level: String,
+    }
+
+    /// Address to listen on; port 0 picks a free port.
+    listen: "listen" "ADDR", default DEFAULT_LISTEN;
     /// Name of the endpoint to call. Required, except with --debug-worker-url.
-    #[arg(long, value_name = "NAME")]
-    pub endpoint: Option<String>,
-    /// The endpoint's API key. [env: VAST_API_KEY]
-    #[arg(long, value_name = "KEY")]
-    pub api_key: Option<String>,
+    endpoint: "endpoint" "NAME", unset "";
+    /// The endpoint's API key.
+    api_key: "api-key" "KEY", unset "", env "VAST_API_KEY";
     /// Account API key: look the endpoint's key up at the console (used when no
     /// --api-key / VAST_API_KEY is given).
-    #[arg(long, value_name = "KEY")]
-    pub account_key: Option<String>,
-    /// Autoscaler base URL. [default: https://run.vast.ai]
-    #[arg(long, value_name = "URL")]
-    pub autoscaler_url: Option<String>,
-    /// Console base URL for --account-key. [default: https://console.vast.ai]
-    #[arg(long, value_name = "URL")]
-    pub console_url: Option<String>,
+    account_key: "account-key" "KEY", unset "";
+    /// Autoscaler base URL.
+    autoscaler_url: "autoscaler-url" "URL", default DEFAULT_AUTOSCALER_URL;
+    /// Console base URL for --account-key.
+    console_url: "console-url" "URL", default DEFAULT_CONSOLE_URL;
     /// Send every request to this worker without routing, with an unsigned auth_data (the
-    /// worker must run with UNSECURED=true). [default: route through the autoscaler]
-    #[arg(long, value_name = "URL")]
-    pub debug_worker_url: Option<String>,
+    /// worker must run with UNSECURED=true).
+    debug_worker_url: "debug-worker-url" "URL", unset "route through the autoscaler";
     /// Backend profile (built-in name or TOML file) whose workload rule sets a request's
-    /// cost when it has no X-Serverless-Cost header. [default: none; cost 1]
-    #[arg(long, value_name = "NAME|FILE")]
-    pub profile: Option<String>,
-    /// Seconds to wait for a ready worker before answering 503 no_worker. [default: 60]
-    #[arg(long, value_name = "SECS")]
-    pub route_timeout: Option<String>,
+    /// cost when it has no X-Serverless-Cost header.
+    profile: "profile" "NAME|FILE", unset "none; cost 1";
+    /// Seconds to wait for a ready worker before answering 503 no_worker.
+    route_timeout: "route-timeout" "SECS", default "60";
     /// Workers tried per request when one is unreachable or answers 429/503 before
-    /// responding. [default: 3]
-    #[arg(long, value_name = "N")]
-    pub max_attempts: Option<String>,
-    /// Largest request body (held in memory for retries), e.g. 64MiB. [default: 256MiB]
-    #[arg(long, value_name = "BYTES")]
-    pub max_body_size: Option<String>,
-    /// Log level: trace, debug, info, warning, error.
-    #[arg(long, value_name = "LEVEL", default_value = "info")]
-    pub log_level: String,
+    /// responding.
+    max_attempts: "max-attempts" "N", default "3";
+    /// Largest request body (held in memory for retries), e.g. 64MiB.
+    max_body_size: "max-body-size" "BYTES", default "256MiB";
 }
 
 /// Where to look up the endpoint's API key at start.
@@ -82,30 +71,26 @@ pub struct ProxyConfig {
 }
 
 impl ProxyConfig {
-    /// Defaults around `client`.
+    /// Defaults around `client`: the declared defaults of [`ProxyArgs`].
     pub fn new(client: ClientConfig) -> ProxyConfig {
+        let args = ProxyArgs::default();
         ProxyConfig {
-            listen: DEFAULT_LISTEN.parse().expect("a valid address"),
+            listen: listen(&args.listen().get(&NoEnv)).expect("a valid default"),
             client,
             discovery: None,
-            max_body_size: DEFAULT_MAX_BODY_SIZE,
+            max_body_size: args
+                .max_body_size()
+                .get(&NoEnv)
+                .bytes()
+                .expect("a valid default"),
         }
     }
 
     /// Validates the flags; errors name the flag.
     pub fn from_args(args: &ProxyArgs, env: &dyn Env) -> Result<ProxyConfig, ConfigError> {
-        let listen = match flag(&args.listen, "listen") {
-            Some(raw) => raw
-                .value
-                .trim()
-                .parse()
-                .map_err(|_| raw.error("expected an address like 127.0.0.1:8010"))?,
-            None => DEFAULT_LISTEN.parse().expect("a valid address"),
-        };
-        let debug_worker_url = flag(&args.debug_worker_url, "debug-worker-url")
-            .map(url)
-            .transpose()?;
-        let endpoint = match flag(&args.endpoint, "endpoint") {
+        let listen = listen(&args.listen().get(env))?;
+        let debug_worker_url = args.debug_worker_url().get(env).map(url).transpose()?;
+        let endpoint = match args.endpoint().get(env) {
             Some(raw) if raw.value.trim().is_empty() => return Err(raw.error("must not be empty")),
             Some(raw) => raw.value.trim().to_string(),
             None if debug_worker_url.is_some() => "debug".to_string(),
@@ -116,13 +101,8 @@ impl ProxyConfig {
                 ));
             }
         };
-        let console_url = flag(&args.console_url, "console-url")
-            .map(url)
-            .transpose()?
-            .unwrap_or_else(|| DEFAULT_CONSOLE_URL.to_string());
-        let api_key = crate::config::lookup(&args.api_key, "api-key", env, "VAST_API_KEY");
-        let account_key = flag(&args.account_key, "account-key");
-        let (api_key, discovery) = match (api_key, account_key) {
+        let console_url = url(args.console_url().get(env))?;
+        let (api_key, discovery) = match (args.api_key().get(env), args.account_key().get(env)) {
             (Some(key), _) => (key.value.trim().to_string(), None),
             (None, Some(account)) => (
                 String::new(),
@@ -139,31 +119,23 @@ impl ProxyConfig {
                 ));
             }
         };
-        let autoscaler_url = flag(&args.autoscaler_url, "autoscaler-url")
-            .map(url)
-            .transpose()?
-            .unwrap_or_else(|| DEFAULT_AUTOSCALER_URL.to_string());
+        let autoscaler_url = url(args.autoscaler_url().get(env))?;
         let mut client = ClientConfig::new(autoscaler_url, endpoint, api_key);
         client.debug_worker_url = debug_worker_url;
-        if let Some(raw) = flag(&args.profile, "profile") {
+        if let Some(raw) = args.profile().get(env) {
             let profile = Profile::resolve(&raw.value).map_err(|e| raw.error(e))?;
             client.profile = Some(Arc::new(profile));
         }
-        if let Some(raw) = flag(&args.route_timeout, "route-timeout") {
-            let secs = raw.f64_min(0.0)?;
-            if secs <= 0.0 {
-                return Err(raw.error("expected a number of seconds > 0"));
-            }
-            client.route_timeout = Duration::from_secs_f64(secs);
+        let raw = args.route_timeout().get(env);
+        let secs = raw.f64_min(0.0)?;
+        if secs <= 0.0 {
+            return Err(raw.error("expected a number of seconds > 0"));
         }
-        if let Some(raw) = flag(&args.max_attempts, "max-attempts") {
-            client.max_attempts = u32::try_from(raw.u64_min(1)?)
-                .map_err(|_| raw.error("expected a small whole number"))?;
-        }
-        let max_body_size = match flag(&args.max_body_size, "max-body-size") {
-            Some(raw) => raw.bytes()?,
-            None => DEFAULT_MAX_BODY_SIZE,
-        };
+        client.route_timeout = Duration::from_secs_f64(secs);
+        let raw = args.max_attempts().get(env);
+        client.max_attempts = u32::try_from(raw.u64_min(1)?)
+            .map_err(|_| raw.error("expected a small whole number"))?;
+        let max_body_size = args.max_body_size().get(env).bytes()?;
         Ok(ProxyConfig {
             listen,
             client,
@@ -173,11 +145,11 @@ impl ProxyConfig {
     }
 }
 
-fn flag(value: &Option<String>, name: &str) -> Option<Raw> {
-    value.as_ref().map(|v| Raw {
-        value: v.clone(),
-        origin: format!("--{name}"),
-    })
+fn listen(raw: &Raw) -> Result<SocketAddr, ConfigError> {
+    raw.value
+        .trim()
+        .parse()
+        .map_err(|_| raw.error("expected an address like 127.0.0.1:8010"))
 }
 
 /// An http(s) base URL, without its trailing slash.

@@ -13,12 +13,12 @@
 
 mod config;
 
-pub use config::{DEFAULT_LISTEN, DEFAULT_MAX_BODY_SIZE, Discovery, ProxyArgs, ProxyConfig};
+pub use config::{DEFAULT_LISTEN, Discovery, ProxyArgs, ProxyConfig};
 
 use super::discovery::{self, DiscoveryError};
 use super::send::{SERVED_BY_HEADER, ServedBy};
 use super::{Client, ClientError, ClientRequest};
-use crate::config::{EXIT_CONFIG, Env};
+use crate::env::Env;
 use crate::http_util::{Body, json_response, strip_hop_by_hop};
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -214,10 +214,7 @@ fn refusal(status: StatusCode, code: &str, message: String) -> Response<Body> {
 pub async fn run(args: &ProxyArgs, env: &dyn Env) -> i32 {
     let config = match ProxyConfig::from_args(args, env) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("vespa: {e}");
-            return EXIT_CONFIG;
-        }
+        Err(e) => return e.eprint(),
     };
     crate::logging::init(&args.log_level, false);
     let c = &config.client;

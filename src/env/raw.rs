@@ -1,7 +1,28 @@
-//! Parsers for single setting values, each returning a [`ConfigError`] naming the setting.
+//! One raw setting value and its parsers, each returning a [`ConfigError`] naming the
+//! setting.
 
-use super::{ConfigError, Raw};
+use super::ConfigError;
 use std::time::Duration;
+
+/// Where a setting's value came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// Its flag.
+    Flag,
+    /// Its environment variable.
+    Env,
+    /// Neither was given: the declared default.
+    Default,
+}
+
+/// One raw setting: its value and where it came from (for error messages).
+#[derive(Debug, Clone)]
+pub(crate) struct Raw {
+    pub value: String,
+    /// The flag (`--max-perf`) or variable (`MAX_PERF`) named by errors.
+    pub origin: String,
+    pub source: Source,
+}
 
 /// Parses a boolean the way Python's `strtobool` does (PyWorker uses it for `UNSECURED`):
 /// `y yes t true on 1` and `n no f false off 0`, case-insensitive.
@@ -14,6 +35,25 @@ pub fn parse_bool(s: &str) -> Option<bool> {
 }
 
 impl Raw {
+    /// The value of flag `--{name}`, if given.
+    pub(crate) fn flag(value: Option<&str>, name: &str) -> Option<Raw> {
+        value.map(|v| Raw {
+            value: v.to_string(),
+            origin: format!("--{name}"),
+            source: Source::Flag,
+        })
+    }
+
+    /// The value of environment variable `var`, if set and not empty: a shell's `export X=`
+    /// usually means "not configured".
+    pub(crate) fn env(env: &dyn super::Env, var: &str) -> Option<Raw> {
+        env.var(var).filter(|v| !v.trim().is_empty()).map(|v| Raw {
+            value: v,
+            origin: var.to_string(),
+            source: Source::Env,
+        })
+    }
+
     pub(crate) fn error(&self, problem: impl std::fmt::Display) -> ConfigError {
         ConfigError::new(
             self.origin.clone(),
@@ -96,6 +136,7 @@ mod tests {
         Raw {
             value: v.into(),
             origin: "X".into(),
+            source: Source::Env,
         }
     }
 

@@ -1,15 +1,21 @@
-//! Configuration: command-line flags and PyWorker's environment variables, validated once.
+//! Settings from flags and environment variables, shared by every command.
 //!
-//! Every setting can be given as a flag or as the environment variable PyWorker uses; a flag
-//! wins over the environment. The environment is read through [`Env`] so tests never touch
-//! the real process environment. Invalid configuration is a [`ConfigError`] that names the
-//! variable; the binary turns it into exit code 64 (`EX_USAGE`) before any port is bound.
+//! A setting can be given as a flag or, where it has one, as an environment variable (the
+//! names PyWorker uses); a flag wins over the environment. Each setting is declared once with
+//! `settings!`: its flag, environment name, default and help, from which come both the
+//! clap arguments (so `--help` cannot drift from the code) and the value the loader reads.
+//!
+//! The environment is read through [`Env`] so tests never touch the real process
+//! environment. Invalid configuration is a [`ConfigError`] that names the variable or flag;
+//! the binary turns it into exit code 64 ([`EXIT_CONFIG`]) before any port is bound.
 
-mod parse;
-mod worker;
+mod raw;
+mod setting;
 
-pub use parse::parse_bool;
-pub use worker::{Benchmark, WorkerArgs, WorkerConfig};
+pub use raw::parse_bool;
+pub(crate) use raw::{Raw, Source};
+pub(crate) use setting::settings;
+pub use setting::{Arg, Defaulted, Optional, Setting};
 
 use std::collections::HashMap;
 
@@ -29,6 +35,16 @@ pub struct ProcessEnv;
 impl Env for ProcessEnv {
     fn var(&self, name: &str) -> Option<String> {
         std::env::var(name).ok()
+    }
+}
+
+/// An empty environment: only flags and declared defaults apply.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoEnv;
+
+impl Env for NoEnv {
+    fn var(&self, _name: &str) -> Option<String> {
+        None
     }
 }
 
@@ -63,31 +79,11 @@ impl ConfigError {
             problem: problem.into(),
         }
     }
-}
 
-/// One raw setting: its value and where it came from (for error messages).
-#[derive(Debug, Clone)]
-pub(crate) struct Raw {
-    pub value: String,
-    pub origin: String,
-}
-
-/// Looks up a setting: the flag first, then the environment variable. Empty environment
-/// values count as unset, as a shell `export X=` usually means "not configured".
-pub(crate) fn lookup(
-    flag: &Option<String>,
-    flag_name: &str,
-    env: &dyn Env,
-    var: &str,
-) -> Option<Raw> {
-    if let Some(v) = flag {
-        return Some(Raw {
-            value: v.clone(),
-            origin: format!("--{flag_name}"),
-        });
+    /// Prints `vespa: <error>` to stderr, as every command does, and returns
+    /// [`EXIT_CONFIG`] for the process to exit with.
+    pub fn eprint(&self) -> i32 {
+        eprintln!("vespa: {self}");
+        EXIT_CONFIG
     }
-    env.var(var).filter(|v| !v.trim().is_empty()).map(|v| Raw {
-        value: v,
-        origin: var.to_string(),
-    })
 }

@@ -1,0 +1,78 @@
+//! `vespa worker` settings, each declared once: flag, value name, default, environment
+//! variable (PyWorker's name where it has one) and help.
+
+crate::env::settings! {
+    /// Flags of `vespa worker`. Each one can also be set by the environment variable named in
+    /// its help; the flag wins.
+    #[command(next_line_help = true)]
+    pub struct WorkerArgs {}
+
+    /// Address to listen on; WORKER_PORT gives the port only, on 0.0.0.0.
+    listen: "listen" "ADDR", default "0.0.0.0:3000", env "WORKER_PORT";
+    /// Base URL of the model server; requests go to this URL plus their own path and query.
+    backend_url: "backend-url" "URL", default "http://localhost:8000", env "BACKEND_URL";
+    /// Backend profile: a built-in (openai, openai-chat, tgi, comfyui), a TOML file, PyWorker's
+    /// benchmarks.NAME:benchmark, or none (fixed capacity from MAX_PERF).
+    benchmark: "benchmark" "NAME", unset "none when MAX_PERF is set", env "BENCHMARK";
+    /// Fixed capacity in workload units per second: required with BENCHMARK=none; with a
+    /// profile it skips the benchmark.
+    max_perf: "max-perf" "UNITS_PER_S", unset "measured by the benchmark", env "MAX_PERF";
+    /// Backend path polled until it answers 200 before the worker is ready; when unset, the
+    /// profile's health path if it has one.
+    healthcheck_endpoint: "healthcheck-endpoint" "PATH", default "/health",
+        env "HEALTHCHECK_ENDPOINT";
+    /// Seconds to wait for the backend to become healthy at start-up.
+    ready_timeout: "ready-timeout" "SECS", default "1200", env "READY_TIMEOUT";
+    /// `false`: one backend request at a time, strict FIFO.
+    allow_parallel: "allow-parallel" "BOOL", default "true", env "ALLOW_PARALLEL";
+    /// Maximum backend requests in flight; more wait in a FIFO queue.
+    max_concurrency: "max-concurrency" "N", unset "unlimited", env "MAX_CONCURRENCY";
+    /// Reject with 429 when the estimated wait exceeds this many seconds.
+    max_wait_time: "max-wait-time" "SECS", default "10", env "MAX_WAIT_TIME";
+    /// Workload of a request that carries no usable cost.
+    default_cost: "default-cost" "UNITS", default "1", env "DEFAULT_COST";
+    /// Skip signature checks and accept plain (non-envelope) requests. Development only.
+    unsecured: "unsecured" "BOOL", default "false", env "UNSECURED";
+    /// Sent to the backend as `Authorization: Bearer …` (vLLM `--api-key`).
+    backend_api_key: "backend-api-key" "KEY", unset "none", env "BACKEND_API_KEY";
+    /// Largest accepted request body (bytes, or with K/M/G/KiB/MiB/GiB).
+    max_body_size: "max-body-size" "SIZE", default "64MiB", env "MAX_BODY_SIZE";
+    /// Seconds to wait for a TCP connection to the backend.
+    connect_timeout: "connect-timeout" "SECS", default "10", env "CONNECT_TIMEOUT";
+    /// Seconds to wait for the backend's response headers; 504 after.
+    response_start_timeout: "response-start-timeout" "SECS", default "none",
+        env "RESPONSE_START_TIMEOUT";
+    /// Seconds allowed between two body frames of a response; the request errors after.
+    idle_timeout: "idle-timeout" "SECS", default "none", env "IDLE_TIMEOUT";
+    /// Seconds an idle backend connection is kept for reuse; keep it below the backend's own
+    /// keep-alive (uvicorn: 5 s).
+    backend_pool_idle_timeout: "backend-pool-idle-timeout" "SECS", default "4",
+        env "BACKEND_POOL_IDLE_TIMEOUT";
+    /// Log level: trace, debug, info, warning, error.
+    log_level: "log-level" "LEVEL", default "info", env "LOG_LEVEL";
+    /// Log format: text or json.
+    log_format: "log-format" "FORMAT", default "text", env "LOG_FORMAT";
+    /// Model name used in benchmark requests.
+    model_name: "model-name" "NAME", default "model", env "MODEL_NAME";
+    /// Autoscaler base URL(s), comma-separated, tried in order. Optional outside Vast.
+    report_addr: "report-addr" "URLS", unset "none", env "REPORT_ADDR";
+    /// Token sent with every report. Optional outside Vast.
+    master_token: "master-token" "TOKEN", unset "none", env "MASTER_TOKEN";
+    /// This worker's id in reports (an integer). Optional outside Vast.
+    container_id: "container-id" "ID", unset "none", env "CONTAINER_ID";
+    /// Public IP address reported as part of the worker URL. Optional outside Vast.
+    public_ipaddr: "public-ipaddr" "IP", unset "none", env "PUBLIC_IPADDR";
+    /// Public port reported as part of the worker URL.
+    public_port: "public-port" "PORT", unset "the listen port",
+        env "VAST_TCP_PORT_<WORKER_PORT>";
+    /// Whether the reported worker URL is https.
+    use_ssl: "use-ssl" "BOOL", default "false", env "USE_SSL";
+    /// Which message signatures cover: url, legacy or any.
+    signature_form: "signature-form" "FORM", default "url", env "SIGNATURE_FORM";
+    /// Replay protection window in reqnums; 0 turns it off.
+    replay_window: "replay-window" "N", default "0", env "REPLAY_WINDOW";
+    /// File caching the benchmark result per profile and backend; `none` disables it.
+    benchmark_cache: "benchmark-cache" "PATH", default ".has_benchmark", env "BENCHMARK_CACHE";
+    /// Seconds to finish in-flight work after SIGTERM/SIGINT before exiting.
+    drain_timeout: "drain-timeout" "SECS", default "30", env "DRAIN_TIMEOUT";
+}

@@ -1,0 +1,328 @@
+//! `vespa worker` configuration: the settings declared in `args.rs` ([`WorkerArgs`]),
+//! validated once into a [`WorkerConfig`].
+
+mod args;
+mod parse;
+#[cfg(test)]
+mod tests;
+
+pub use args::WorkerArgs;
+
+use crate::env::{ConfigError, Env, NoEnv, Source};
+use crate::profile::Profile;
+use crate::signing::SignatureForm;
+use http::Uri;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How the worker learns its capacity (`max_perf`) and counts workload.
+#[derive(Debug, Clone)]
+pub enum Benchmark {
+    /// No profile: `MAX_PERF` is the capacity, `DEFAULT_COST` the workload of requests
+    /// without a cost.
+    None,
+    /// A backend profile: its workload rule counts requests without a cost, and, unless
+    /// `MAX_PERF` fixes the capacity, its benchmark measures it at start-up.
+    Profile {
+        /// The profile.
+        profile: Arc<Profile>,
+        /// Run the benchmark (false when `MAX_PERF` is given).
+        measure: bool,
+    },
+}
+
+impl Benchmark {
+    /// The profile, if any.
+    pub fn profile(&self) -> Option<&Arc<Profile>> {
+        match self {
+            Benchmark::Profile { profile, .. } => Some(profile),
+            Benchmark::None => None,
+        }
+    }
+}
+
+/// Validated `vespa worker` configuration. Build it with [`WorkerConfig::load`], or with
+/// [`WorkerConfig::new`] and field updates in tests and embedders.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Listen address. Default is `0.0.0.0:3000`.
+    pub listen: SocketAddr,
+    /// Backend base URL (scheme http, no query). Default is `http://localhost:8000`.
+    pub backend_url: Uri,
+    /// Capacity source. Default is [`Benchmark::None`].
+    pub benchmark: Benchmark,
+    /// Capacity in workload units per second.
+    pub max_perf: f64,
+    /// Backend health path. Default is `/health`.
+    pub healthcheck_endpoint: String,
+    /// Start-up health wait limit. Default is 1200 s.
+    pub ready_timeout: Duration,
+    /// Interval between start-up health polls. Default is 5 s.
+    pub ready_poll_interval: Duration,
+    /// `false` serialises backend requests. Default is `true`.
+    pub allow_parallel: bool,
+    /// Cap on parallel backend requests. Default is none.
+    pub max_concurrency: Option<usize>,
+    /// 429 threshold on the estimated wait, seconds. Default is 10.
+    pub max_wait_time: f64,
+    /// Workload of requests without a cost. Default is 1.
+    pub default_cost: f64,
+    /// Skip signature checks. Default is `false`.
+    pub unsecured: bool,
+    /// Bearer token for the backend. Default is none.
+    pub backend_api_key: Option<String>,
+    /// Request body limit in bytes. Default is 64 MiB.
+    pub max_body_size: u64,
+    /// Backend TCP connect timeout. Default is 10 s.
+    pub connect_timeout: Duration,
+    /// Limit on the wait for backend response headers. Default is none.
+    pub response_start_timeout: Option<Duration>,
+    /// Limit on the gap between response body frames. Default is none.
+    pub idle_timeout: Option<Duration>,
+    /// How long idle backend connections are kept. Default is 4 s.
+    pub pool_idle_timeout: Duration,
+    /// `tracing` filter directive. Default is `info`.
+    pub log_level: String,
+    /// Emit JSON log lines. Default is `false`.
+    pub log_json: bool,
+    /// Model name for benchmark payloads. Default is `model`.
+    pub model_name: String,
+    /// Vast.ai identity and reporting settings.
+    pub vast: VastSettings,
+    /// Signed message form. Default is [`SignatureForm::Url`].
+    pub signature_form: SignatureForm,
+    /// Replay window in reqnums; 0 is off. Default is 0.
+    pub replay_window: u64,
+    /// Time allowed for in-flight work on shutdown. Default is 30 s.
+    pub drain_timeout: Duration,
+    /// Interval of the periodic backend health check once ready. Default is 10 s.
+    pub health_interval: Duration,
+    /// Interval of the 1 s report tick. Default is 1 s.
+    pub report_tick: Duration,
+    /// Benchmark cache file; `None` disables it. Default is `.has_benchmark`.
+    pub benchmark_cache: Option<PathBuf>,
+    /// Pause after a failed report attempt. Default is 2 s.
+    pub report_retry_pause: Duration,
+    /// Unit of the public key fetch back-off (1, 2, 4, 8 units). Default is 1 s.
+    pub pubkey_backoff_unit: Duration,
+}
+
+/// Settings that only matter on Vast.ai (all optional elsewhere).
+#[derive(Debug, Clone, Default)]
+pub struct VastSettings {
+    /// Autoscaler base URLs, in failover order.
+    pub report_addrs: Vec<Uri>,
+    /// Report token (`mtoken`).
+    pub master_token: Option<String>,
+    /// Worker id (`id`).
+    pub container_id: Option<i64>,
+    /// Public IP of the worker URL.
+    pub public_ipaddr: Option<String>,
+    /// Public port of the worker URL.
+    pub public_port: Option<u16>,
+    /// Report an https worker URL.
+    pub use_ssl: bool,
+}
+
+impl WorkerConfig {
+    /// Defaults for a backend at `backend_url` with a fixed capacity `max_perf`: every
+    /// setting at its declared default ([`WorkerArgs::SETTINGS`]).
+    pub fn new(backend_url: Uri, max_perf: f64) -> Self {
+        Self::from_settings(
+            &WorkerArgs::default(),
+            &NoEnv,
+            backend_url,
+            Benchmark::None,
+            max_perf,
+        )
+        .expect("the declared defaults are valid")
+    }
+
+    /// Builds the configuration from flags and the environment, validating every value.
+    pub fn load(args: &WorkerArgs, env: &dyn Env) -> Result<Self, ConfigError> {
+        let backend_url = parse::backend_url(&args.backend_url().get(env))?;
+        let (benchmark, max_perf) = capacity(args, env)?;
+        let cfg = Self::from_settings(args, env, backend_url, benchmark, max_perf)?;
+        if !cfg.unsecured && cfg.vast.report_addrs.is_empty() {
+            return Err(ConfigError::new(
+                "REPORT_ADDR",
+                "not set: signed requests need the autoscaler's public key from REPORT_ADDR/pubkey/ (set UNSECURED=true for local development)",
+            ));
+        }
+        Ok(cfg)
+    }
+
+    /// Every setting but the backend and the capacity, which the caller has settled.
+    fn from_settings(
+        args: &WorkerArgs,
+        env: &dyn Env,
+        backend_url: Uri,
+        benchmark: Benchmark,
+        max_perf: f64,
+    ) -> Result<Self, ConfigError> {
+        let benchmark_cache = args.benchmark_cache().get(env).value;
+        let benchmark_cache = (!benchmark_cache.trim().eq_ignore_ascii_case("none"))
+            .then(|| PathBuf::from(benchmark_cache.trim()));
+        let listen = parse::listen(&args.listen().get(env))?;
+        let raw = args.healthcheck_endpoint().get(env);
+        let healthcheck_endpoint = match benchmark.profile().and_then(|p| p.health.clone()) {
+            Some(path) if raw.source == Source::Default => path,
+            _ if !raw.value.starts_with('/') => {
+                return Err(raw.error("expected a path starting with /"));
+            }
+            _ => raw.value,
+        };
+        let ready_timeout = args.ready_timeout().get(env).secs()?;
+        let allow_parallel = args.allow_parallel().get(env).bool()?;
+        let max_concurrency = match args.max_concurrency().get(env) {
+            Some(raw) => Some(raw.u64_min(1)? as usize),
+            None => None,
+        };
+        let max_wait_time = args.max_wait_time().get(env).f64_min(0.0)?;
+        let default_cost = args.default_cost().get(env).f64_min(0.0)?;
+        let unsecured = args.unsecured().get(env).bool()?;
+        let backend_api_key = args.backend_api_key().get(env).map(|r| r.value);
+        let max_body_size = args.max_body_size().get(env).bytes()?;
+        let raw = args.connect_timeout().get(env);
+        let connect_timeout = raw
+            .optional_secs()?
+            .ok_or_else(|| raw.error("expected a number of seconds > 0"))?;
+        let response_start_timeout = args.response_start_timeout().get(env).optional_secs()?;
+        let idle_timeout = args.idle_timeout().get(env).optional_secs()?;
+        let pool_idle_timeout = args.backend_pool_idle_timeout().get(env).secs()?;
+        let log_level = parse::log_level(&args.log_level().get(env))?;
+        let raw = args.log_format().get(env);
+        let log_json = match raw.value.trim().to_ascii_lowercase().as_str() {
+            "json" => true,
+            "text" => false,
+            _ => return Err(raw.error("expected text or json")),
+        };
+        let model_name = args.model_name().get(env).value;
+        let vast = load_vast(args, env, listen.port())?;
+        let raw = args.signature_form().get(env);
+        let signature_form = raw.value.parse().map_err(|e: String| raw.error(e))?;
+        let replay_window = args.replay_window().get(env).u64_min(0)?;
+        let drain_timeout = args.drain_timeout().get(env).secs()?;
+        Ok(Self {
+            listen,
+            backend_url,
+            benchmark,
+            max_perf,
+            healthcheck_endpoint,
+            ready_timeout,
+            ready_poll_interval: Duration::from_secs(5),
+            allow_parallel,
+            max_concurrency,
+            max_wait_time,
+            default_cost,
+            unsecured,
+            backend_api_key,
+            max_body_size,
+            connect_timeout,
+            response_start_timeout,
+            idle_timeout,
+            pool_idle_timeout,
+            log_level,
+            log_json,
+            model_name,
+            vast,
+            signature_form,
+            replay_window,
+            drain_timeout,
+            health_interval: Duration::from_secs(10),
+            report_tick: Duration::from_secs(1),
+            benchmark_cache,
+            report_retry_pause: Duration::from_secs(2),
+            pubkey_backoff_unit: Duration::from_secs(1),
+        })
+    }
+}
+
+/// `BENCHMARK` and `MAX_PERF`: the capacity source, and the capacity (0 until measured).
+fn capacity(args: &WorkerArgs, env: &dyn Env) -> Result<(Benchmark, f64), ConfigError> {
+    let max_perf = args
+        .max_perf()
+        .get(env)
+        .map(|r| r.f64_min(0.0))
+        .transpose()?;
+    let benchmark = match args.benchmark().get(env) {
+        Some(raw) => parse::benchmark(&raw)?,
+        None if max_perf.is_some() => Benchmark::None,
+        None => {
+            return Err(ConfigError::new(
+                "BENCHMARK",
+                "not set: use BENCHMARK=none with MAX_PERF=<workload units per second>",
+            ));
+        }
+    };
+    match (benchmark, max_perf) {
+        (Benchmark::None, Some(p)) if p > 0.0 => Ok((Benchmark::None, p)),
+        (Benchmark::None, _) => Err(ConfigError::new(
+            "MAX_PERF",
+            "BENCHMARK=none needs MAX_PERF, the capacity in workload units per second (> 0)",
+        )),
+        (Benchmark::Profile { profile, .. }, Some(p)) if p > 0.0 => Ok((
+            Benchmark::Profile {
+                profile,
+                measure: false,
+            },
+            p,
+        )),
+        (Benchmark::Profile { profile, .. }, _) => Ok((
+            Benchmark::Profile {
+                profile,
+                measure: true,
+            },
+            0.0,
+        )),
+    }
+}
+
+fn load_vast(
+    args: &WorkerArgs,
+    env: &dyn Env,
+    worker_port: u16,
+) -> Result<VastSettings, ConfigError> {
+    let report_addrs = match args.report_addr().get(env) {
+        Some(raw) => raw
+            .value
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| parse::http_url(&raw, s))
+            .collect::<Result<_, _>>()?,
+        None => Vec::new(),
+    };
+    let master_token = args.master_token().get(env).map(|r| r.value);
+    let container_id = match args.container_id().get(env) {
+        Some(raw) => Some(
+            raw.value
+                .trim()
+                .parse()
+                .map_err(|_| raw.error("expected an integer"))?,
+        ),
+        None => None,
+    };
+    let public_ipaddr = args
+        .public_ipaddr()
+        .get(env)
+        .map(|r| r.value.trim().to_string());
+    let port_var = format!("VAST_TCP_PORT_{worker_port}");
+    let public_port = match args.public_port().get_from(env, &port_var) {
+        Some(raw) => {
+            Some(u16::try_from(raw.u64_min(1)?).map_err(|_| raw.error("expected a port number"))?)
+        }
+        None => None,
+    };
+    let use_ssl = args.use_ssl().get(env).bool()?;
+    Ok(VastSettings {
+        report_addrs,
+        master_token,
+        container_id,
+        public_ipaddr,
+        public_port,
+        use_ssl,
+    })
+}

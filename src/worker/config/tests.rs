@@ -1,0 +1,159 @@
+//! Unit tests of the worker configuration.
+
+use super::*;
+use crate::env::ConfigError;
+
+fn load(env: &[(&str, &str)]) -> Result<WorkerConfig, ConfigError> {
+    let map: std::collections::HashMap<String, String> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    WorkerConfig::load(&WorkerArgs::default(), &map)
+}
+
+#[test]
+fn minimal_unsecured_fixed_capacity() {
+    let c = load(&[
+        ("UNSECURED", "true"),
+        ("BENCHMARK", "none"),
+        ("MAX_PERF", "1000"),
+        ("BACKEND_URL", "http://127.0.0.1:8000"),
+    ])
+    .unwrap();
+    assert!(c.unsecured);
+    assert_eq!(c.max_perf, 1000.0);
+    assert_eq!(c.listen.port(), 3000);
+    assert_eq!(c.backend_url, "http://127.0.0.1:8000/");
+}
+
+#[test]
+fn worker_port_selects_the_vast_public_port_variable() {
+    let c = load(&[
+        ("MAX_PERF", "5"),
+        ("WORKER_PORT", "3001"),
+        ("VAST_TCP_PORT_3001", "41234"),
+        ("CONTAINER_ID", "17"),
+        ("REPORT_ADDR", "https://run.vast.ai"),
+    ])
+    .unwrap();
+    assert_eq!(c.listen.port(), 3001);
+    assert_eq!(c.vast.public_port, Some(41234));
+    assert_eq!(c.vast.container_id, Some(17));
+}
+
+#[test]
+fn flags_win_over_environment() {
+    let args = WorkerArgs {
+        max_perf: Some("7".into()),
+        ..Default::default()
+    };
+    let env = [("MAX_PERF", "5"), ("UNSECURED", "1")];
+    assert_eq!(WorkerConfig::load(&args, &env).unwrap().max_perf, 7.0);
+}
+
+#[test]
+fn bad_values_name_their_variable() {
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        (&[("MAX_PERF", "fast")], "MAX_PERF"),
+        (
+            &[("MAX_PERF", "1"), ("BACKEND_URL", "localhost:8000")],
+            "BACKEND_URL",
+        ),
+        (&[("MAX_PERF", "1"), ("BENCHMARK", "quantum")], "BENCHMARK"),
+        (&[("BENCHMARK", "none")], "MAX_PERF"),
+        (&[], "BENCHMARK"),
+        (
+            &[("MAX_PERF", "1"), ("MAX_WAIT_TIME", "-3")],
+            "MAX_WAIT_TIME",
+        ),
+        (
+            &[("MAX_PERF", "1"), ("ALLOW_PARALLEL", "sometimes")],
+            "ALLOW_PARALLEL",
+        ),
+        (
+            &[("MAX_PERF", "1"), ("CONTAINER_ID", "abc")],
+            "CONTAINER_ID",
+        ),
+        (
+            &[("MAX_PERF", "1"), ("WORKER_PORT", "70000")],
+            "WORKER_PORT",
+        ),
+        (
+            &[
+                ("MAX_PERF", "1"),
+                ("REPORT_ADDR", "https://ok.example,ftp://x"),
+            ],
+            "REPORT_ADDR",
+        ),
+        (
+            &[("MAX_PERF", "1"), ("MAX_CONCURRENCY", "0")],
+            "MAX_CONCURRENCY",
+        ),
+        (&[("MAX_PERF", "1"), ("LOG_LEVEL", "loud")], "LOG_LEVEL"),
+        (
+            &[
+                ("MAX_PERF", "1"),
+                ("UNSECURED", "1"),
+                ("SIGNATURE_FORM", "rot13"),
+            ],
+            "SIGNATURE_FORM",
+        ),
+        (&[("MAX_PERF", "1")], "REPORT_ADDR"),
+    ];
+    for (env, var) in cases {
+        let err = load(env).unwrap_err();
+        assert_eq!(err.setting, *var, "{env:?} -> {err}");
+    }
+}
+
+#[test]
+fn every_declared_default_is_a_valid_value() {
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: WorkerArgs,
+    }
+    use clap::Parser;
+    // The defaults themselves: the table cannot hold a value its parser rejects.
+    let c = WorkerConfig::new(Uri::from_static("http://127.0.0.1:8000"), 1.0);
+    assert_eq!(c.listen.to_string(), "0.0.0.0:3000");
+    assert_eq!(c.max_body_size, 64 << 20);
+    assert_eq!(c.benchmark_cache, Some(PathBuf::from(".has_benchmark")));
+    // And each one given as its flag.
+    let env = [("MAX_PERF", "1"), ("REPORT_ADDR", "http://127.0.0.1:1")];
+    for s in WorkerArgs::SETTINGS {
+        let Some(default) = s.default else { continue };
+        let flag = format!("--{}", s.flag);
+        let cli = Cli::try_parse_from(["vespa", &flag, default]).unwrap();
+        if let Err(e) = WorkerConfig::load(&cli.args, &env) {
+            panic!("{flag} {default}: {e}");
+        }
+    }
+}
+
+#[test]
+fn a_profile_health_path_applies_unless_one_is_given() {
+    let (_, text) = crate::profile::BUILT_IN
+        .iter()
+        .find(|(n, _)| *n == "openai")
+        .unwrap();
+    let text = text.replace("health = \"/health\"", "health = \"/v1/models\"");
+    let profile = Arc::new(Profile::parse(&text, "test").unwrap());
+    let with = |args: &WorkerArgs| {
+        let benchmark = Benchmark::Profile {
+            profile: Arc::clone(&profile),
+            measure: true,
+        };
+        let url = Uri::from_static("http://127.0.0.1:8000");
+        WorkerConfig::from_settings(args, &NoEnv, url, benchmark, 0.0).unwrap()
+    };
+    assert_eq!(
+        with(&WorkerArgs::default()).healthcheck_endpoint,
+        "/v1/models"
+    );
+    let args = WorkerArgs {
+        healthcheck_endpoint: Some("/ready".into()),
+        ..Default::default()
+    };
+    assert_eq!(with(&args).healthcheck_endpoint, "/ready");
+}
