@@ -19,4 +19,5 @@ pub mod report;
 pub mod serve;
 pub mod signing;
 pub mod sim;
+pub mod tls;
 pub mod worker;
