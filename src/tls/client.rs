@@ -69,8 +69,7 @@ impl WorkerCa {
 /// certificates, through rustls-platform-verifier as reqwest uses, and ALPN `http/1.1` (the
 /// backend connection is HTTP/1.1). Fails when the system has no root certificates.
 pub fn backend_client_config() -> Result<ClientConfig, TlsError> {
-    let verifier =
-        rustls_platform_verifier::Verifier::new(provider()).map_err(TlsError::Config)?;
+    let verifier = rustls_platform_verifier::Verifier::new(provider()).map_err(TlsError::Config)?;
     let mut config = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(TlsError::Config)?

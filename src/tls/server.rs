@@ -82,14 +82,13 @@ impl TlsFiles {
                 source,
             },
         })?;
-        let signing_key =
-            provider
-                .key_provider
-                .load_private_key(key)
-                .map_err(|source| TlsError::Unusable {
-                    path: self.key.clone(),
-                    source,
-                })?;
+        let signing_key = provider
+            .key_provider
+            .load_private_key(key)
+            .map_err(|source| TlsError::Unusable {
+                path: self.key.clone(),
+                source,
+            })?;
         let certified = CertifiedKey::new(chain, signing_key);
         match certified.keys_match() {
             // Unknown: the key type cannot report its public key; rustls serves it anyway.
