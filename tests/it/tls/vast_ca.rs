@@ -143,3 +143,23 @@ fn cache_path_prefers_xdg_cache_home_then_home() {
     );
     assert!(default_cache_path(env(&[])).starts_with(std::env::temp_dir()));
 }
+
+/// How the client library's worker calls use the CA: reqwest with the rustls configuration.
+#[tokio::test]
+async fn reqwest_with_the_worker_ca_reaches_an_https_worker() {
+    let https = Https::start(Ca::vast_quirk(), "127.0.0.1").await;
+    let config = https.ca.worker_ca().client_config().unwrap();
+    let client = reqwest::Client::builder()
+        .tls_backend_preconfigured(config)
+        .no_proxy()
+        .build()
+        .unwrap();
+
+    let resp = client
+        .get(format!("https://{}/", https.server.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+}
