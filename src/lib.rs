@@ -18,4 +18,5 @@ pub mod profile;
 pub mod serve;
 pub mod signing;
 pub mod sim;
+pub mod tls;
 pub mod worker;

@@ -1,4 +1,5 @@
-//! The connection to the model server: HTTP/1.1 over a small keep-alive pool.
+//! The connection to the model server: HTTP/1.1 (over TLS for an `https://` base) over a
+//! small keep-alive pool.
 //!
 //! Internal: hyper-util's pooled client cannot tell whether a failed request went out on a
 //! reused connection, and only a reused connection that failed before any response byte may
@@ -21,10 +22,12 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use pin_project_lite::pin_project;
+use rustls::ClientConfig;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 /// Why a backend request failed before its response started.
@@ -161,6 +164,8 @@ pub struct Backend {
     base: Uri,
     addr: String,
     host: HeaderValue,
+    /// For an https base: the TLS configuration, or why the system roots could not load.
+    tls: Option<Result<Arc<ClientConfig>, String>>,
     prefix: String,
     pool: Arc<Pool>,
     connect_timeout: Duration,
@@ -176,14 +181,21 @@ impl std::fmt::Debug for Backend {
 }
 
 impl Backend {
-    /// A client for `base` (an `http://host[:port][/prefix]` URL).
+    /// A client for `base` (an `http[s]://host[:port][/prefix]` URL). An https base is
+    /// verified against the system's root certificates (see [`Backend::with_tls`]).
     pub fn new(base: Uri, connect_timeout: Duration, idle_timeout: Duration) -> Self {
         let authority = base.authority().map(|a| a.as_str()).unwrap_or("localhost");
-        let addr = if base.port_u16().is_some() {
-            authority.to_string()
-        } else {
-            format!("{authority}:80")
+        let https = base.scheme_str() == Some("https");
+        let addr = match (base.port_u16(), https) {
+            (Some(_), _) => authority.to_string(),
+            (None, false) => format!("{authority}:80"),
+            (None, true) => format!("{authority}:443"),
         };
+        let tls = https.then(|| {
+            crate::tls::client::backend_client_config()
+                .map(Arc::new)
+                .map_err(|e| e.to_string())
+        });
         let host =
             HeaderValue::from_str(authority).unwrap_or(HeaderValue::from_static("localhost"));
         let prefix = base.path().trim_end_matches('/').to_string();
@@ -191,6 +203,7 @@ impl Backend {
             base,
             addr,
             host,
+            tls,
             prefix,
             pool: Arc::new(Pool {
                 idle: Mutex::new(Vec::new()),
@@ -210,6 +223,16 @@ impl Backend {
             v.set_sensitive(true);
             Some(v)
         });
+        self
+    }
+
+    /// Uses `config` for the TLS handshake of an https base instead of the system's roots.
+    /// No effect on an http base.
+    #[must_use]
+    pub fn with_tls(mut self, config: Arc<ClientConfig>) -> Self {
+        if self.tls.is_some() {
+            self.tls = Some(Ok(config));
+        }
         self
     }
 
@@ -264,18 +287,33 @@ impl Backend {
         };
         // Small SSE frames must not wait for Nagle.
         let _ = stream.set_nodelay(true);
-        let (sender, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(BackendError::Request)?;
-        // Internal: the connection driver must run on its own; it ends when both the sender
-        // and any response body are dropped, which is what closes the socket on cancel.
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "backend connection ended with an error");
+        match &self.tls {
+            None => handshake(stream).await,
+            Some(tls) => {
+                let tls_error = |source| BackendError::Connect {
+                    addr: self.addr.clone(),
+                    source,
+                };
+                let config = tls
+                    .clone()
+                    .map_err(|e| tls_error(std::io::Error::other(format!("TLS: {e}"))))?;
+                let host = self.base.host().unwrap_or("localhost");
+                let connect = crate::tls::client::connect(config, host, stream);
+                let stream = match tokio::time::timeout(self.connect_timeout, connect).await {
+                    Ok(Ok(s)) => s,
+                    // The source wraps the `rustls::Error` (e.g. an untrusted certificate).
+                    Ok(Err(e)) => return Err(tls_error(e)),
+                    Err(_) => {
+                        let timeout = std::io::ErrorKind::TimedOut;
+                        return Err(tls_error(std::io::Error::new(
+                            timeout,
+                            "TLS handshake timed out",
+                        )));
+                    }
+                };
+                handshake(stream).await
             }
-        });
-        Ok(sender)
+        }
     }
 
     fn prepare(&self, mut req: Request<Body>) -> Request<Body> {
@@ -328,6 +366,24 @@ impl Backend {
         let resp = sender.send_request(req).await?;
         Ok(self.respond(resp, sender))
     }
+}
+
+async fn handshake<I>(io: I) -> Result<SendRequest<Body>, BackendError>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = http1::Builder::new()
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(BackendError::Request)?;
+    // Internal: the connection driver must run on its own; it ends when both the sender
+    // and any response body are dropped, which is what closes the socket on cancel.
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "backend connection ended with an error");
+        }
+    });
+    Ok(sender)
 }
 
 fn clone_request(req: &Request<Body>, body: Bytes) -> Request<Body> {

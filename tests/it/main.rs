@@ -20,4 +20,5 @@ mod signed;
 mod sim;
 mod startup;
 mod support;
+mod tls;
 mod vastai_client;
