@@ -4,6 +4,9 @@
 use super::ConfigError;
 use std::time::Duration;
 
+/// The prefix of the alias every environment variable also answers to.
+pub const PYWORKER_PREFIX: &str = "PYWORKER_";
+
 /// Where a setting's value came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Source {
@@ -44,14 +47,20 @@ impl Raw {
         })
     }
 
-    /// The value of environment variable `var`, if set and not empty: a shell's `export X=`
-    /// usually means "not configured".
+    /// The value of environment variable `var`, else of `PYWORKER_{var}` (the original
+    /// flat design's spelling), if set and not empty: a shell's `export X=` usually means
+    /// "not configured".
     pub(crate) fn env(env: &dyn super::Env, var: &str) -> Option<Raw> {
-        env.var(var).filter(|v| !v.trim().is_empty()).map(|v| Raw {
-            value: v,
-            origin: var.to_string(),
-            source: Source::Env,
-        })
+        let one = |name: String| {
+            env.var(&name)
+                .filter(|v| !v.trim().is_empty())
+                .map(|v| Raw {
+                    value: v,
+                    origin: name,
+                    source: Source::Env,
+                })
+        };
+        one(var.to_string()).or_else(|| one(format!("{PYWORKER_PREFIX}{var}")))
     }
 
     pub(crate) fn error(&self, problem: impl std::fmt::Display) -> ConfigError {

@@ -1,8 +1,8 @@
 //! `vespa worker` as a command: load the configuration, start, serve until a signal, drain.
 
-use super::Worker;
 use super::config::{WorkerArgs, WorkerConfig};
-use crate::env::Env;
+use super::{StartError, Worker};
+use crate::env::{ConfigError, Env};
 
 /// Runs `vespa worker`; returns the process exit code (64 for invalid configuration,
 /// before any port is bound).
@@ -15,14 +15,28 @@ pub async fn run(args: &WorkerArgs, env: &dyn Env) -> i32 {
     log_settings(&config);
     let worker = match Worker::start(config.clone()).await {
         Ok(w) => w,
+        Err(StartError::Tls(e)) => {
+            let key = config.tls.as_ref().map(|t| t.key.as_path());
+            let setting = if e.path().is_some() && e.path() == key {
+                "TLS_KEY"
+            } else {
+                "TLS_CERT"
+            };
+            return ConfigError::new(setting, e.to_string()).eprint();
+        }
         Err(e) => {
-            let msg = format!("cannot listen on {}: {e}", config.listen);
+            let msg = e.to_string();
             eprintln!("vespa: {msg}");
             return beacon(&config, msg).await;
         }
     };
-    println!("listening on http://{}", worker.local_addr());
-    crate::serve::shutdown_signal().await;
+    println!("listening on {}://{}", worker.scheme(), worker.local_addr());
+    tokio::select! {
+        () = crate::serve::shutdown_signal() => {}
+        () = worker.update_requested() => {
+            tracing::info!("rolling update requested (POST /pyworker/update)");
+        }
+    }
     tracing::info!(
         timeout_secs = config.drain_timeout.as_secs_f64(),
         "draining"

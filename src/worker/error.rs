@@ -58,6 +58,12 @@ pub enum WorkerError {
     /// 404 for an unknown `/_vespa/` route.
     #[error("no such worker route: {0}")]
     NotFound(String),
+    /// 401 on a control route (`/pyworker/update`) without the right `MASTER_TOKEN`.
+    #[error("unauthorized")]
+    Unauthorized,
+    /// 500: the rolling update's marker file could not be written.
+    #[error("failed to write file: {0}")]
+    UpdateFailed(String),
 }
 
 impl WorkerError {
@@ -72,6 +78,8 @@ impl WorkerError {
             Self::NotReady { .. } | Self::Draining => StatusCode::SERVICE_UNAVAILABLE,
             Self::BackendTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::UpdateFailed(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -87,6 +95,8 @@ impl WorkerError {
             Self::Draining => "draining",
             Self::BackendTimeout(_) => "backend_timeout",
             Self::NotFound(_) => "not_found",
+            Self::Unauthorized => "unauthorized",
+            Self::UpdateFailed(_) => "update_failed",
         }
     }
 

@@ -59,6 +59,7 @@ pub struct Lifecycle {
     state: watch::Sender<State>,
     started: Instant,
     loaded: std::sync::OnceLock<Duration>,
+    failed: std::sync::OnceLock<String>,
 }
 
 impl Default for Lifecycle {
@@ -67,6 +68,7 @@ impl Default for Lifecycle {
             state: watch::channel(State::Starting).0,
             started: Instant::now(),
             loaded: Default::default(),
+            failed: Default::default(),
         }
     }
 }
@@ -82,8 +84,30 @@ impl Lifecycle {
         self.loaded.get().copied()
     }
 
-    /// Moves to `next`, logging the transition. Nothing leaves `draining`.
+    /// Marks the worker errored for good (the model server reported a fatal error): it is
+    /// never `ready` again, whatever the health checks say. The first message stays.
+    pub fn fail(&self, msg: String) {
+        let first = self.failed.set(msg.clone()).is_ok();
+        if first {
+            self.set_state(State::Errored(msg));
+        }
+    }
+
+    /// Whether [`Lifecycle::fail`] was called.
+    pub fn has_failed(&self) -> bool {
+        self.failed.get().is_some()
+    }
+
+    /// Moves to `next`, logging the transition. Nothing leaves `draining`; after
+    /// [`Lifecycle::fail`] only `draining` is possible.
     pub fn set(&self, next: State) {
+        if self.has_failed() && next != State::Draining {
+            return;
+        }
+        self.set_state(next);
+    }
+
+    fn set_state(&self, next: State) {
         if next == State::Ready {
             let _ = self.loaded.set(self.started.elapsed());
         }
@@ -129,10 +153,12 @@ pub struct HealthWait {
     pub timeout: Duration,
     /// Pause between polls.
     pub interval: Duration,
+    /// Limit on one probe (`HEALTHCHECK_PROBE_TIMEOUT`).
+    pub probe_timeout: Duration,
 }
 
-/// One health probe: `GET path` answered 200 within 10 s.
-pub async fn probe(backend: &Backend, path: &str) -> Result<(), String> {
+/// One health probe: `GET path` answered 200 within `limit`.
+pub async fn probe(backend: &Backend, path: &str, limit: Duration) -> Result<(), String> {
     let mut req = Request::new(empty());
     *req.method_mut() = Method::GET;
     *req.uri_mut() = backend.target(path, None);
@@ -147,9 +173,14 @@ pub async fn probe(backend: &Backend, path: &str) -> Result<(), String> {
             Err(format!("health check answered {status}"))
         }
     };
-    tokio::time::timeout(Duration::from_secs(10), attempt)
+    tokio::time::timeout(limit, attempt)
         .await
-        .unwrap_or_else(|_| Err("health check timed out after 10 s".into()))
+        .unwrap_or_else(|_| {
+            Err(format!(
+                "health check timed out after {} s",
+                limit.as_secs_f64()
+            ))
+        })
 }
 
 /// Polls the backend until it is healthy; marks the worker errored and returns `false` when
@@ -158,7 +189,10 @@ pub async fn wait_for_backend(lifecycle: &Lifecycle, backend: &Backend, wait: &H
     lifecycle.set(State::WaitingForBackend);
     let deadline = tokio::time::Instant::now() + wait.timeout;
     loop {
-        match probe(backend, &wait.path).await {
+        if lifecycle.has_failed() {
+            return false;
+        }
+        match probe(backend, &wait.path, wait.probe_timeout).await {
             Ok(()) => return true,
             Err(e) => tracing::debug!(error = %e, "backend not healthy yet"),
         }
@@ -185,11 +219,12 @@ pub async fn watch_health(
     backend: Arc<Backend>,
     path: String,
     interval: Duration,
+    probe_timeout: Duration,
 ) {
     let mut failures = 0;
     loop {
         tokio::time::sleep(interval).await;
-        match probe(&backend, &path).await {
+        match probe(&backend, &path, probe_timeout).await {
             Ok(()) => {
                 if failures >= HEALTH_FAILURES && matches!(lifecycle.state(), State::Errored(_)) {
                     tracing::info!("backend healthy again");
@@ -207,5 +242,26 @@ pub async fn watch_health(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_worker_is_never_ready_again_but_can_drain() {
+        let l = Lifecycle::default();
+        l.set(State::WaitingForBackend);
+        l.fail("RuntimeError: Engine core initialization failed".into());
+        l.fail("a later error".into());
+        l.set(State::Ready);
+        assert_eq!(
+            l.state(),
+            State::Errored("RuntimeError: Engine core initialization failed".into())
+        );
+        assert_eq!(l.loadtime(), None);
+        l.set(State::Draining);
+        assert_eq!(l.state(), State::Draining);
     }
 }

@@ -24,6 +24,7 @@ pub mod report;
 pub mod routes;
 mod startup;
 
+use crate::tls::server::ServerTls;
 use admission::{Admission, AdmissionRules, WorkloadRule};
 use auth::{Auth, Verifier};
 use backend::Backend;
@@ -59,6 +60,24 @@ pub struct Shared {
     forward: Forward,
     /// Reports to the autoscaler, when `REPORT_ADDR` is set.
     pub reporter: Option<Reporter>,
+    /// Set by `POST /pyworker/update`: drain and exit for the restart.
+    update: watch::Sender<bool>,
+}
+
+/// Why a worker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The TLS certificate or key cannot be used; the message names the file.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    /// The listen address cannot be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
 }
 
 /// A running worker. Dropping it stops accepting connections and the background tasks.
@@ -70,24 +89,47 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// Binds the listen address at once and starts serving; readiness follows in the
-    /// background.
-    pub async fn start(config: WorkerConfig) -> std::io::Result<Worker> {
-        let listener = TcpListener::bind(config.listen).await?;
-        Ok(Self::serve(listener, config))
+    /// Loads the TLS certificate and key (with `USE_SSL`), binds the listen address and
+    /// starts serving; readiness follows in the background. Bad TLS files fail before any
+    /// port is bound.
+    pub async fn start(config: WorkerConfig) -> Result<Worker, StartError> {
+        let tls = config
+            .tls
+            .as_ref()
+            .map(crate::tls::server::load)
+            .transpose()?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        Ok(Self::serve(listener, config, tls))
     }
 
-    /// Starts serving on an already bound listener.
-    pub fn serve(listener: TcpListener, config: WorkerConfig) -> Worker {
+    fn serve(listener: TcpListener, config: WorkerConfig, tls: Option<ServerTls>) -> Worker {
         let addr = listener
             .local_addr()
             .expect("a bound listener has an address");
         let reporter = startup::reporter_for(&config, addr);
         let shared = Arc::new(Shared::new(config, reporter));
-        let mut tasks = vec![tokio::spawn(crate::serve::accept_loop(listener, {
+        let handler = {
             let shared = Arc::clone(&shared);
             move |req| handler::handle(Arc::clone(&shared), req)
-        }))];
+        };
+        let mut tasks = Vec::new();
+        let accept = match tls {
+            Some(tls) => {
+                tasks.push(tokio::spawn(
+                    Arc::clone(tls.certs()).watch(crate::tls::server::DEFAULT_RELOAD_INTERVAL),
+                ));
+                let tls = crate::serve::Tls::new(tls.config());
+                crate::serve::accept_loop_tls(listener, Some(tls), handler)
+            }
+            None => crate::serve::accept_loop_tls(listener, None, handler),
+        };
+        tasks.push(tokio::spawn(accept));
         let (key_tx, key_rx) = watch::channel(startup::KeyState::Pending);
         if shared.auth.verifier().is_some() {
             let unit = shared.config.pubkey_backoff_unit;
@@ -109,6 +151,22 @@ impl Worker {
             addr,
             shared,
             tasks,
+        }
+    }
+
+    /// Resolves once Vast's rolling update asked the worker to drain and exit
+    /// (`POST /pyworker/update`).
+    pub async fn update_requested(&self) {
+        let mut rx = self.shared.update.subscribe();
+        let _ = rx.wait_for(|asked| *asked).await;
+    }
+
+    /// The scheme clients use: `https` with `USE_SSL`.
+    pub fn scheme(&self) -> &'static str {
+        if self.shared.config.tls.is_some() {
+            "https"
+        } else {
+            "http"
         }
     }
 
@@ -219,6 +277,7 @@ impl Shared {
             auth,
             forward,
             reporter,
+            update: watch::channel(false).0,
             config,
         }
     }

@@ -16,6 +16,12 @@ pub fn own_route(shared: &Shared, req: &Request<Incoming>) -> Option<http::Respo
     if path == "/ping" && readable {
         return Some(text_response(StatusCode::OK, "pong"));
     }
+    if path == "/pyworker/update" && req.method() == Method::POST {
+        return Some(match update(shared, req.headers()) {
+            Ok(()) => json_response(StatusCode::OK, &json!({"ok": true})),
+            Err(e) => e.into_response(),
+        });
+    }
     let route = path.strip_prefix("/_vespa/")?;
     Some(match (route, readable) {
         ("health", true) => json_response(StatusCode::OK, &json!({"status": "alive"})),
@@ -23,6 +29,36 @@ pub fn own_route(shared: &Shared, req: &Request<Incoming>) -> Option<http::Respo
         ("status", true) => json_response(StatusCode::OK, &status(shared)),
         _ => WorkerError::NotFound(path.to_string()).into_response(),
     })
+}
+
+/// `POST /pyworker/update`, Vast's rolling update: with `Authorization: Bearer
+/// $MASTER_TOKEN`, write the marker file as PyWorker does and ask the worker to drain and
+/// exit for its restart. Without a configured token nobody may.
+fn update(shared: &Shared, headers: &http::HeaderMap) -> Result<(), WorkerError> {
+    let expected = shared
+        .config
+        .vast
+        .master_token
+        .as_deref()
+        .filter(|t| !t.is_empty())
+        .ok_or(WorkerError::Unauthorized)?;
+    let given = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.strip_prefix("Bearer ").unwrap_or(v))
+        .unwrap_or("");
+    if aws_lc_rs::constant_time::verify_slices_are_equal(given.as_bytes(), expected.as_bytes())
+        .is_err()
+    {
+        tracing::warn!("POST /pyworker/update refused: wrong or missing MASTER_TOKEN");
+        return Err(WorkerError::Unauthorized);
+    }
+    let file = &shared.config.force_update_file;
+    std::fs::write(file, b"")
+        .map_err(|e| WorkerError::UpdateFailed(format!("{}: {e}", file.display())))?;
+    tracing::info!(file = %file.display(), "rolling update: draining, then exiting for the restart");
+    shared.update.send_replace(true);
+    Ok(())
 }
 
 fn ready(shared: &Shared) -> http::Response<Body> {

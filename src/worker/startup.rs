@@ -3,8 +3,9 @@
 //! check.
 
 use super::Shared;
-use super::config::{Benchmark, WorkerConfig};
-use super::lifecycle::{self, HealthWait, State};
+use super::config::{Benchmark, ModelLog, WorkerConfig};
+use super::lifecycle::{self, HealthWait, Lifecycle, State};
+use super::model_log::{self, LogEvent};
 use super::pubkey;
 use super::report::{ReportTarget, Reporter};
 use crate::profile::bench::{self, Bench, BenchEvent};
@@ -12,7 +13,7 @@ use crate::profile::{Profile, cache};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 /// Progress of the public key fetch.
 #[derive(Debug, Clone, PartialEq)]
@@ -98,16 +99,90 @@ pub(super) async fn fetch_key(
     let _ = tx.send(state);
 }
 
-/// `waiting_for_backend` → (key) → `ready`, then the periodic health check.
-pub(super) async fn run(shared: Arc<Shared>, mut key: watch::Receiver<KeyState>) {
-    let cfg = &shared.config;
-    let wait = HealthWait {
-        path: cfg.healthcheck_endpoint.clone(),
-        timeout: cfg.ready_timeout,
-        interval: cfg.ready_poll_interval,
+/// What the model log has said so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LogState {
+    Loading,
+    Loaded,
+    Failed,
+}
+
+/// Start-up and, for the worker's life, the model log: `waiting_for_backend` → (load
+/// marker, health) → `benchmarking` → (key) → `ready`, then the periodic health check.
+pub(super) async fn run(shared: Arc<Shared>, key: watch::Receiver<KeyState>) {
+    let (log_tx, log_rx) = watch::channel(LogState::Loading);
+    let log = async {
+        match &shared.config.model_log {
+            Some(log) => follow_model_log(&shared.lifecycle, log, log_tx).await,
+            None => std::future::pending().await,
+        }
     };
-    if !lifecycle::wait_for_backend(&shared.lifecycle, &shared.backend, &wait).await {
-        return;
+    tokio::join!(log, start(&shared, key, log_rx));
+}
+
+/// Follows the model log for the worker's life: a load marker is reported on `state`, an
+/// error line fails the worker for good, an info line is logged.
+async fn follow_model_log(lifecycle: &Lifecycle, log: &ModelLog, state: watch::Sender<LogState>) {
+    tracing::info!(model_log = %log.path.display(), "following the model log");
+    let (tx, mut lines) = mpsc::channel(256);
+    let follow = model_log::follow(log.path.clone(), MODEL_LOG_POLL, tx);
+    let classify = async {
+        while let Some(line) = lines.recv().await {
+            match log.markers.classify(&line) {
+                Some(LogEvent::Loaded(line)) if *state.borrow() == LogState::Loading => {
+                    tracing::info!(line = %line, "model log: model loaded");
+                    state.send_replace(LogState::Loaded);
+                }
+                Some(LogEvent::Error(line)) => {
+                    lifecycle.fail(format!("model error: {line}"));
+                    state.send_replace(LogState::Failed);
+                }
+                Some(LogEvent::Info(line)) => tracing::info!(line = %line, "model log"),
+                Some(LogEvent::Loaded(_)) | None => {}
+            }
+        }
+    };
+    tokio::join!(follow, classify);
+}
+
+/// How often the model log is read.
+const MODEL_LOG_POLL: Duration = Duration::from_millis(100);
+
+async fn start(
+    shared: &Arc<Shared>,
+    mut key: watch::Receiver<KeyState>,
+    mut log: watch::Receiver<LogState>,
+) {
+    let cfg = &shared.config;
+    let deadline = tokio::time::Instant::now() + cfg.ready_timeout;
+    shared.lifecycle.set(State::WaitingForBackend);
+    if let (Some(model_log), true) = (&cfg.model_log, cfg.readiness.uses_logs()) {
+        let waited = tokio::time::timeout_at(deadline, log.wait_for(|s| *s != LogState::Loading))
+            .await
+            .map(|r| r.map(|s| *s));
+        match waited {
+            Ok(Ok(LogState::Loaded)) => {}
+            Ok(_) => return,
+            Err(_) => {
+                shared.lifecycle.set(State::Errored(format!(
+                    "no load marker in {} within {} s",
+                    model_log.path.display(),
+                    cfg.ready_timeout.as_secs()
+                )));
+                return;
+            }
+        }
+    }
+    if cfg.readiness.uses_health() {
+        let wait = HealthWait {
+            path: cfg.healthcheck_endpoint.clone(),
+            timeout: deadline.saturating_duration_since(tokio::time::Instant::now()),
+            interval: cfg.ready_poll_interval,
+            probe_timeout: cfg.health_probe_timeout,
+        };
+        if !lifecycle::wait_for_backend(&shared.lifecycle, &shared.backend, &wait).await {
+            return;
+        }
     }
     if let Benchmark::Profile {
         profile,
@@ -141,6 +216,7 @@ pub(super) async fn run(shared: Arc<Shared>, mut key: watch::Receiver<KeyState>)
         Arc::clone(&shared.backend),
         cfg.healthcheck_endpoint.clone(),
         cfg.health_interval,
+        cfg.health_probe_timeout,
     )
     .await;
 }

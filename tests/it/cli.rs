@@ -39,6 +39,24 @@ fn invalid_configuration_exits_64_naming_the_variable() {
             "MAX_WAIT_TIME",
         ),
         (&[("BENCHMARK", "none")], "MAX_PERF"),
+        (
+            &[
+                ("MAX_PERF", "10"),
+                ("UNSECURED", "1"),
+                ("USE_SSL", "true"),
+                ("TLS_CERT", "/no/such/instance.crt"),
+            ],
+            "/no/such/instance.crt",
+        ),
+        (&[("MAX_PERF", "10"), ("ENGINE", "tensorrt")], "ENGINE"),
+        (
+            &[
+                ("MAX_PERF", "10"),
+                ("UNSECURED", "1"),
+                ("READINESS", "logs"),
+            ],
+            "READINESS",
+        ),
     ];
     for (env, var) in cases {
         let mut env = env.to_vec();
@@ -64,7 +82,15 @@ fn help_documents_every_setting_with_its_environment_name() {
         "BENCHMARK",
         "MAX_PERF",
         "HEALTHCHECK_ENDPOINT",
-        "READY_TIMEOUT",
+        "READINESS_TIMEOUT",
+        "READINESS",
+        "ENGINE",
+        "MODEL_LOG",
+        "MODEL_LOAD_LOG_MSG",
+        "MODEL_ERROR_LOG_MSGS",
+        "HEALTHCHECK_PROBE_TIMEOUT",
+        "TLS_CERT",
+        "TLS_KEY",
         "ALLOW_PARALLEL",
         "MAX_CONCURRENCY",
         "MAX_WAIT_TIME",
@@ -88,6 +114,10 @@ fn help_documents_every_setting_with_its_environment_name() {
             "--help misses {var}"
         );
     }
+    assert!(
+        help.contains("PYWORKER_"),
+        "--help says PYWORKER_ aliases work"
+    );
     assert!(
         help.matches("[default:").count() >= 20,
         "every setting states its default"

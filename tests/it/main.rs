@@ -21,4 +21,5 @@ mod sim;
 mod startup;
 mod support;
 mod tls;
+mod vast;
 mod vastai_client;

@@ -4,7 +4,12 @@
 crate::env::settings! {
     /// Flags of `vespa worker`. Each one can also be set by the environment variable named in
     /// its help; the flag wins.
-    #[command(next_line_help = true)]
+    #[command(
+        next_line_help = true,
+        after_help = "Every environment variable is also read with a PYWORKER_ prefix \
+            (PYWORKER_BACKEND_URL, as the original flat PyWorker spelled them); the \
+            unprefixed name wins."
+    )]
     pub struct WorkerArgs {}
 
     /// Address to listen on; WORKER_PORT gives the port only, on 0.0.0.0.
@@ -21,8 +26,31 @@ crate::env::settings! {
     /// profile's health path if it has one.
     healthcheck_endpoint: "healthcheck-endpoint" "PATH", default "/health",
         env "HEALTHCHECK_ENDPOINT";
-    /// Seconds to wait for the backend to become healthy at start-up.
-    ready_timeout: "ready-timeout" "SECS", default "1200", env "READY_TIMEOUT";
+    /// The model server Vast's template runs: vllm, sglang, llama.cpp, comfyui, tgi or
+    /// ollama. Sets the model log, its markers, the health path and the profile that engine
+    /// needs; explicit settings win.
+    engine: "engine" "NAME", unset "none", env "ENGINE";
+    /// How the worker decides the model is loaded: healthcheck (the health path answers
+    /// 200), logs (a load marker in MODEL_LOG) or both.
+    readiness: "readiness" "MODE", unset "both when MODEL_LOG is set, else healthcheck",
+        env "READINESS";
+    /// Seconds to wait for the model to load at start-up (READY_TIMEOUT is read too).
+    ready_timeout: "readiness-timeout" "SECS", default "1800", env "READINESS_TIMEOUT";
+    /// Seconds one health probe may take (SGLang's runs a 1-token generation).
+    healthcheck_probe_timeout: "healthcheck-probe-timeout" "SECS", default "30",
+        env "HEALTHCHECK_PROBE_TIMEOUT";
+    /// The model server's log file, followed like `tail -F` for the markers below.
+    model_log: "model-log" "PATH", unset "the engine's log, else none", env "MODEL_LOG";
+    /// Newline-separated substrings of a MODEL_LOG line that mean the model is loaded.
+    model_load_log_msg: "model-load-log-msg" "TEXT", unset "the engine's",
+        env "MODEL_LOAD_LOG_MSG";
+    /// Newline-separated substrings of a MODEL_LOG line that mean the model failed for good:
+    /// the worker goes errored with that line.
+    model_error_log_msgs: "model-error-log-msgs" "TEXT", unset "the engine's",
+        env "MODEL_ERROR_LOG_MSGS";
+    /// Newline-separated substrings of a MODEL_LOG line worth logging.
+    model_info_log_msgs: "model-info-log-msgs" "TEXT", unset "the engine's",
+        env "MODEL_INFO_LOG_MSGS";
     /// `false`: one backend request at a time, strict FIFO.
     allow_parallel: "allow-parallel" "BOOL", default "true", env "ALLOW_PARALLEL";
     /// Maximum backend requests in flight; more wait in a FIFO queue.
@@ -65,8 +93,12 @@ crate::env::settings! {
     /// Public port reported as part of the worker URL.
     public_port: "public-port" "PORT", unset "the listen port",
         env "VAST_TCP_PORT_<WORKER_PORT>";
-    /// Whether the reported worker URL is https.
+    /// Serve HTTPS with TLS_CERT and TLS_KEY (and report an https URL).
     use_ssl: "use-ssl" "BOOL", default "false", env "USE_SSL";
+    /// Certificate chain (PEM) served with USE_SSL=true; re-read when the file changes.
+    tls_cert: "tls-cert" "PATH", default crate::tls::server::DEFAULT_CERT, env "TLS_CERT";
+    /// Private key (PEM) of TLS_CERT; re-read when the file changes.
+    tls_key: "tls-key" "PATH", default crate::tls::server::DEFAULT_KEY, env "TLS_KEY";
     /// Which message signatures cover: url, legacy or any.
     signature_form: "signature-form" "FORM", default "url", env "SIGNATURE_FORM";
     /// Replay protection window in reqnums; 0 turns it off.
@@ -75,4 +107,8 @@ crate::env::settings! {
     benchmark_cache: "benchmark-cache" "PATH", default ".has_benchmark", env "BENCHMARK_CACHE";
     /// Seconds to finish in-flight work after SIGTERM/SIGINT before exiting.
     drain_timeout: "drain-timeout" "SECS", default "30", env "DRAIN_TIMEOUT";
+    /// File written when Vast's rolling update calls POST /pyworker/update, before the
+    /// worker drains and exits for its restart.
+    force_update_file: "force-update-file" "PATH", default "/.force_update",
+        env "FORCE_UPDATE_FILE";
 }

@@ -11,6 +11,8 @@ pub use args::WorkerArgs;
 use crate::env::{ConfigError, Env, NoEnv, Source};
 use crate::profile::Profile;
 use crate::signing::SignatureForm;
+use crate::tls::server::TlsFiles;
+use crate::worker::model_log::{Engine, Markers, marker_list};
 use http::Uri;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -43,6 +45,38 @@ impl Benchmark {
     }
 }
 
+/// How the worker decides the model is loaded (`READINESS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readiness {
+    /// The health path answers 200.
+    Healthcheck,
+    /// A load marker appears in `MODEL_LOG`.
+    Logs,
+    /// Both: the load marker, then the health path.
+    Both,
+}
+
+impl Readiness {
+    /// Whether the model log decides.
+    pub fn uses_logs(self) -> bool {
+        self != Readiness::Healthcheck
+    }
+
+    /// Whether the health path decides.
+    pub fn uses_health(self) -> bool {
+        self != Readiness::Logs
+    }
+}
+
+/// The model server's log and what to look for in it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelLog {
+    /// The file, followed like `tail -F`.
+    pub path: PathBuf,
+    /// Load, error and info markers.
+    pub markers: Markers,
+}
+
 /// Validated `vespa worker` configuration. Build it with [`WorkerConfig::load`], or with
 /// [`WorkerConfig::new`] and field updates in tests and embedders.
 #[derive(Debug, Clone)]
@@ -57,8 +91,15 @@ pub struct WorkerConfig {
     pub max_perf: f64,
     /// Backend health path. Default is `/health`.
     pub healthcheck_endpoint: String,
-    /// Start-up health wait limit. Default is 1200 s.
+    /// How loading is detected. Default is [`Readiness::Healthcheck`], or
+    /// [`Readiness::Both`] with a model log.
+    pub readiness: Readiness,
+    /// The model log to follow. Default is none (the engine's log with `ENGINE`).
+    pub model_log: Option<ModelLog>,
+    /// Start-up wait for the model to load. Default is 1800 s.
     pub ready_timeout: Duration,
+    /// Limit on one health probe. Default is 30 s.
+    pub health_probe_timeout: Duration,
     /// Interval between start-up health polls. Default is 5 s.
     pub ready_poll_interval: Duration,
     /// `false` serialises backend requests. Default is `true`.
@@ -97,6 +138,10 @@ pub struct WorkerConfig {
     pub replay_window: u64,
     /// Time allowed for in-flight work on shutdown. Default is 30 s.
     pub drain_timeout: Duration,
+    /// Certificate and key served over HTTPS; `Some` exactly when `USE_SSL=true`.
+    pub tls: Option<TlsFiles>,
+    /// Written on `POST /pyworker/update` before the drain. Default is `/.force_update`.
+    pub force_update_file: PathBuf,
     /// Interval of the periodic backend health check once ready. Default is 10 s.
     pub health_interval: Duration,
     /// Interval of the 1 s report tick. Default is 1 s.
@@ -143,8 +188,38 @@ impl WorkerConfig {
     /// Builds the configuration from flags and the environment, validating every value.
     pub fn load(args: &WorkerArgs, env: &dyn Env) -> Result<Self, ConfigError> {
         let backend_url = parse::backend_url(&args.backend_url().get(env))?;
-        let (benchmark, max_perf) = capacity(args, env)?;
-        let cfg = Self::from_settings(args, env, backend_url, benchmark, max_perf)?;
+        let engine = match args.engine().get(env) {
+            Some(raw) => Some(raw.value.parse::<Engine>().map_err(|e| raw.error(e))?),
+            None => None,
+        };
+        let (benchmark, max_perf) = capacity(args, env, engine)?;
+        let mut cfg = Self::from_settings(args, env, backend_url, benchmark, max_perf)?;
+        if let Some(engine) = engine
+            && args.healthcheck_endpoint().get(env).source == Source::Default
+        {
+            cfg.healthcheck_endpoint = engine.health_path().to_string();
+        }
+        cfg.model_log = model_log(args, env, engine);
+        cfg.readiness = match args.readiness().get(env) {
+            Some(raw) => parse::readiness(&raw)?,
+            None if cfg.model_log.is_some() => Readiness::Both,
+            None => Readiness::Healthcheck,
+        };
+        match &cfg.model_log {
+            None if cfg.readiness.uses_logs() => {
+                return Err(ConfigError::new(
+                    "READINESS",
+                    "logs readiness needs MODEL_LOG (or ENGINE) to name the model server's log",
+                ));
+            }
+            Some(log) if cfg.readiness.uses_logs() && log.markers.load.is_empty() => {
+                return Err(ConfigError::new(
+                    "MODEL_LOAD_LOG_MSG",
+                    "not set: logs readiness needs the line that means loaded (or ENGINE)",
+                ));
+            }
+            _ => {}
+        }
         if !cfg.unsecured && cfg.vast.report_addrs.is_empty() {
             return Err(ConfigError::new(
                 "REPORT_ADDR",
@@ -174,7 +249,21 @@ impl WorkerConfig {
             }
             _ => raw.value,
         };
-        let ready_timeout = args.ready_timeout().get(env).secs()?;
+        let raw = args.ready_timeout().get(env);
+        let raw = match raw.source {
+            // READY_TIMEOUT is the name earlier Vespa releases and PyWorker's seed read.
+            Source::Default => args
+                .ready_timeout()
+                .get_from(env, "READY_TIMEOUT")
+                .unwrap_or(raw),
+            _ => raw,
+        };
+        let ready_timeout = raw.secs()?;
+        let health_probe_timeout = {
+            let raw = args.healthcheck_probe_timeout().get(env);
+            raw.optional_secs()?
+                .ok_or_else(|| raw.error("expected a number of seconds > 0"))?
+        };
         let allow_parallel = args.allow_parallel().get(env).bool()?;
         let max_concurrency = match args.max_concurrency().get(env) {
             Some(raw) => Some(raw.u64_min(1)? as usize),
@@ -205,13 +294,23 @@ impl WorkerConfig {
         let signature_form = raw.value.parse().map_err(|e: String| raw.error(e))?;
         let replay_window = args.replay_window().get(env).u64_min(0)?;
         let drain_timeout = args.drain_timeout().get(env).secs()?;
+        let tls = vast.use_ssl.then(|| {
+            TlsFiles::new(
+                args.tls_cert().get(env).value.trim(),
+                args.tls_key().get(env).value.trim(),
+            )
+        });
+        let force_update_file = PathBuf::from(args.force_update_file().get(env).value.trim());
         Ok(Self {
             listen,
             backend_url,
             benchmark,
             max_perf,
             healthcheck_endpoint,
+            readiness: Readiness::Healthcheck,
+            model_log: None,
             ready_timeout,
+            health_probe_timeout,
             ready_poll_interval: Duration::from_secs(5),
             allow_parallel,
             max_concurrency,
@@ -231,6 +330,8 @@ impl WorkerConfig {
             signature_form,
             replay_window,
             drain_timeout,
+            tls,
+            force_update_file,
             health_interval: Duration::from_secs(10),
             report_tick: Duration::from_secs(1),
             benchmark_cache,
@@ -241,7 +342,11 @@ impl WorkerConfig {
 }
 
 /// `BENCHMARK` and `MAX_PERF`: the capacity source, and the capacity (0 until measured).
-fn capacity(args: &WorkerArgs, env: &dyn Env) -> Result<(Benchmark, f64), ConfigError> {
+fn capacity(
+    args: &WorkerArgs,
+    env: &dyn Env,
+    engine: Option<Engine>,
+) -> Result<(Benchmark, f64), ConfigError> {
     let max_perf = args
         .max_perf()
         .get(env)
@@ -250,6 +355,12 @@ fn capacity(args: &WorkerArgs, env: &dyn Env) -> Result<(Benchmark, f64), Config
     let benchmark = match args.benchmark().get(env) {
         Some(raw) => parse::benchmark(&raw)?,
         None if max_perf.is_some() => Benchmark::None,
+        None if let Some(engine) = engine => Benchmark::Profile {
+            profile: Arc::new(
+                Profile::built_in(engine.profile()).expect("engines name built-in profiles"),
+            ),
+            measure: true,
+        },
         None => {
             return Err(ConfigError::new(
                 "BENCHMARK",
@@ -278,6 +389,25 @@ fn capacity(args: &WorkerArgs, env: &dyn Env) -> Result<(Benchmark, f64), Config
             0.0,
         )),
     }
+}
+
+/// `MODEL_LOG` and its markers, each defaulting to the engine's.
+fn model_log(args: &WorkerArgs, env: &dyn Env, engine: Option<Engine>) -> Option<ModelLog> {
+    let path = match args.model_log().get(env) {
+        Some(raw) => PathBuf::from(raw.value.trim()),
+        None => PathBuf::from(engine?.log_path()),
+    };
+    let defaults = engine.map(Engine::markers).unwrap_or_default();
+    let list = |raw: Option<crate::env::Raw>, default: Vec<String>| match raw {
+        Some(raw) => marker_list(&raw.value),
+        None => default,
+    };
+    let markers = Markers {
+        load: list(args.model_load_log_msg().get(env), defaults.load),
+        error: list(args.model_error_log_msgs().get(env), defaults.error),
+        info: list(args.model_info_log_msgs().get(env), defaults.info),
+    };
+    Some(ModelLog { path, markers })
 }
 
 fn load_vast(

@@ -1,7 +1,7 @@
 //! Parsers for the worker's own value formats, each returning a [`ConfigError`] naming the
 //! setting.
 
-use super::Benchmark;
+use super::{Benchmark, Readiness};
 use crate::env::{ConfigError, Raw, Source};
 use crate::profile::Profile;
 use http::Uri;
@@ -60,11 +60,6 @@ pub(super) fn http_url(raw: &Raw, s: &str) -> Result<Uri, ConfigError> {
 
 pub(super) fn backend_url(raw: &Raw) -> Result<Uri, ConfigError> {
     let uri = http_url(raw, raw.value.trim())?;
-    if uri.scheme_str() != Some("http") {
-        return Err(
-            raw.error("only http:// backends are supported (the backend runs on the same machine)")
-        );
-    }
     if uri.query().is_some() {
         return Err(raw.error("must not contain a query string"));
     }
@@ -81,4 +76,14 @@ pub(super) fn log_level(raw: &Raw) -> Result<String, ConfigError> {
         _ => return Err(raw.error("expected trace, debug, info, warning or error")),
     };
     Ok(level.to_string())
+}
+
+/// `READINESS`: how the worker decides the model is loaded.
+pub(super) fn readiness(raw: &Raw) -> Result<Readiness, ConfigError> {
+    match raw.value.trim().to_ascii_lowercase().as_str() {
+        "healthcheck" | "health" => Ok(Readiness::Healthcheck),
+        "logs" | "log" => Ok(Readiness::Logs),
+        "both" => Ok(Readiness::Both),
+        _ => Err(raw.error("expected healthcheck, logs or both")),
+    }
 }

@@ -157,3 +157,92 @@ fn a_profile_health_path_applies_unless_one_is_given() {
     };
     assert_eq!(with(&args).healthcheck_endpoint, "/ready");
 }
+
+#[test]
+fn pyworker_prefixed_names_are_aliases_and_the_plain_name_wins() {
+    let c = load(&[("PYWORKER_MAX_PERF", "5"), ("PYWORKER_UNSECURED", "true")]).unwrap();
+    assert_eq!(c.max_perf, 5.0);
+    assert!(c.unsecured);
+    let c = load(&[
+        ("MAX_PERF", "7"),
+        ("PYWORKER_MAX_PERF", "5"),
+        ("UNSECURED", "1"),
+    ])
+    .unwrap();
+    assert_eq!(c.max_perf, 7.0);
+    let e = load(&[("PYWORKER_MAX_PERF", "fast"), ("UNSECURED", "1")]).unwrap_err();
+    assert_eq!(e.setting, "PYWORKER_MAX_PERF");
+}
+
+#[test]
+fn engine_sets_log_markers_health_and_profile_and_explicit_settings_win() {
+    let c = load(&[("ENGINE", "vllm"), ("UNSECURED", "1")]).unwrap();
+    let log = c.model_log.as_ref().unwrap();
+    assert_eq!(log.path, PathBuf::from("/var/log/portal/vllm.log"));
+    assert_eq!(log.markers.load, vec!["Application startup complete."]);
+    assert_eq!(c.readiness, Readiness::Both);
+    assert_eq!(c.healthcheck_endpoint, "/health");
+    assert_eq!(c.benchmark.profile().unwrap().name, "openai");
+
+    let c = load(&[
+        ("ENGINE", "llama.cpp"),
+        ("UNSECURED", "1"),
+        ("MODEL_LOG", "/tmp/llama.log"),
+        ("MODEL_LOAD_LOG_MSG", "ready to serve\nall slots idle"),
+        ("READINESS", "logs"),
+        ("BENCHMARK", "none"),
+        ("MAX_PERF", "3"),
+        ("HEALTHCHECK_ENDPOINT", "/v1/models"),
+    ])
+    .unwrap();
+    let log = c.model_log.as_ref().unwrap();
+    assert_eq!(log.path, PathBuf::from("/tmp/llama.log"));
+    assert_eq!(log.markers.load, vec!["ready to serve", "all slots idle"]);
+    assert!(
+        log.markers
+            .error
+            .iter()
+            .any(|m| m == "failed to load model")
+    );
+    assert_eq!(c.readiness, Readiness::Logs);
+    assert_eq!(c.healthcheck_endpoint, "/v1/models");
+    assert!(matches!(c.benchmark, Benchmark::None));
+}
+
+#[test]
+fn readiness_defaults_to_healthcheck_without_a_model_log() {
+    let c = load(&[("MAX_PERF", "1"), ("UNSECURED", "1")]).unwrap();
+    assert_eq!(c.readiness, Readiness::Healthcheck);
+    assert_eq!(c.ready_timeout, Duration::from_secs(1800));
+    assert_eq!(c.health_probe_timeout, Duration::from_secs(30));
+    let c = load(&[
+        ("MAX_PERF", "1"),
+        ("UNSECURED", "1"),
+        ("READY_TIMEOUT", "60"),
+    ])
+    .unwrap();
+    assert_eq!(c.ready_timeout, Duration::from_secs(60), "the older name");
+    let c = load(&[
+        ("MAX_PERF", "1"),
+        ("UNSECURED", "1"),
+        ("MODEL_LOG", "/tmp/m.log"),
+    ]);
+    assert_eq!(c.unwrap_err().setting, "MODEL_LOAD_LOG_MSG");
+}
+
+#[test]
+fn use_ssl_serves_the_instance_certificate_by_default() {
+    let c = load(&[("MAX_PERF", "1"), ("UNSECURED", "1"), ("USE_SSL", "true")]).unwrap();
+    let tls = c.tls.unwrap();
+    assert_eq!(tls.cert, PathBuf::from("/etc/instance.crt"));
+    assert_eq!(tls.key, PathBuf::from("/etc/instance.key"));
+    let c = load(&[("MAX_PERF", "1"), ("UNSECURED", "1")]).unwrap();
+    assert!(c.tls.is_none());
+    let c = load(&[
+        ("MAX_PERF", "1"),
+        ("UNSECURED", "1"),
+        ("BACKEND_URL", "https://models.internal:8443/base"),
+    ])
+    .unwrap();
+    assert_eq!(c.backend_url.scheme_str(), Some("https"));
+}
