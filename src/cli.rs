@@ -40,7 +40,7 @@ pub async fn run(cli: Cli, env: &dyn Env) -> i32 {
     match cli.command {
         Command::Worker(args) => crate::worker::command::run(&args, env).await,
         Command::Autoscaler(args) => crate::autoscaler::run(&args).await,
-        Command::Bench(args) => crate::profile::command::run(&args).await,
+        Command::Bench(args) => crate::profile::command::run(&args, env).await,
         Command::Sim(args) => crate::sim::run(&args).await,
         Command::Proxy(args) => crate::client::proxy::run(&args, env).await,
         Command::Load(args) => crate::client::load::run(&args, env).await,

@@ -6,33 +6,36 @@ use crate::env::EXIT_CONFIG;
 use std::io::IsTerminal;
 use std::sync::{Arc, Mutex};
 
-/// Flags of `vespa bench`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct BenchArgs {
-    /// Backend base URL, e.g. http://127.0.0.1:8000.
-    #[arg(long, value_name = "URL")]
-    pub backend: String,
-    /// Profile: openai, openai-chat, tgi, comfyui, a TOML file, or benchmarks.NAME:benchmark.
-    #[arg(long, value_name = "NAME|FILE")]
-    pub profile: String,
-    /// Model name for `{{model}}` in the request.
-    #[arg(long, value_name = "NAME", default_value = "model")]
-    pub model: String,
-    /// Override the profile's mode: ramp (find the capacity) or rounds (PyWorker's runs x concurrency).
-    #[arg(long, value_name = "MODE")]
-    pub mode: Option<String>,
-    /// Override the starting (ramp) or per-round (rounds) concurrency.
-    #[arg(long, value_name = "N")]
-    pub concurrency: Option<usize>,
-    /// Override the highest ramp level.
-    #[arg(long, value_name = "N")]
-    pub max_concurrency: Option<usize>,
-    /// Override the number of rounds (rounds mode).
-    #[arg(long, value_name = "N")]
-    pub runs: Option<usize>,
-    /// Print one JSON object (its `max_perf` field is the result) instead of text.
-    #[arg(long)]
-    pub json: bool,
+crate::env::settings! {
+    /// Flags of `vespa bench`.
+    pub struct BenchArgs {
+        /// Backend base URL, e.g. http://127.0.0.1:8000.
+        #[arg(long, value_name = "URL")]
+        pub backend: String,
+        /// Profile: openai, openai-chat, tgi, comfyui, a TOML file, or benchmarks.NAME:benchmark.
+        #[arg(long, value_name = "NAME|FILE")]
+        pub profile: String,
+        /// Model name for `{{model}}` in the request.
+        #[arg(long, value_name = "NAME", default_value = "model")]
+        pub model: String,
+        /// Override the profile's mode: ramp (find the capacity) or rounds (PyWorker's runs x concurrency).
+        #[arg(long, value_name = "MODE")]
+        pub mode: Option<String>,
+        /// Override the starting (ramp) or per-round (rounds) concurrency.
+        #[arg(long, value_name = "N")]
+        pub concurrency: Option<usize>,
+        /// Override the highest ramp level.
+        #[arg(long, value_name = "N")]
+        pub max_concurrency: Option<usize>,
+        /// Override the number of rounds (rounds mode).
+        #[arg(long, value_name = "N")]
+        pub runs: Option<usize>,
+        /// Print one JSON object (its `max_perf` field is the result) instead of text.
+        #[arg(long)]
+        pub json: bool,
+    }
+    /// Sent to the backend as `Authorization: Bearer …` (a vLLM started with `--api-key`).
+    api_key: "api-key" "KEY", unset "none", env "BACKEND_API_KEY";
 }
 
 fn usage(msg: impl std::fmt::Display) -> i32 {
@@ -41,7 +44,7 @@ fn usage(msg: impl std::fmt::Display) -> i32 {
 }
 
 /// Runs `vespa bench`; returns the exit code.
-pub async fn run(args: &BenchArgs) -> i32 {
+pub async fn run(args: &BenchArgs, env: &dyn crate::env::Env) -> i32 {
     let mut profile = match Profile::resolve(&args.profile) {
         Ok(p) => p,
         Err(e) => return usage(format!("invalid --profile: {e}")),
@@ -76,7 +79,9 @@ pub async fn run(args: &BenchArgs) -> i32 {
     }
     b.max_concurrency = b.max_concurrency.max(b.concurrency);
 
-    let bench = Bench::new(Arc::new(profile), &args.backend, &args.model);
+    let api_key = args.api_key().get(env).map(|r| r.value);
+    let bench =
+        Bench::new(Arc::new(profile), &args.backend, &args.model).api_key(api_key.as_deref());
     let progress = Progress::new(!args.json && std::io::stderr().is_terminal());
     let on_event = |e: &BenchEvent| progress.event(e, args.json);
     let result = bench.run(&on_event).await;

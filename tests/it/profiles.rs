@@ -163,3 +163,45 @@ async fn benchmark_settings_come_from_environment_like_pyworker() {
     assert_eq!(c.max_perf, 900.0);
     assert!(c.benchmark_cache.is_none());
 }
+
+#[tokio::test]
+async fn vespa_bench_sends_backend_api_key_from_the_environment() {
+    let backend = Backend::start_requiring_key("sekret", |seen| async move {
+        let req: serde_json::Value = serde_json::from_slice(&seen.body).unwrap();
+        json(
+            200,
+            json!({"usage": {"completion_tokens": req["max_tokens"]}}),
+        )
+    })
+    .await;
+    let run = |key: Option<&'static str>| {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_vespa"));
+        cmd.args(["bench", "--backend", &backend.url().to_string()])
+            .args(["--profile", "openai", "--mode", "rounds", "--runs", "1"])
+            .args(["--concurrency", "1", "--json"])
+            .env_clear();
+        if let Some(k) = key {
+            cmd.env("BACKEND_API_KEY", k);
+        }
+        cmd.output()
+    };
+    let out = tokio::time::timeout(PATIENCE, run(Some("sekret")))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["max_perf"].as_f64().unwrap() > 0.0, "{report}");
+    let out = tokio::time::timeout(PATIENCE, run(None))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "without the key the backend answers 401"
+    );
+}
