@@ -18,6 +18,7 @@ mod proxy_cmd;
 mod reports;
 mod signed;
 mod sim;
+mod start_server;
 mod startup;
 mod support;
 mod tls;
