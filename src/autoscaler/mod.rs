@@ -159,7 +159,8 @@ pub async fn run(args: &AutoscalerArgs) -> i32 {
             return 1;
         }
     };
+    let stop = crate::serve::shutdown_signal();
     println!("listening on {}", autoscaler.url());
-    crate::serve::shutdown_signal().await;
+    stop.await;
     0
 }

@@ -197,12 +197,13 @@ pub async fn run(args: &SimArgs) -> i32 {
         seed = sim.seed(),
         "sim configured"
     );
+    let stop = crate::serve::shutdown_signal();
     println!("listening on {}", sim.url());
     println!(
         "capacity: {} tokens/s",
         format_number(c.capacity_tokens_per_sec())
     );
-    crate::serve::shutdown_signal().await;
+    stop.await;
     0
 }
 

@@ -30,9 +30,10 @@ pub async fn run(args: &WorkerArgs, env: &dyn Env) -> i32 {
             return beacon(&config, msg).await;
         }
     };
+    let stop = crate::serve::shutdown_signal();
     println!("listening on {}://{}", worker.scheme(), worker.local_addr());
     tokio::select! {
-        () = crate::serve::shutdown_signal() => {}
+        () = stop => {}
         () = worker.update_requested() => {
             tracing::info!("rolling update requested (POST /pyworker/update)");
         }

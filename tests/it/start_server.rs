@@ -384,7 +384,6 @@ async fn tls_boot_installs_a_console_signed_certificate_and_reports_an_https_url
 }
 
 #[tokio::test]
-#[ignore = "needs the worker to serve TLS (USE_SSL=true with TLS_CERT/TLS_KEY): branch tls"]
 async fn tls_boot_serves_https_with_the_signed_certificate() {
     let boot = tls_boot("https").await;
     let (console, port) = (&boot.console, boot.port);

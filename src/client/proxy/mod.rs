@@ -233,7 +233,8 @@ pub async fn run(args: &ProxyArgs, env: &dyn Env) -> i32 {
             return 1;
         }
     };
+    let stop = crate::serve::shutdown_signal();
     println!("listening on {}", proxy.url());
-    crate::serve::shutdown_signal().await;
+    stop.await;
     0
 }
