@@ -65,6 +65,10 @@ fn client_error_class(e: &ClientError) -> &'static str {
         "route_rejected"
     } else if e.is_worker_unavailable() {
         "worker_unavailable"
+    } else if e.is_worker_tls() {
+        "worker_tls"
+    } else if e.is_worker_ca() {
+        "worker_ca"
     } else {
         "config"
     }

@@ -182,6 +182,8 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Body> {
 /// | autoscaler unreachable, 5xx or malformed | 502 | `autoscaler_unavailable` |
 /// | `/route/` rejected the request (other 4xx) | 502 | `route_rejected` |
 /// | no worker reachable after every attempt | 502 | `worker_unavailable` |
+/// | TLS with an https worker failed (certificate not verified) | 502 | `worker_tls` |
+/// | no CA for https workers (download failed) | 502 | `worker_ca` |
 /// | bad request path | 400 | `bad_request` |
 pub fn error_response(e: &ClientError) -> Response<Body> {
     let (status, code) = match e {
@@ -193,6 +195,8 @@ pub fn error_response(e: &ClientError) -> Response<Body> {
         }
         ClientError::RouteRejected { .. } => (StatusCode::BAD_GATEWAY, "route_rejected"),
         ClientError::WorkerUnavailable { .. } => (StatusCode::BAD_GATEWAY, "worker_unavailable"),
+        ClientError::WorkerTls { .. } => (StatusCode::BAD_GATEWAY, "worker_tls"),
+        ClientError::WorkerCa(_) => (StatusCode::BAD_GATEWAY, "worker_ca"),
         ClientError::Config(_) => (StatusCode::BAD_REQUEST, "bad_request"),
     };
     let mut resp = refusal(status, code, e.to_string());
