@@ -13,6 +13,7 @@
 
 mod config;
 
+pub(crate) use config::ca_file;
 pub use config::{DEFAULT_LISTEN, Discovery, ProxyArgs, ProxyConfig};
 
 use super::discovery::{self, DiscoveryError};
@@ -229,6 +230,11 @@ pub async fn run(args: &ProxyArgs, env: &dyn Env) -> i32 {
         None => tracing::info!(endpoint = %c.endpoint, autoscaler = %c.autoscaler_url,
             route_timeout_secs = c.route_timeout.as_secs_f64(), max_attempts = c.max_attempts,
             profile = c.profile.as_ref().map(|p| p.name.as_str()), "proxy configured"),
+    }
+    match &c.worker_ca {
+        Some(_) => tracing::info!("https workers verified against the --ca-cert CA"),
+        None => tracing::info!(console = %c.console_url, cache = %c.ca_cache.display(),
+            "https workers verified against Vast's root CA (fetched on the first one)"),
     }
     let proxy = match Proxy::start(config).await {
         Ok(p) => p,
