@@ -6,6 +6,7 @@
 //! (`is_auth()`, `is_no_worker()`, …), never on message text. The `vespa proxy` turns each
 //! into an HTTP status in one place (`proxy::error_response`).
 
+use crate::tls::TlsError;
 use serde_json::Value;
 use std::time::Duration;
 
@@ -84,6 +85,27 @@ pub enum ClientError {
         #[source]
         source: reqwest::Error,
     },
+    /// The TLS handshake with an https worker failed on every attempt, most often because
+    /// its certificate does not verify against the worker CA (another issuer, or issued for
+    /// another address).
+    #[error(
+        "TLS with worker {url} failed after {attempts} attempt(s): {reason} (https workers are verified against --ca-cert / VAST_CA_CERT, else Vast's root CA)"
+    )]
+    WorkerTls {
+        /// The worker URL of the last attempt.
+        url: String,
+        /// How many workers were tried.
+        attempts: u32,
+        /// The TLS error, e.g. `invalid peer certificate: UnknownIssuer`.
+        reason: String,
+        /// The transport error.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// No CA to verify https workers with: Vast's root CA could not be fetched from the
+    /// console (or the CA given cannot be used).
+    #[error("no CA to verify https workers with: {0}; give one with --ca-cert or VAST_CA_CERT")]
+    WorkerCa(#[source] TlsError),
 }
 
 impl ClientError {
@@ -120,5 +142,16 @@ impl ClientError {
     /// No worker could be reached, after every retry.
     pub fn is_worker_unavailable(&self) -> bool {
         matches!(self, Self::WorkerUnavailable { .. })
+    }
+
+    /// The TLS handshake with an https worker failed (e.g. a certificate the worker CA does
+    /// not verify), after every retry.
+    pub fn is_worker_tls(&self) -> bool {
+        matches!(self, Self::WorkerTls { .. })
+    }
+
+    /// There is no CA to verify https workers with (the download failed).
+    pub fn is_worker_ca(&self) -> bool {
+        matches!(self, Self::WorkerCa(_))
     }
 }

@@ -13,6 +13,8 @@
 //! caller may already have seen them). [`proxy`] puts it behind a local HTTP port so any
 //! HTTP client (the OpenAI SDK, curl) can call an endpoint unchanged; [`discovery`] finds an
 //! endpoint's API key from the account key as PyWorker's `utils/endpoint_util.py` does.
+//! https workers are verified against Vast's root CA (or the CA given), never the system's
+//! roots: see [`ClientConfig::worker_ca`].
 //!
 //! Internal: request bodies are held in memory ([`bytes::Bytes`]) because a retry on
 //! another worker must send them again; response bodies are streamed, never buffered.
@@ -25,6 +27,7 @@ pub mod load;
 pub mod proxy;
 mod route;
 mod send;
+mod workers;
 
 pub use backoff::Backoff;
 pub use error::ClientError;
@@ -32,6 +35,8 @@ pub use route::RouteAnswer;
 pub use send::{ClientRequest, SERVED_BY_HEADER, ServedBy};
 
 use crate::profile::Profile;
+use crate::tls::client::WorkerCa;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -77,6 +82,17 @@ pub struct ClientConfig {
     /// Timeout for connecting to a worker. Default is 10 s. There is no overall timeout:
     /// a generation may stream for as long as it takes.
     pub connect_timeout: Duration,
+    /// The CA that https workers' certificates must chain to (`--ca-cert`). Default is
+    /// `None`: Vast's root CA, fetched from `console_url` on the first https worker and
+    /// cached in `ca_cache`. http workers never need it.
+    pub worker_ca: Option<WorkerCa>,
+    /// Console base URL that Vast's root CA is fetched from. Default is
+    /// [`discovery::DEFAULT_CONSOLE_URL`].
+    pub console_url: String,
+    /// Cache file of the fetched Vast root CA. Default is
+    /// [`default_cache_path`](crate::tls::vast_ca::default_cache_path) of the process
+    /// environment (`~/.cache/vespa/vast_root_ca.cer`).
+    pub ca_cache: PathBuf,
 }
 
 impl ClientConfig {
@@ -103,6 +119,9 @@ impl ClientConfig {
             default_cost: 1.0,
             route_call_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
+            worker_ca: None,
+            console_url: discovery::DEFAULT_CONSOLE_URL.to_string(),
+            ca_cache: crate::tls::vast_ca::default_cache_path(|name| std::env::var(name).ok()),
         }
     }
 }
@@ -121,7 +140,7 @@ struct Inner {
     /// Control-plane calls (`/route/`).
     control: reqwest::Client,
     /// Calls to workers: no redirects followed, no overall timeout.
-    workers: reqwest::Client,
+    workers: workers::Workers,
     /// reqnum / request_idx of synthetic `auth_data` (debug mode); never 0.
     synthetic: AtomicU64,
 }
@@ -140,21 +159,13 @@ impl Client {
             ));
         }
         let route_url = format!("{}/route/", config.autoscaler_url.trim_end_matches('/'));
-        let build = |b: reqwest::ClientBuilder| {
-            b.no_proxy()
-                .build()
-                .map_err(|e| ClientError::Config(format!("HTTP client: {e}")))
-        };
-        let control = build(reqwest::Client::builder().connect_timeout(config.connect_timeout))?;
-        let workers = build(
-            reqwest::Client::builder()
-                .connect_timeout(config.connect_timeout)
-                .redirect(reqwest::redirect::Policy::none())
-                .tcp_nodelay(true)
-                // Below the idle timeouts of common servers, so a pooled connection is
-                // rarely one the worker has just closed.
-                .pool_idle_timeout(Duration::from_secs(4)),
-        )?;
+        check_url("console URL", &config.console_url)?;
+        let control = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .no_proxy()
+            .build()
+            .map_err(|e| ClientError::Config(format!("HTTP client: {e}")))?;
+        let workers = workers::Workers::new(&config)?;
         Ok(Client {
             inner: Arc::new(Inner {
                 config,
@@ -169,6 +180,13 @@ impl Client {
     /// The configuration the client was built with.
     pub fn config(&self) -> &ClientConfig {
         &self.inner.config
+    }
+
+    /// Loads the CA for https workers now (fetching Vast's root CA unless one was given or
+    /// it is cached), instead of on the first https worker: for tools that know they will
+    /// call https workers and would rather fail at start.
+    pub async fn load_worker_ca(&self) -> Result<(), ClientError> {
+        self.inner.workers.https().await.map(|_| ())
     }
 }
 

@@ -8,6 +8,7 @@
 //! the caller it is never replayed: an error mid-stream surfaces from the body.
 
 use super::envelope::{self, Shape};
+use super::workers::tls_failure;
 use super::{COST_HEADER, Client, ClientError};
 use crate::http_util::{Body, BoxError, strip_hop_by_hop};
 use bytes::Bytes;
@@ -136,6 +137,8 @@ impl Client {
             let sent = self
                 .inner
                 .workers
+                .for_url(&worker)
+                .await?
                 .request(req.method.clone(), &target)
                 .headers(headers.clone())
                 .body(body)
@@ -153,10 +156,18 @@ impl Client {
                         "worker unreachable; routing again");
                 }
                 Err(e) => {
-                    return Err(ClientError::WorkerUnavailable {
-                        url: worker,
-                        attempts: attempt,
-                        source: e,
+                    return Err(match tls_failure(&e) {
+                        Some(tls) => ClientError::WorkerTls {
+                            url: worker,
+                            attempts: attempt,
+                            reason: tls.to_string(),
+                            source: e,
+                        },
+                        None => ClientError::WorkerUnavailable {
+                            url: worker,
+                            attempts: attempt,
+                            source: e,
+                        },
                     });
                 }
             }

@@ -6,6 +6,7 @@ mod bench_accuracy;
 mod cancel;
 mod cli;
 mod client;
+mod client_tls;
 mod demo;
 mod docs;
 mod e2e;

@@ -232,13 +232,19 @@ async fn debug_worker_url_skips_routing_and_hop_by_hop_headers_stop_at_the_proxy
     assert!(env["auth_data"]["reqnum"].as_u64().unwrap() > 0);
 }
 
-async fn error_of(proxy: &Proxy) -> (StatusCode, http::HeaderMap, Value) {
-    let resp = reqwest::Client::new()
+/// `POST /v1/completions` through `proxy`.
+pub async fn post_completion(proxy: &Proxy) -> reqwest::Response {
+    reqwest::Client::new()
         .post(format!("{}/v1/completions", proxy.url()))
         .json(&json!({"prompt": "hi"}))
         .send()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// Status, headers and JSON body of a request the proxy fails.
+pub async fn error_of(proxy: &Proxy) -> (StatusCode, http::HeaderMap, Value) {
+    let resp = post_completion(proxy).await;
     let status = StatusCode::from_u16(resp.status().as_u16()).unwrap();
     let headers = resp.headers().clone();
     (status, headers, resp.json().await.unwrap())

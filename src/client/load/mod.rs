@@ -18,6 +18,7 @@ use crate::client::{Client, ClientConfig};
 use crate::env::{EXIT_CONFIG, Env};
 use crate::profile::Profile;
 use crate::profile::template::RenderContext;
+use crate::tls::vast_ca::default_cache_path;
 use bytes::Bytes;
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -65,6 +66,9 @@ crate::env::settings! {
     profile: "profile" "NAME|FILE", default "openai";
     /// Model name for `{{model}}`.
     model: "model" "NAME", default "model";
+    /// CA file (PEM or DER) that https workers' certificates must chain to; with an https
+    /// --url, the server's.
+    ca_cert: "ca-cert" "FILE", unset "Vast's root CA for workers (fetched once and cached), system roots for --url", env "VAST_CA_CERT";
 }
 
 /// How much load, for how long.
@@ -287,16 +291,26 @@ pub fn plan_from_args(
             args.timeout
         ));
     }
+    let ca = args
+        .ca_cert()
+        .get(env)
+        .map(|raw| crate::client::proxy::ca_file(&raw))
+        .transpose()
+        .map_err(|e| e.to_string())?;
     let target = if let Some(url) = &url {
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
+        let base = url.trim_end_matches('/').to_string();
+        if url.starts_with("http://") {
+            Target::Plain {
+                http: target::plain_client(),
+                base,
+            }
+        } else if url.starts_with("https://") {
+            let http = target::https_client(ca.as_ref()).map_err(|e| e.to_string())?;
+            Target::Https { http, base }
+        } else {
             return Err(format!(
                 "invalid --url {url:?}: expected an http:// or https:// URL"
             ));
-        }
-        let http = target::plain_client();
-        Target::Plain {
-            http,
-            base: url.trim_end_matches('/').to_string(),
         }
     } else {
         let mut c = match (&worker, &endpoint) {
@@ -316,6 +330,8 @@ pub fn plan_from_args(
             (None, None) => unreachable!("exactly one target was checked above"),
         };
         c.profile = Some(Arc::clone(&profile));
+        c.worker_ca = ca;
+        c.ca_cache = default_cache_path(|name| env.var(name));
         Target::Client(Client::new(c).map_err(|e| e.to_string())?)
     };
     let generator = Generator::new(profile, &args.model().get(env).value, args.stream);
@@ -337,6 +353,17 @@ pub async fn run(args: &LoadArgs, env: &dyn Env) -> i32 {
         Ok(p) => p,
         Err(e) => return usage(e),
     };
+    // An https worker needs its CA: load it now rather than fail every request.
+    if let Target::Client(c) = &target
+        && c.config()
+            .debug_worker_url
+            .as_deref()
+            .is_some_and(|u| u.starts_with("https://"))
+        && let Err(e) = c.load_worker_ca().await
+    {
+        eprintln!("vespa: {e}");
+        return 1;
+    }
     let live = Arc::new(Live::default());
     let progress = (!args.json && std::io::stderr().is_terminal()).then(|| {
         let live = Arc::clone(&live);

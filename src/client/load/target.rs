@@ -1,9 +1,14 @@
 //! What a load run sends requests to: one worker, an endpoint (routed and signed), or any
 //! plain HTTP URL (e.g. `vespa proxy`).
+//!
+//! Internal: plain http goes through hyper's client, the lightest on the CPU it shares with
+//! the server under test; https through reqwest, whose rustls connector is already built
+//! in, rather than a second TLS connector for hyper.
 
 use super::report::Sample;
 use crate::client::{Client, ClientError, ClientRequest, SERVED_BY_HEADER, ServedBy};
 use crate::http_util::{Body, BoxError, strip_hop_by_hop};
+use crate::tls::client::WorkerCa;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Response};
 use http_body_util::BodyExt;
@@ -21,6 +26,26 @@ pub enum Target {
         /// Base URL without a trailing slash.
         base: String,
     },
+    /// Plain requests to an https `base` + path.
+    Https {
+        /// HTTP client, from [`https_client`].
+        http: reqwest::Client,
+        /// Base URL without a trailing slash.
+        base: String,
+    },
+}
+
+/// A client for [`Target::Https`]: trusting only `ca` when given, else the system's roots.
+pub fn https_client(ca: Option<&WorkerCa>) -> Result<reqwest::Client, String> {
+    let mut builder = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(usize::MAX);
+    if let Some(ca) = ca {
+        builder = builder.tls_backend_preconfigured(ca.client_config().map_err(|e| e.to_string())?);
+    }
+    builder.build().map_err(|e| format!("HTTP client: {e}"))
 }
 
 /// The HTTP client of [`Target::Plain`]: hyper's pooled client, the lightest on the CPU it
@@ -65,6 +90,10 @@ fn client_error_class(e: &ClientError) -> &'static str {
         "route_rejected"
     } else if e.is_worker_unavailable() {
         "worker_unavailable"
+    } else if e.is_worker_tls() {
+        "worker_tls"
+    } else if e.is_worker_ca() {
+        "worker_ca"
     } else {
         "config"
     }
@@ -72,6 +101,16 @@ fn client_error_class(e: &ClientError) -> &'static str {
 
 fn hyper_class(e: &hyper_util::client::legacy::Error) -> &'static str {
     if e.is_connect() { "connect" } else { "request" }
+}
+
+fn reqwest_class(e: &reqwest::Error) -> &'static str {
+    if crate::client::workers::tls_failure(e).is_some() {
+        "tls"
+    } else if e.is_connect() {
+        "connect"
+    } else {
+        "request"
+    }
 }
 
 impl Target {
@@ -99,6 +138,18 @@ impl Target {
                 strip_hop_by_hop(&mut parts.headers);
                 let body = body.map_err(|e| Box::new(e) as BoxError).boxed_unsync();
                 Ok(Response::from_parts(parts, body))
+            }
+            Target::Https { http, base } => {
+                let mut req = http.request(job.method, format!("{base}{}", job.path));
+                if let Some(body) = job.body {
+                    req = req
+                        .header(http::header::CONTENT_TYPE, "application/json")
+                        .body(body);
+                }
+                let resp = req.send().await.map_err(|e| reqwest_class(&e))?;
+                let mut resp = http::Response::from(resp);
+                strip_hop_by_hop(resp.headers_mut());
+                Ok(resp.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed_unsync()))
             }
         }
     }

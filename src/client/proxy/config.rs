@@ -4,7 +4,10 @@ use crate::client::discovery::DEFAULT_CONSOLE_URL;
 use crate::client::{ClientConfig, DEFAULT_AUTOSCALER_URL};
 use crate::env::{ConfigError, Env, NoEnv, Raw};
 use crate::profile::Profile;
+use crate::tls::client::WorkerCa;
+use crate::tls::vast_ca::default_cache_path;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,8 +33,10 @@ crate::env::settings! {
     account_key: "account-key" "KEY", unset "";
     /// Autoscaler base URL.
     autoscaler_url: "autoscaler-url" "URL", default DEFAULT_AUTOSCALER_URL;
-    /// Console base URL for --account-key.
+    /// Console base URL for --account-key, and to fetch Vast's root CA from.
     console_url: "console-url" "URL", default DEFAULT_CONSOLE_URL;
+    /// CA file (PEM or DER) that https workers' certificates must chain to.
+    ca_cert: "ca-cert" "FILE", unset "Vast's root CA, fetched from the console once and cached", env "VAST_CA_CERT";
     /// Send every request to this worker without routing, with an unsigned auth_data (the
     /// worker must run with UNSECURED=true).
     debug_worker_url: "debug-worker-url" "URL", unset "route through the autoscaler";
@@ -102,12 +107,17 @@ impl ProxyConfig {
             }
         };
         let console_url = url(args.console_url().get(env))?;
+        let worker_ca = args
+            .ca_cert()
+            .get(env)
+            .map(|raw| ca_file(&raw))
+            .transpose()?;
         let (api_key, discovery) = match (args.api_key().get(env), args.account_key().get(env)) {
             (Some(key), _) => (key.value.trim().to_string(), None),
             (None, Some(account)) => (
                 String::new(),
                 Some(Discovery {
-                    console_url,
+                    console_url: console_url.clone(),
                     account_key: account.value.trim().to_string(),
                 }),
             ),
@@ -122,6 +132,9 @@ impl ProxyConfig {
         let autoscaler_url = url(args.autoscaler_url().get(env))?;
         let mut client = ClientConfig::new(autoscaler_url, endpoint, api_key);
         client.debug_worker_url = debug_worker_url;
+        client.worker_ca = worker_ca;
+        client.console_url = console_url;
+        client.ca_cache = default_cache_path(|name| env.var(name));
         if let Some(raw) = args.profile().get(env) {
             let profile = Profile::resolve(&raw.value).map_err(|e| raw.error(e))?;
             client.profile = Some(Arc::new(profile));
@@ -150,6 +163,12 @@ fn listen(raw: &Raw) -> Result<SocketAddr, ConfigError> {
         .trim()
         .parse()
         .map_err(|_| raw.error("expected an address like 127.0.0.1:8010"))
+}
+
+/// The CA in the file `raw` names; an error naming the file when it is missing, unreadable
+/// or holds no usable certificate.
+pub(crate) fn ca_file(raw: &Raw) -> Result<WorkerCa, ConfigError> {
+    WorkerCa::from_file(Path::new(raw.value.trim())).map_err(|e| raw.error(e))
 }
 
 /// An http(s) base URL, without its trailing slash.
@@ -193,6 +212,43 @@ mod tests {
             (d.account_key.as_str(), d.console_url.as_str()),
             ("acct", "https://console.vast.ai")
         );
+    }
+
+    #[test]
+    fn vast_ca_is_fetched_from_the_console_url_and_cached_under_the_cache_home() {
+        let env = [("VAST_API_KEY", "k"), ("XDG_CACHE_HOME", "/cache")];
+        let a = args(|a| a.console_url = Some("http://127.0.0.1:9/".into()));
+        let c = ProxyConfig::from_args(&a, &env).unwrap();
+        assert!(c.client.worker_ca.is_none());
+        assert_eq!(c.client.console_url, "http://127.0.0.1:9");
+        assert_eq!(
+            c.client.ca_cache,
+            Path::new("/cache/vespa/vast_root_ca.cer")
+        );
+    }
+
+    #[test]
+    fn an_unusable_ca_file_is_an_error_naming_the_setting_and_the_file() {
+        let dir = std::env::temp_dir().join(format!("vespa-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let garbage = dir.join("garbage.pem");
+        std::fs::write(&garbage, "not a certificate").unwrap();
+        let missing = dir.join("missing.pem");
+        let key = [("VAST_API_KEY", "k")];
+        for (file, problem) in [(&missing, "not found"), (&garbage, "no certificate")] {
+            let path = file.to_str().unwrap();
+            let e =
+                ProxyConfig::from_args(&args(|a| a.ca_cert = Some(path.into())), &key).unwrap_err();
+            assert_eq!(e.setting, "--ca-cert", "{e}");
+            assert!(
+                e.problem.contains(path) && e.problem.contains(problem),
+                "{e}"
+            );
+            let env = [("VAST_API_KEY", "k"), ("VAST_CA_CERT", path)];
+            let e = ProxyConfig::from_args(&args(|_| {}), &env).unwrap_err();
+            assert_eq!(e.setting, "VAST_CA_CERT", "{e}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -13,6 +13,7 @@
 
 mod config;
 
+pub(crate) use config::ca_file;
 pub use config::{DEFAULT_LISTEN, Discovery, ProxyArgs, ProxyConfig};
 
 use super::discovery::{self, DiscoveryError};
@@ -182,6 +183,8 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Body> {
 /// | autoscaler unreachable, 5xx or malformed | 502 | `autoscaler_unavailable` |
 /// | `/route/` rejected the request (other 4xx) | 502 | `route_rejected` |
 /// | no worker reachable after every attempt | 502 | `worker_unavailable` |
+/// | TLS with an https worker failed (certificate not verified) | 502 | `worker_tls` |
+/// | no CA for https workers (download failed) | 502 | `worker_ca` |
 /// | bad request path | 400 | `bad_request` |
 pub fn error_response(e: &ClientError) -> Response<Body> {
     let (status, code) = match e {
@@ -193,6 +196,8 @@ pub fn error_response(e: &ClientError) -> Response<Body> {
         }
         ClientError::RouteRejected { .. } => (StatusCode::BAD_GATEWAY, "route_rejected"),
         ClientError::WorkerUnavailable { .. } => (StatusCode::BAD_GATEWAY, "worker_unavailable"),
+        ClientError::WorkerTls { .. } => (StatusCode::BAD_GATEWAY, "worker_tls"),
+        ClientError::WorkerCa(_) => (StatusCode::BAD_GATEWAY, "worker_ca"),
         ClientError::Config(_) => (StatusCode::BAD_REQUEST, "bad_request"),
     };
     let mut resp = refusal(status, code, e.to_string());
@@ -225,6 +230,11 @@ pub async fn run(args: &ProxyArgs, env: &dyn Env) -> i32 {
         None => tracing::info!(endpoint = %c.endpoint, autoscaler = %c.autoscaler_url,
             route_timeout_secs = c.route_timeout.as_secs_f64(), max_attempts = c.max_attempts,
             profile = c.profile.as_ref().map(|p| p.name.as_str()), "proxy configured"),
+    }
+    match &c.worker_ca {
+        Some(_) => tracing::info!("https workers verified against the --ca-cert CA"),
+        None => tracing::info!(console = %c.console_url, cache = %c.ca_cache.display(),
+            "https workers verified against Vast's root CA (fetched on the first one)"),
     }
     let proxy = match Proxy::start(config).await {
         Ok(p) => p,

@@ -5,7 +5,7 @@ mod backend;
 mod files;
 mod reload;
 mod serve;
-mod vast_ca;
+pub mod vast_ca;
 
 use bytes::Bytes;
 use http::{Request, Response};

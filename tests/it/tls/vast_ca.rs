@@ -5,9 +5,9 @@ use http::StatusCode;
 use vespa::tls::vast_ca::{CA_PATH, default_cache_path, fetch_cached, worker_ca};
 
 /// A fake console serving `body` with `status` at the CA path, counting requests.
-struct Console {
-    url: String,
-    hits: Arc<AtomicUsize>,
+pub struct Console {
+    pub url: String,
+    pub hits: Arc<AtomicUsize>,
     task: JoinHandle<()>,
 }
 
@@ -17,7 +17,7 @@ impl Drop for Console {
     }
 }
 
-async fn console(status: StatusCode, body: &str) -> Console {
+pub async fn console(status: StatusCode, body: &str) -> Console {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let hits = Arc::new(AtomicUsize::new(0));
