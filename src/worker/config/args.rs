@@ -80,7 +80,8 @@ crate::env::settings! {
     log_level: "log-level" "LEVEL", default "info", env "LOG_LEVEL";
     /// Log format: text or json.
     log_format: "log-format" "FORMAT", default "text", env "LOG_FORMAT";
-    /// Model name used in benchmark requests.
+    /// Model name used in benchmark requests; when unset, VLLM_MODEL, SGLANG_MODEL or
+    /// LLAMA_MODEL (as Vast's templates name the served model).
     model_name: "model-name" "NAME", default "model", env "MODEL_NAME";
     /// Autoscaler base URL(s), comma-separated, tried in order. Optional outside Vast.
     report_addr: "report-addr" "URLS", unset "none", env "REPORT_ADDR";

@@ -288,7 +288,20 @@ impl WorkerConfig {
             "text" => false,
             _ => return Err(raw.error("expected text or json")),
         };
-        let model_name = args.model_name().get(env).value;
+        let model_name = {
+            let raw = args.model_name().get(env);
+            match raw.source {
+                // Vast's templates name the served model in the engine's own variable.
+                Source::Default => {
+                    ["VLLM_MODEL", "SGLANG_MODEL", "LLAMA_MODEL"]
+                        .iter()
+                        .find_map(|var| args.model_name().get_from(env, var))
+                        .unwrap_or(raw)
+                        .value
+                }
+                _ => raw.value,
+            }
+        };
         let vast = load_vast(args, env, listen.port())?;
         let raw = args.signature_form().get(env);
         let signature_form = raw.value.parse().map_err(|e: String| raw.error(e))?;

@@ -246,3 +246,20 @@ fn use_ssl_serves_the_instance_certificate_by_default() {
     .unwrap();
     assert_eq!(c.backend_url.scheme_str(), Some("https"));
 }
+
+#[test]
+fn model_name_falls_back_to_the_engines_variable() {
+    let base = [("MAX_PERF", "1"), ("UNSECURED", "1")];
+    let with = |extra: &[(&'static str, &'static str)]| {
+        let mut env = base.to_vec();
+        env.extend_from_slice(extra);
+        load(&env).unwrap().model_name
+    };
+    assert_eq!(with(&[]), "model");
+    assert_eq!(with(&[("VLLM_MODEL", "Qwen/Qwen3-8B")]), "Qwen/Qwen3-8B");
+    assert_eq!(with(&[("LLAMA_MODEL", "smollm2")]), "smollm2");
+    assert_eq!(
+        with(&[("MODEL_NAME", "served"), ("VLLM_MODEL", "Qwen/Qwen3-8B")]),
+        "served"
+    );
+}
