@@ -16,3 +16,34 @@ pub fn init(level: &str, json: bool) {
         builder.try_init()
     };
 }
+
+/// A rate limit for a log line that a client can trigger at will: at most one line per
+/// interval, so a flood cannot fill the disk.
+#[derive(Debug)]
+pub struct Every {
+    interval: std::time::Duration,
+    last: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl Every {
+    /// At most once per `interval`.
+    pub fn new(interval: std::time::Duration) -> Self {
+        Self {
+            interval,
+            last: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Whether to log now.
+    pub fn allow(&self) -> bool {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        match *last {
+            Some(t) if now.duration_since(t) < self.interval => false,
+            _ => {
+                *last = Some(now);
+                true
+            }
+        }
+    }
+}

@@ -103,13 +103,14 @@ impl Raw {
         if self.value.trim().eq_ignore_ascii_case("none") {
             return Ok(None);
         }
-        let v = self.f64_min(0.0)?;
-        Ok((v > 0.0).then(|| Duration::from_secs_f64(v)))
+        let v = self.secs()?;
+        Ok((!v.is_zero()).then_some(v))
     }
 
+    /// Seconds as a number >= 0, at most about 584 billion years.
     pub(crate) fn secs(&self) -> Result<Duration, ConfigError> {
         let v = self.f64_min(0.0)?;
-        Ok(Duration::from_secs_f64(v))
+        Duration::try_from_secs_f64(v).map_err(|_| self.error("too many seconds"))
     }
 
     /// A byte size: a whole number with an optional `K`, `M`, `G` (1000) or `KiB`, `MiB`,
@@ -174,6 +175,12 @@ mod tests {
         let e = raw("abc").f64_min(0.0).unwrap_err();
         assert_eq!(e.setting, "X");
         assert!(e.to_string().contains("\"abc\""), "{e}");
+    }
+
+    #[test]
+    fn huge_seconds_are_an_error_not_a_panic() {
+        assert!(raw("1e30").secs().is_err());
+        assert!(raw("1e30").optional_secs().is_err());
     }
 
     #[test]

@@ -24,6 +24,9 @@ pub struct WorkloadRule {
     pub profile: Option<Arc<Profile>>,
     /// Workload of a request neither the client nor the profile can size (`DEFAULT_COST`).
     pub default_cost: f64,
+    /// The most workload one request may count for (`MAX_COST`); `None` is `MAX_WAIT_TIME`
+    /// seconds of work at the current capacity.
+    pub max_cost: Option<f64>,
 }
 
 /// Admission settings of one worker.
@@ -46,6 +49,8 @@ pub struct Admission {
     workload: WorkloadRule,
     starting_retry_after: u64,
     synthetic_ids: AtomicU64,
+    unauthorized: AtomicU64,
+    unauthorized_log: crate::logging::Every,
 }
 
 impl Admission {
@@ -58,22 +63,30 @@ impl Admission {
             workload: rules.workload,
             starting_retry_after: rules.starting_retry_after.as_secs().max(1),
             synthetic_ids: AtomicU64::new(1),
+            unauthorized: AtomicU64::new(0),
+            unauthorized_log: crate::logging::Every::new(Duration::from_secs(1)),
         }
     }
 
     /// Identity and workload of a request: the client's cost, else the profile's workload
-    /// rule, else `DEFAULT_COST`. Unsigned requests get synthetic ids.
-    pub fn describe(&self, inbound: &Inbound) -> RequestInfo {
+    /// rule, else `DEFAULT_COST`, clamped to `MAX_COST`. Unsigned requests get synthetic ids.
+    /// Call it only once the request passed auth: it reads the cost and the payload.
+    pub fn describe(&self, inbound: &Inbound) -> Result<RequestInfo, WorkerError> {
         let workload = inbound
-            .cost()
+            .cost()?
             .or_else(|| {
                 self.workload
                     .profile
                     .as_ref()?
                     .request_workload(inbound.body_bytes()?)
             })
+            .filter(|w| w.is_finite() && *w >= 0.0)
             .unwrap_or(self.workload.default_cost);
-        match &inbound.auth {
+        let workload = match self.max_cost() {
+            Some(max) if workload > max => max,
+            _ => workload,
+        };
+        Ok(match &inbound.auth {
             Some(auth) => RequestInfo {
                 request_idx: auth.request_idx(),
                 reqnum: auth.reqnum(),
@@ -87,12 +100,30 @@ impl Admission {
                     workload,
                 }
             }
+        })
+    }
+
+    /// The most workload one request may count for: `MAX_COST`, else `MAX_WAIT_TIME`
+    /// seconds of work at the current capacity (none while the capacity is unknown).
+    fn max_cost(&self) -> Option<f64> {
+        self.workload.max_cost.or_else(|| {
+            let max = self.ledger.max_perf() * self.ledger.max_wait_time();
+            (max > 0.0).then_some(max)
+        })
+    }
+
+    /// Counts a request whose signature failed: its own counter and a rate-limited log
+    /// line, nothing in the books or the reports (PROTOCOL.md §4).
+    pub fn unauthorized(&self, error: &WorkerError) {
+        let n = self.unauthorized.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.unauthorized_log.allow() {
+            tracing::warn!(error = %error, total = n, "request refused: unauthorized (401)");
         }
     }
 
-    /// Counts a request refused before admission (a failed signature).
-    pub fn refuse(&self, info: &RequestInfo) {
-        self.ledger.reject(info);
+    /// Requests refused with 401 since start.
+    pub fn unauthorized_total(&self) -> u64 {
+        self.unauthorized.load(Ordering::Relaxed)
     }
 
     /// Admits the request: `ready`, within the wait limit, then its turn for a backend slot.
@@ -121,8 +152,9 @@ impl Admission {
         match self.lifecycle.state() {
             State::Ready => Ok(()),
             State::Draining => Err(WorkerError::Draining),
-            State::Errored(msg) => Err(WorkerError::NotReady {
-                reason: msg,
+            // The error's text stays with the operator (logs, reports, `/_vespa/status`).
+            State::Errored(_) => Err(WorkerError::NotReady {
+                reason: "errored".into(),
                 retry_after: 10,
             }),
             other => Err(WorkerError::NotReady {
@@ -164,6 +196,7 @@ pub(crate) mod tests {
             workload: WorkloadRule {
                 profile: None,
                 default_cost: 1.0,
+                max_cost: None,
             },
             starting_retry_after: Duration::from_secs(5),
         };

@@ -30,6 +30,23 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
+impl BackendError {
+    /// What went wrong, without the backend's address: for answers to clients.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            BackendError::Connect { source, .. } => match source.kind() {
+                std::io::ErrorKind::ConnectionRefused => "connection refused",
+                std::io::ErrorKind::TimedOut => "connect timed out",
+                _ => "cannot connect",
+            },
+            BackendError::Request(e) if e.is_incomplete_message() => {
+                "connection closed before the response"
+            }
+            BackendError::Request(_) => "request failed",
+        }
+    }
+}
+
 /// Why a backend request failed before its response started.
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {

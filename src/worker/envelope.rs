@@ -39,9 +39,20 @@ pub struct AuthData {
 }
 
 impl AuthData {
-    /// `cost` as a number (a string holding a number is accepted).
-    pub fn cost(&self) -> Option<f64> {
-        number(self.fields.get("cost")?)
+    /// `cost` as a number (a string holding a number is accepted); `None` when absent or
+    /// null. A negative, non-finite or non-numeric cost is an error (PROTOCOL.md §4).
+    pub fn cost(&self) -> Result<Option<f64>, WorkerError> {
+        let cost = match self.fields.get("cost") {
+            None | Some(Value::Null) => return Ok(None),
+            Some(v) => number(v),
+        };
+        match cost {
+            Some(c) if c.is_finite() && c >= 0.0 => Ok(Some(c)),
+            _ => Err(WorkerError::InvalidRequest {
+                message: "auth_data.cost must be a finite number >= 0".into(),
+                fields: None,
+            }),
+        }
     }
 
     /// `reqnum` as an integer, 0 when it is not one.
@@ -66,7 +77,7 @@ impl AuthData {
 fn number(v: &Value) -> Option<f64> {
     match v {
         Value::Number(n) => n.as_f64(),
-        Value::String(s) => s.trim().parse().ok().filter(|f: &f64| f.is_finite()),
+        Value::String(s) => s.trim().parse().ok(),
         _ => None,
     }
 }
@@ -104,9 +115,13 @@ pub struct Inbound {
 }
 
 impl Inbound {
-    /// The client's workload estimate, when it gave a usable (positive) one.
-    pub fn cost(&self) -> Option<f64> {
-        self.auth.as_ref()?.cost().filter(|c| *c > 0.0)
+    /// The client's workload estimate, when it gave a usable (positive) one; 0 or none
+    /// leaves it to the profile's rule. An invalid cost is a 422.
+    pub fn cost(&self) -> Result<Option<f64>, WorkerError> {
+        match &self.auth {
+            Some(auth) => Ok(auth.cost()?.filter(|c| *c > 0.0)),
+            None => Ok(None),
+        }
     }
 
     /// The body to forward, when it is already in memory.
@@ -413,7 +428,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(payload.unwrap(), &br#"{"b":1.50,"a":[1]}"#[..]);
-        assert_eq!(auth.cost(), Some(242.0));
+        assert_eq!(auth.cost().unwrap(), Some(242.0));
         assert!(auth.fields["cost"].is_f64());
         assert_eq!((auth.reqnum(), auth.request_idx()), (5, 9));
     }

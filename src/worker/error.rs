@@ -124,7 +124,7 @@ impl WorkerError {
         let mut resp = json_response(self.status(), &Value::Object(body));
         if let Some(secs) = self.retry_after() {
             resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs.clamp(1, 3600)));
         }
         resp
     }

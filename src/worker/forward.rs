@@ -41,7 +41,8 @@ impl Forward {
         };
         sent.map_err(|e| {
             tracing::warn!(error = %e, "backend request failed");
-            WorkerError::BackendUnavailable(e.to_string())
+            // The client hears what happened, never where the backend is.
+            WorkerError::BackendUnavailable(e.kind().to_string())
         })
     }
 }

@@ -44,11 +44,13 @@ async fn proxy(shared: &Shared, req: Request<Incoming>) -> Result<Response<Body>
         rules,
     )
     .await?;
-    let info = shared.admission.describe(&inbound);
+    // Auth first: nothing of a forged request's cost or payload is read, and it never
+    // reaches the books (PROTOCOL.md §4).
     if let Err(e) = shared.auth.check(&inbound) {
-        shared.admission.refuse(&info);
+        shared.admission.unauthorized(&e);
         return Err(e);
     }
+    let info = shared.admission.describe(&inbound)?;
     let admitted = shared.admission.admit(&info).await?;
     match shared.forward.send(&parts, inbound).await {
         Ok(resp) => Ok(relay::respond(resp, admitted, cfg.idle_timeout)),

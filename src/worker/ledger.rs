@@ -218,6 +218,16 @@ impl Ledger {
         self.changes.subscribe()
     }
 
+    /// The capacity, workload units per second.
+    pub fn max_perf(&self) -> f64 {
+        self.lock().max_perf
+    }
+
+    /// The wait limit, seconds.
+    pub fn max_wait_time(&self) -> f64 {
+        self.max_wait_time
+    }
+
     /// Sets the capacity (after a benchmark).
     pub fn set_max_perf(&self, max_perf: f64) {
         self.lock().max_perf = max_perf;

@@ -199,7 +199,7 @@ pub async fn wait_for_backend(lifecycle: &Lifecycle, backend: &Backend, wait: &H
         if tokio::time::Instant::now() + wait.interval > deadline {
             lifecycle.set(State::Errored(format!(
                 "backend at {} did not answer 200 on {} within {} s",
-                backend.base(),
+                backend.base().authority().map_or("", |a| a.as_str()),
                 wait.path,
                 wait.timeout.as_secs()
             )));

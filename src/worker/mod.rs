@@ -113,7 +113,8 @@ impl Worker {
             .local_addr()
             .expect("a bound listener has an address");
         let reporter = startup::reporter_for(&config, addr);
-        let shared = Arc::new(Shared::new(config, reporter));
+        let url = worker_url(&config, addr);
+        let shared = Arc::new(Shared::new(config, reporter, &url));
         let handler = {
             let shared = Arc::clone(&shared);
             move |req| handler::handle(Arc::clone(&shared), req)
@@ -225,6 +226,11 @@ impl Shared {
         self.auth.verifier()
     }
 
+    /// Requests refused with 401 since start (never in the ledger or the reports).
+    pub fn unauthorized_total(&self) -> u64 {
+        self.admission.unauthorized_total()
+    }
+
     /// What the reports read.
     pub fn sources(&self) -> Sources {
         Sources {
@@ -234,7 +240,7 @@ impl Shared {
         }
     }
 
-    fn new(config: WorkerConfig, reporter: Option<Reporter>) -> Self {
+    fn new(config: WorkerConfig, reporter: Option<Reporter>, url: &str) -> Self {
         let backend = Arc::new(
             Backend::new(
                 config.backend_url.clone(),
@@ -246,7 +252,11 @@ impl Shared {
         let auth = if config.unsecured {
             Auth::Unsecured
         } else {
-            Auth::Signed(Verifier::new(config.signature_form, config.replay_window))
+            let verifier = Verifier::new(config.signature_form, config.replay_window);
+            Auth::Signed(Box::new(match config.check_signed_url {
+                true => verifier.own_url(url),
+                false => verifier,
+            }))
         };
         let book = Arc::new(Book::new(reporter.is_some()));
         let recorder: Arc<dyn Recorder> = Arc::clone(&book) as Arc<dyn Recorder>;
@@ -260,6 +270,7 @@ impl Shared {
             workload: WorkloadRule {
                 profile: config.benchmark.profile().cloned(),
                 default_cost: config.default_cost,
+                max_cost: config.max_cost,
             },
             starting_retry_after: config.ready_poll_interval,
         };

@@ -1,5 +1,6 @@
 //! Fetches the autoscaler's public key (PROTOCOL.md §3): `GET {REPORT_ADDR}/pubkey/`,
-//! 5 attempts with 1, 2, 4, 8 s back-off and a 10 s timeout each, every address in order.
+//! every address in order, 10 s timeout each; 1, 2, 4, 8 s back-off, then every 30 s until
+//! it loads. After 5 failed attempts the worker reports itself errored, and keeps trying.
 
 use crate::signing::PublicKey;
 use std::time::Duration;
@@ -33,33 +34,28 @@ async fn fetch_once(client: &reqwest::Client, addr: &str) -> Result<PublicKey, S
     PublicKey::from_pem(&pem).map_err(|e| format!("{url}: {}", crate::http_util::error_chain(&e)))
 }
 
-/// Fetches and parses the key, with the back-off above. `backoff_unit` is 1 s in
-/// production; tests shrink it.
-pub async fn fetch(
-    client: &reqwest::Client,
-    addrs: &[String],
-    backoff_unit: Duration,
-) -> Result<PublicKey, String> {
+/// One pass over `addrs` in order: the first key that loads.
+pub async fn fetch_any(client: &reqwest::Client, addrs: &[String]) -> Result<PublicKey, String> {
     let mut last = String::from("no REPORT_ADDR configured");
-    for attempt in 0..=BACKOFF.len() {
-        for addr in addrs {
-            match fetch_once(client, addr).await {
-                Ok(key) => {
-                    tracing::info!(%addr, bits = key.modulus_bits(), "autoscaler public key loaded");
-                    return Ok(key);
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, attempt = attempt + 1, "cannot fetch the autoscaler public key");
-                    last = e;
-                }
+    for addr in addrs {
+        match fetch_once(client, addr).await {
+            Ok(key) => {
+                tracing::info!(%addr, bits = key.modulus_bits(), "autoscaler public key loaded");
+                return Ok(key);
             }
-        }
-        if let Some(secs) = BACKOFF.get(attempt) {
-            tokio::time::sleep(backoff_unit * (*secs as u32)).await;
+            Err(e) => last = e,
         }
     }
-    Err(format!(
-        "failed to get the autoscaler public key after {} attempts: {last}",
-        BACKOFF.len() + 1
-    ))
+    Err(last)
 }
+
+/// Attempts before the worker reports the key as failed (it keeps trying after).
+pub const ATTEMPTS_BEFORE_ERROR: usize = BACKOFF.len() + 1;
+
+/// Pause after failed attempt `n` (0-based): 1, 2, 4, 8 units, then [`RETRY_EVERY`] units.
+pub fn pause(n: usize, unit: std::time::Duration) -> std::time::Duration {
+    unit * BACKOFF.get(n).copied().unwrap_or(RETRY_EVERY) as u32
+}
+
+/// Back-off, in units, once the first attempts failed.
+pub const RETRY_EVERY: u64 = 30;

@@ -1,5 +1,7 @@
 //! Routes the worker answers itself. They live under `/_vespa/` so they never shadow a
-//! backend path; `GET /ping` is kept for PyWorker compatibility.
+//! backend path; `GET /ping` and `POST /pyworker/update` are kept for PyWorker
+//! compatibility. Health and ready are open to anyone; the status document (request
+//! indexes, report errors) needs `Authorization: Bearer $MASTER_TOKEN` when a token is set.
 
 use super::Shared;
 use super::error::WorkerError;
@@ -26,7 +28,10 @@ pub fn own_route(shared: &Shared, req: &Request<Incoming>) -> Option<http::Respo
     Some(match (route, readable) {
         ("health", true) => json_response(StatusCode::OK, &json!({"status": "alive"})),
         ("ready", true) => ready(shared),
-        ("status", true) => json_response(StatusCode::OK, &status(shared)),
+        ("status", true) => match holds_master_token(shared, req.headers()) {
+            Ok(()) => json_response(StatusCode::OK, &status(shared)),
+            Err(e) => e.into_response(),
+        },
         _ => WorkerError::NotFound(path.to_string()).into_response(),
     })
 }
@@ -35,23 +40,12 @@ pub fn own_route(shared: &Shared, req: &Request<Incoming>) -> Option<http::Respo
 /// $MASTER_TOKEN`, write the marker file as PyWorker does and ask the worker to drain and
 /// exit for its restart. Without a configured token nobody may.
 fn update(shared: &Shared, headers: &http::HeaderMap) -> Result<(), WorkerError> {
-    let expected = shared
-        .config
-        .vast
-        .master_token
-        .as_deref()
-        .filter(|t| !t.is_empty())
-        .ok_or(WorkerError::Unauthorized)?;
-    let given = headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.strip_prefix("Bearer ").unwrap_or(v))
-        .unwrap_or("");
-    if aws_lc_rs::constant_time::verify_slices_are_equal(given.as_bytes(), expected.as_bytes())
-        .is_err()
-    {
-        tracing::warn!("POST /pyworker/update refused: wrong or missing MASTER_TOKEN");
+    if master_token(shared).is_none() {
         return Err(WorkerError::Unauthorized);
+    }
+    if let Err(e) = holds_master_token(shared, headers) {
+        tracing::warn!("POST /pyworker/update refused: wrong or missing MASTER_TOKEN");
+        return Err(e);
     }
     let file = &shared.config.force_update_file;
     std::fs::write(file, b"")
@@ -61,6 +55,30 @@ fn update(shared: &Shared, headers: &http::HeaderMap) -> Result<(), WorkerError>
     Ok(())
 }
 
+fn master_token(shared: &Shared) -> Option<&str> {
+    shared
+        .config
+        .vast
+        .master_token
+        .as_deref()
+        .filter(|t| !t.is_empty())
+}
+
+/// `Authorization: Bearer $MASTER_TOKEN` (or the bare token, as PyWorker accepts), compared
+/// in constant time. Without a configured token there is nothing to hold: `Ok`.
+fn holds_master_token(shared: &Shared, headers: &http::HeaderMap) -> Result<(), WorkerError> {
+    let Some(expected) = master_token(shared) else {
+        return Ok(());
+    };
+    let given = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.strip_prefix("Bearer ").unwrap_or(v))
+        .unwrap_or("");
+    aws_lc_rs::constant_time::verify_slices_are_equal(given.as_bytes(), expected.as_bytes())
+        .map_err(|_| WorkerError::Unauthorized)
+}
+
 fn ready(shared: &Shared) -> http::Response<Body> {
     let state = shared.lifecycle.state();
     let status = if state == State::Ready {
@@ -68,10 +86,8 @@ fn ready(shared: &Shared) -> http::Response<Body> {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    json_response(
-        status,
-        &json!({"state": state.name(), "error": state.error()}),
-    )
+    // Open to anyone: the state only; the error's text is in `/_vespa/status`.
+    json_response(status, &json!({"state": state.name()}))
 }
 
 /// The `/_vespa/status` document.
@@ -90,6 +106,7 @@ pub fn status(shared: &Shared) -> serde_json::Value {
         "in_flight": snap.in_flight,
         "working_request_idxs": snap.working_request_idxs,
         "totals": snap.totals,
+        "unauthorized": shared.unauthorized_total(),
         "signatures": match shared.verifier() {
             None => "unsecured",
             Some(v) if v.has_key() => "key_loaded",

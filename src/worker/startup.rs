@@ -69,11 +69,17 @@ pub fn worker_url(config: &WorkerConfig, bound: SocketAddr) -> String {
     }
 }
 
+/// Loads the autoscaler's public key, retrying until it arrives (the worker reports
+/// errored after the first attempts fail, and becomes ready once it loads); then fetches it
+/// again whenever a failed signature asks (a rotated key).
 pub(super) async fn fetch_key(
     shared: Arc<Shared>,
     tx: watch::Sender<KeyState>,
     backoff_unit: Duration,
 ) {
+    let Some(verifier) = shared.auth.verifier() else {
+        return;
+    };
     let addrs: Vec<String> = shared
         .config
         .vast
@@ -87,16 +93,35 @@ pub(super) async fn fetch_key(
         .as_ref()
         .map(|r| r.client().clone())
         .unwrap_or_default();
-    let state = match pubkey::fetch(&client, &addrs, backoff_unit).await {
-        Ok(key) => {
-            if let Some(v) = shared.auth.verifier() {
-                v.set_key(key);
+    let mut attempt = 0;
+    loop {
+        match pubkey::fetch_any(&client, &addrs).await {
+            Ok(key) => {
+                verifier.set_key(key);
+                let _ = tx.send(KeyState::Loaded);
+                break;
             }
-            KeyState::Loaded
+            Err(e) => {
+                tracing::warn!(error = %e, attempt = attempt + 1, "cannot fetch the autoscaler public key");
+                if attempt + 1 == pubkey::ATTEMPTS_BEFORE_ERROR {
+                    let _ = tx.send(KeyState::Failed(format!(
+                        "failed to get the autoscaler public key after {} attempts (still trying): {e}",
+                        attempt + 1
+                    )));
+                }
+            }
         }
-        Err(e) => KeyState::Failed(e),
-    };
-    let _ = tx.send(state);
+        tokio::time::sleep(pubkey::pause(attempt, backoff_unit)).await;
+        attempt += 1;
+    }
+    loop {
+        verifier.refetch_requested().await;
+        tracing::info!("a well-formed signature failed: fetching the autoscaler public key again");
+        match pubkey::fetch_any(&client, &addrs).await {
+            Ok(key) => verifier.set_key(key),
+            Err(e) => tracing::warn!(error = %e, "cannot fetch the autoscaler public key again"),
+        }
+    }
 }
 
 /// What the model log has said so far.
@@ -206,8 +231,11 @@ async fn start(
             .await
             .map(|k| k.clone());
         if let Ok(KeyState::Failed(e)) = state {
+            // Errored while the key cannot be had; ready as soon as it arrives.
             shared.lifecycle.set(State::Errored(e));
-            return;
+            if key.wait_for(|k| *k == KeyState::Loaded).await.is_err() {
+                return;
+            }
         }
     }
     shared.lifecycle.set(State::Ready);

@@ -48,6 +48,8 @@ async fn over_the_wait_limit_gets_429_with_computed_retry_after() {
     let mut cfg = config(&backend);
     cfg.max_perf = 10.0;
     cfg.max_wait_time = 1.0;
+    // Above the default clamp (1 s of work), so one request can be 10 s of wait.
+    cfg.max_cost = Some(100.0);
     let worker = start_worker(cfg).await;
     let client = h1_client();
     let first = {

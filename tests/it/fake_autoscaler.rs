@@ -18,6 +18,8 @@ use vespa::signing::{SigningKey, url_message};
 pub struct FakeAutoscaler {
     pub addr: SocketAddr,
     pub key: Arc<SigningKey>,
+    /// The PEM `/pubkey/` serves; `None` answers 500.
+    served: Arc<std::sync::Mutex<Option<String>>>,
     pub status: mpsc::UnboundedReceiver<Value>,
     pub deletes: mpsc::UnboundedReceiver<Value>,
     task: tokio::task::JoinHandle<()>,
@@ -37,7 +39,10 @@ impl FakeAutoscaler {
         let addr = listener.local_addr().unwrap();
         let (status_tx, status) = mpsc::unbounded_channel();
         let (delete_tx, deletes) = mpsc::unbounded_channel();
-        let pem = key.public_key_pem().to_string();
+        let served = Arc::new(std::sync::Mutex::new(
+            serve_key.then(|| key.public_key_pem().to_string()),
+        ));
+        let pem = Arc::clone(&served);
         let task = tokio::spawn(async move {
             let mut conns = tokio::task::JoinSet::new();
             loop {
@@ -45,17 +50,22 @@ impl FakeAutoscaler {
                     return;
                 };
                 let (pem, status_tx, delete_tx) =
-                    (pem.clone(), status_tx.clone(), delete_tx.clone());
+                    (Arc::clone(&pem), status_tx.clone(), delete_tx.clone());
                 conns.spawn(async move {
                     let svc = service_fn(move |req: Request<Incoming>| {
-                        let (pem, status_tx, delete_tx) =
-                            (pem.clone(), status_tx.clone(), delete_tx.clone());
+                        let (pem, status_tx, delete_tx) = (
+                            pem.lock().unwrap().clone(),
+                            status_tx.clone(),
+                            delete_tx.clone(),
+                        );
                         async move {
                             let path = req.uri().path().to_string();
                             let body = req.into_body().collect().await.unwrap().to_bytes();
                             let (code, text) = match path.as_str() {
-                                "/pubkey/" if serve_key => (200, pem),
-                                "/pubkey/" => (500, "no key".to_string()),
+                                "/pubkey/" => match pem {
+                                    Some(pem) => (200, pem),
+                                    None => (500, "no key".to_string()),
+                                },
                                 "/worker_status/" => {
                                     let _ = status_tx.send(serde_json::from_slice(&body).unwrap());
                                     (200, "{}".into())
@@ -80,10 +90,22 @@ impl FakeAutoscaler {
         FakeAutoscaler {
             addr,
             key,
+            served,
             status,
             deletes,
             task,
         }
+    }
+
+    /// Starts serving the public key (after a start with `serve_key: false`).
+    pub fn serve_key(&self) {
+        *self.served.lock().unwrap() = Some(self.key.public_key_pem().to_string());
+    }
+
+    /// Signs and serves with a new key from now on.
+    pub fn rotate_key(&mut self) {
+        self.key = Arc::new(SigningKey::generate().unwrap());
+        self.serve_key();
     }
 
     pub fn url(&self) -> String {

@@ -23,5 +23,6 @@ mod start_server;
 mod startup;
 mod support;
 mod tls;
+mod untrusted;
 mod vast;
 mod vastai_client;

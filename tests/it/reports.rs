@@ -128,11 +128,12 @@ async fn reports_fail_over_to_the_next_address_in_order() {
     ))
     .await;
     autoscaler.status_where(|_| true).await;
-    let (_, body) = send(
-        &h1_client(),
-        request("GET", &url(&worker, "/_vespa/status"), ""),
-    )
-    .await;
+    let mut req = request("GET", &url(&worker, "/_vespa/status"), "");
+    req.headers_mut().insert(
+        "authorization",
+        "Bearer secret-master-token".parse().unwrap(),
+    );
+    let (_, body) = send(&h1_client(), req).await;
     let status: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(status["report"]["last_success_addr"], autoscaler.url());
 }

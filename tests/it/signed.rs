@@ -25,7 +25,7 @@ fn body(auth: Value, payload: Value) -> String {
 #[tokio::test]
 async fn signed_requests_are_served_and_forgeries_get_401() {
     let mut backend = Backend::start(|_| async { json(200, json!({"ok": true})) }).await;
-    let autoscaler = FakeAutoscaler::start(true).await;
+    let mut autoscaler = FakeAutoscaler::start(true).await;
     let worker = start_worker(signed_config(&backend, &autoscaler)).await;
     let me = format!("http://{}", worker.local_addr());
     let client = h1_client();
@@ -59,11 +59,35 @@ async fn signed_requests_are_served_and_forgeries_get_401() {
     let (head, _) = send(&client, post(json!({"prompt": "x"}).to_string())).await;
     assert_eq!(head.status, 422);
     backend.assert_quiet();
+    // Forgeries never reach the books: their own counter, no record, no received count.
+    let last = autoscaler.auth_data(&me, 10, json!(8));
+    let (head, _) = send(&client, post(body(last, json!({})))).await;
+    assert_eq!(head.status, 200);
     let snap = assert_settled(&worker).await;
     assert_eq!(
         (snap.totals.served.requests, snap.totals.rejected.requests),
-        (1, 3)
+        (2, 0)
     );
+    assert_eq!(worker.shared().unauthorized_total(), 3);
+    let mut reported = Vec::new();
+    while !reported.contains(&10) {
+        let batch = tokio::time::timeout(PATIENCE, autoscaler.deletes.recv())
+            .await
+            .expect("a deletion report")
+            .unwrap();
+        reported.extend(
+            batch["requests"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["request_idx"].as_u64().unwrap()),
+        );
+    }
+    assert_eq!(reported, vec![1, 10], "no record for a forged request");
+    let report = autoscaler
+        .status_where(|r| r["num_requests_recieved"] == 2)
+        .await;
+    assert_eq!(report["rej_load"], 0.0);
 }
 
 #[tokio::test]
@@ -119,4 +143,60 @@ async fn without_the_public_key_the_worker_is_never_ready_and_answers_401() {
         .await;
     assert_eq!(report["loadtime"], 0.0);
     assert_eq!(report["max_perf"], 0.0);
+    // The worker keeps trying: once the key is served it becomes ready, no restart.
+    autoscaler.serve_key();
+    wait_state(&worker, |s| *s == State::Ready).await;
+    let auth = autoscaler.auth_data(&me, 2, json!(1));
+    let (head, _) = send(
+        &h1_client(),
+        request("POST", &url(&worker, "/x"), body(auth, json!({}))),
+    )
+    .await;
+    assert_eq!(head.status, 200);
+}
+
+#[tokio::test]
+async fn a_rotated_autoscaler_key_is_fetched_again_after_a_failed_signature() {
+    let backend = Backend::start(|_| async { json(200, json!({})) }).await;
+    let mut autoscaler = FakeAutoscaler::start(true).await;
+    let worker = start_worker(signed_config(&backend, &autoscaler)).await;
+    let me = format!("http://{}", worker.local_addr());
+    let client = h1_client();
+    let post = |auth| request("POST", &url(&worker, "/x"), body(auth, json!({})));
+    autoscaler.rotate_key();
+    // The first request under the new key fails and asks for the key again.
+    let (head, _) = send(&client, post(autoscaler.auth_data(&me, 1, json!(1)))).await;
+    assert_eq!(head.status, 401);
+    let served = tokio::time::timeout(PATIENCE, async {
+        for n in 2.. {
+            let (head, _) = send(&client, post(autoscaler.auth_data(&me, n, json!(1)))).await;
+            if head.status == 200 {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert!(served.is_ok(), "the rotated key was never picked up");
+}
+
+#[tokio::test]
+async fn a_signature_issued_for_another_worker_is_refused_unless_the_check_is_off() {
+    let backend = Backend::start(|_| async { json(200, json!({})) }).await;
+    let autoscaler = FakeAutoscaler::start(true).await;
+    let worker = start_worker(signed_config(&backend, &autoscaler)).await;
+    let other = autoscaler.auth_data("http://203.0.113.9:41234", 1, json!(1));
+    let post = |auth| request("POST", &url(&worker, "/x"), body(auth, json!({})));
+    let (head, b) = send(&h1_client(), post(other.clone())).await;
+    assert_eq!(head.status, 401);
+    assert!(String::from_utf8_lossy(&b).contains("another worker"));
+    let mut cfg = signed_config(&backend, &autoscaler);
+    cfg.check_signed_url = false;
+    let behind_nat = start_worker(cfg).await;
+    let (head, _) = send(
+        &h1_client(),
+        request("POST", &url(&behind_nat, "/x"), body(other, json!({}))),
+    )
+    .await;
+    assert_eq!(head.status, 200);
 }

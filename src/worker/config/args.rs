@@ -59,6 +59,10 @@ crate::env::settings! {
     max_wait_time: "max-wait-time" "SECS", default "10", env "MAX_WAIT_TIME";
     /// Workload of a request that carries no usable cost.
     default_cost: "default-cost" "UNITS", default "1", env "DEFAULT_COST";
+    /// The most workload one request may count for; larger costs are clamped to it (the
+    /// url signature form does not cover `cost`).
+    max_cost: "max-cost" "UNITS", unset "MAX_WAIT_TIME seconds of work at max_perf",
+        env "MAX_COST";
     /// Skip signature checks and accept plain (non-envelope) requests. Development only.
     unsecured: "unsecured" "BOOL", default "false", env "UNSECURED";
     /// Sent to the backend as `Authorization: Bearer …` (vLLM `--api-key`).
@@ -104,6 +108,9 @@ crate::env::settings! {
     signature_form: "signature-form" "FORM", default "url", env "SIGNATURE_FORM";
     /// Replay protection window in reqnums; 0 turns it off.
     replay_window: "replay-window" "N", default "0", env "REPLAY_WINDOW";
+    /// Refuse (401) a url-form signature issued for another worker's URL; turn off behind
+    /// address translation, where the signed URL is not the one this worker reports.
+    check_signed_url: "check-signed-url" "BOOL", default "true", env "CHECK_SIGNED_URL";
     /// File caching the benchmark result per profile and backend; `none` disables it.
     benchmark_cache: "benchmark-cache" "PATH", default ".has_benchmark", env "BENCHMARK_CACHE";
     /// Seconds to finish in-flight work after SIGTERM/SIGINT before exiting.

@@ -110,6 +110,9 @@ pub struct WorkerConfig {
     pub max_wait_time: f64,
     /// Workload of requests without a cost. Default is 1.
     pub default_cost: f64,
+    /// Clamp on one request's workload. Default is none: `MAX_WAIT_TIME` seconds of work
+    /// at `max_perf`.
+    pub max_cost: Option<f64>,
     /// Skip signature checks. Default is `false`.
     pub unsecured: bool,
     /// Bearer token for the backend. Default is none.
@@ -136,6 +139,8 @@ pub struct WorkerConfig {
     pub signature_form: SignatureForm,
     /// Replay window in reqnums; 0 is off. Default is 0.
     pub replay_window: u64,
+    /// Refuse url-form signatures for another worker's URL. Default is `true`.
+    pub check_signed_url: bool,
     /// Time allowed for in-flight work on shutdown. Default is 30 s.
     pub drain_timeout: Duration,
     /// Certificate and key served over HTTPS; `Some` exactly when `USE_SSL=true`.
@@ -271,6 +276,10 @@ impl WorkerConfig {
         };
         let max_wait_time = args.max_wait_time().get(env).f64_min(0.0)?;
         let default_cost = args.default_cost().get(env).f64_min(0.0)?;
+        let max_cost = match args.max_cost().get(env) {
+            Some(raw) => Some(raw.f64_min(0.0)?).filter(|c| *c > 0.0),
+            None => None,
+        };
         let unsecured = args.unsecured().get(env).bool()?;
         let backend_api_key = args.backend_api_key().get(env).map(|r| r.value);
         let max_body_size = args.max_body_size().get(env).bytes()?;
@@ -306,6 +315,7 @@ impl WorkerConfig {
         let raw = args.signature_form().get(env);
         let signature_form = raw.value.parse().map_err(|e: String| raw.error(e))?;
         let replay_window = args.replay_window().get(env).u64_min(0)?;
+        let check_signed_url = args.check_signed_url().get(env).bool()?;
         let drain_timeout = args.drain_timeout().get(env).secs()?;
         let tls = vast.use_ssl.then(|| {
             TlsFiles::new(
@@ -329,6 +339,7 @@ impl WorkerConfig {
             max_concurrency,
             max_wait_time,
             default_cost,
+            max_cost,
             unsecured,
             backend_api_key,
             max_body_size,
@@ -342,6 +353,7 @@ impl WorkerConfig {
             vast,
             signature_form,
             replay_window,
+            check_signed_url,
             drain_timeout,
             tls,
             force_update_file,
