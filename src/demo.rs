@@ -7,7 +7,7 @@
 //! verifies, admits, forwards and streams. With `--duration` the demo drives traffic through
 //! the proxy with the load tester and prints its report.
 
-use crate::autoscaler::{Autoscaler, AutoscalerConfig};
+use crate::autoscaler::{Autoscaler, AutoscalerConfig, WorkerAuth};
 use crate::client::ClientConfig;
 use crate::client::load::{self, Generator, LoadPlan, LoadReport, Pace, Target};
 use crate::client::proxy::{Proxy, ProxyConfig};
@@ -88,8 +88,14 @@ impl Demo {
             };
             sims.push(Sim::start(c).await?);
         }
-        let mut ac = AutoscalerConfig::new(SigningKey::generate()?)
-            .endpoint(&config.endpoint, &config.api_key);
+        // The workers' reports are authenticated as on Vast: a master token made for this
+        // run, given to each worker as its MASTER_TOKEN.
+        let master_token = random_token()?;
+        let mut ac = AutoscalerConfig::new(
+            SigningKey::generate()?,
+            WorkerAuth::MasterToken(master_token.clone()),
+        )
+        .endpoint(&config.endpoint, &config.api_key);
         ac.listen = "127.0.0.1:0".parse()?;
         let autoscaler = Autoscaler::start(ac).await?;
         let profile = Arc::new(Profile::built_in("openai").expect("built-in"));
@@ -104,6 +110,7 @@ impl Demo {
             w.benchmark_cache = None;
             w.vast.report_addrs = vec![autoscaler.url().parse()?];
             w.vast.container_id = Some(i as i64 + 1);
+            w.vast.master_token = Some(master_token.clone());
             w.ready_poll_interval = Duration::from_millis(200);
             workers.push(Worker::start(w).await?);
         }
@@ -166,6 +173,13 @@ impl Demo {
         };
         Ok(load::run_load(target, generator, plan, Arc::default()).await)
     }
+}
+
+/// 128 random bits as hex.
+fn random_token() -> anyhow::Result<String> {
+    let mut bytes = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut bytes).map_err(|_| anyhow::anyhow!("no random bytes"))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Runs `vespa demo`; returns the exit code.

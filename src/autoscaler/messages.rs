@@ -4,12 +4,56 @@
 //! Unknown fields are ignored and optional ones may be missing or `null`, because workers of
 //! several versions (PyWorker's and Vespa's) report here. A known field with the wrong JSON
 //! type is a 422: silently reading it as zero would hide a broken worker.
+//!
+//! Numbers are checked before any arithmetic: loads, capacities and costs must be finite and
+//! non-negative (JSON cannot carry NaN or infinity, and serde_json refuses `1e400`; a string
+//! cost of `"inf"` or `"NaN"` is refused here), and ids are whole numbers up to `u64::MAX`.
+//! What the registry keeps of a report is bounded: `url` is at most [`MAX_URL_LEN`] bytes,
+//! `error_msg` is cut to [`MAX_ERROR_LEN`], and a body larger than [`MAX_KEPT_REPORT`] is
+//! kept only as a summary of its known fields.
 
 use super::error::AutoscalerError;
 use serde_json::{Map, Value};
 
 /// Routing units counted for a request that gives no `cost`.
 pub const UNKNOWN_COST_UNITS: f64 = 1.0;
+
+/// Longest worker `url` accepted, bytes: it is echoed and signed in every `auth_data`.
+pub const MAX_URL_LEN: usize = 2048;
+
+/// Longest `error_msg` kept, bytes; a longer one is cut (on a character boundary).
+pub const MAX_ERROR_LEN: usize = 1024;
+
+/// Largest report body kept whole for `get_endpoint_workers`, bytes of JSON. A larger one
+/// (a huge `working_request_idxs`, say) is kept as [`summary`]: the §5.1 fields only, lists
+/// replaced by their length, strings cut to [`MAX_ERROR_LEN`].
+pub const MAX_KEPT_REPORT: usize = 16 << 10;
+
+/// The `worker_status` fields of PROTOCOL.md §5.1, plus Vespa's `endpoint`.
+const REPORT_FIELDS: &[&str] = &[
+    "id",
+    "version",
+    "loadtime",
+    "new_load",
+    "cur_load",
+    "rej_load",
+    "max_perf",
+    "cur_perf",
+    "error_msg",
+    "num_requests_working",
+    "num_requests_recieved",
+    "additional_disk_usage",
+    "disk_usage",
+    "working_request_idxs",
+    "cur_capacity",
+    "max_capacity",
+    "url",
+    "endpoint",
+];
+
+/// The statuses a finished request is counted under; anything else counts as `Unknown`,
+/// so a worker cannot grow the per-worker counts with made-up names.
+pub const FINISHED_STATUSES: &[&str] = &["Success", "Error", "Cancelled", "Rejected", "Unknown"];
 
 /// A `POST /route/` body.
 #[derive(Debug, Clone, PartialEq)]
@@ -76,7 +120,8 @@ pub struct Report {
     pub error_msg: String,
     /// Vespa extension: the one endpoint this worker serves. `None`: every endpoint.
     pub endpoint: Option<String>,
-    /// The whole report minus `mtoken`, shown by `get_endpoint_workers`.
+    /// The report minus `mtoken`, shown by `get_endpoint_workers`: whole up to
+    /// [`MAX_KEPT_REPORT`] bytes, else a [`summary`].
     pub body: Map<String, Value>,
 }
 
@@ -88,17 +133,66 @@ impl Report {
         let endpoint = optional_str(&body, "endpoint")?
             .filter(|s| !s.is_empty())
             .map(str::to_string);
+        let url = optional_str(&body, "url")?.unwrap_or("").to_string();
+        if url.len() > MAX_URL_LEN {
+            return Err(invalid(format!("url is longer than {MAX_URL_LEN} bytes")));
+        }
+        let error_msg = cut(
+            optional_str(&body, "error_msg")?.unwrap_or(""),
+            MAX_ERROR_LEN,
+        )
+        .to_string();
+        let loadtime = optional_number(&body, "loadtime")?;
+        let max_perf = optional_number(&body, "max_perf")?;
+        let cur_load = optional_number(&body, "cur_load")?;
+        let size = serde_json::to_vec(&body).map_or(usize::MAX, |v| v.len());
+        let body = if size > MAX_KEPT_REPORT {
+            tracing::debug!(worker = id, size, "large report kept as a summary");
+            summary(&body)
+        } else {
+            body
+        };
         Ok(Report {
             id,
-            url: optional_str(&body, "url")?.unwrap_or("").to_string(),
-            loadtime: optional_number(&body, "loadtime")?,
-            max_perf: optional_number(&body, "max_perf")?,
-            cur_load: optional_number(&body, "cur_load")?,
-            error_msg: optional_str(&body, "error_msg")?.unwrap_or("").to_string(),
+            url,
+            loadtime,
+            max_perf,
+            cur_load,
+            error_msg,
             endpoint,
             body,
         })
     }
+}
+
+/// A bounded copy of a large report: the §5.1 fields only, each list replaced by its
+/// length and each string cut to [`MAX_ERROR_LEN`] bytes, plus `"summarised": true`.
+pub fn summary(body: &Map<String, Value>) -> Map<String, Value> {
+    let mut kept = Map::new();
+    for field in REPORT_FIELDS {
+        let Some(v) = body.get(*field) else { continue };
+        let v = match v {
+            Value::Array(a) => Value::from(a.len()),
+            Value::Object(o) => Value::from(o.len()),
+            Value::String(s) => Value::from(cut(s, MAX_ERROR_LEN)),
+            other => other.clone(),
+        };
+        kept.insert((*field).to_string(), v);
+    }
+    kept.insert("summarised".into(), Value::Bool(true));
+    kept
+}
+
+/// `s` cut to at most `max` bytes, on a character boundary.
+fn cut(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 /// One finished request from a `delete_requests` body (PROTOCOL.md §5.2).
@@ -106,8 +200,9 @@ impl Report {
 pub struct Finished {
     /// The request's `request_idx`, when given.
     pub request_idx: Option<u64>,
-    /// `Success`, `Error`, `Cancelled`, `Rejected`, …; from `success` when `status` is absent.
-    pub status: String,
+    /// One of [`FINISHED_STATUSES`]: `status` when it is a known one, else from `success`
+    /// when `status` is absent, else `Unknown`.
+    pub status: &'static str,
 }
 
 /// A `delete_requests` body.
@@ -142,10 +237,14 @@ impl DeleteRequests {
                     ),
                 };
                 let status = match (optional_str(r, "status")?, r.get("success")) {
-                    (Some(s), _) if !s.is_empty() => s.to_string(),
-                    (_, Some(Value::Bool(true))) => "Success".into(),
-                    (_, Some(Value::Bool(false))) => "Error".into(),
-                    _ => "Unknown".into(),
+                    (Some(s), _) if !s.is_empty() => FINISHED_STATUSES
+                        .iter()
+                        .find(|known| **known == s)
+                        .copied()
+                        .unwrap_or("Unknown"),
+                    (_, Some(Value::Bool(true))) => "Success",
+                    (_, Some(Value::Bool(false))) => "Error",
+                    _ => "Unknown",
                 };
                 Ok(Finished {
                     request_idx,
@@ -164,13 +263,14 @@ fn invalid(message: impl Into<String>) -> AutoscalerError {
     AutoscalerError::InvalidRequest(message.into())
 }
 
-/// A number, or a string holding one (PROTOCOL.md §4 accepts both for `cost`).
+/// A finite number, or a string holding one (PROTOCOL.md §4 accepts both for `cost`).
 fn number(v: &Value) -> Option<f64> {
-    match v {
+    let n = match v {
         Value::Number(n) => n.as_f64(),
-        Value::String(s) => s.trim().parse::<f64>().ok().filter(|n| n.is_finite()),
+        Value::String(s) => s.trim().parse::<f64>().ok(),
         _ => None,
-    }
+    };
+    n.filter(|n| n.is_finite())
 }
 
 /// A non-negative whole number; `7.0` counts (Python clients may send floats).
@@ -206,11 +306,15 @@ fn optional_str<'a>(
     }
 }
 
+/// A finite number >= 0; 0 when absent or `null`.
 fn optional_number(body: &Map<String, Value>, field: &str) -> Result<f64, AutoscalerError> {
     match body.get(field) {
         None | Some(Value::Null) => Ok(0.0),
-        Some(Value::Number(n)) => Ok(n.as_f64().unwrap_or(0.0)),
-        Some(_) => Err(invalid(format!("{field} must be a number"))),
+        Some(Value::Number(n)) => match n.as_f64() {
+            Some(f) if f.is_finite() && f >= 0.0 => Ok(f),
+            _ => Err(invalid(format!("{field} must be a number >= 0"))),
+        },
+        Some(_) => Err(invalid(format!("{field} must be a number >= 0"))),
     }
 }
 
@@ -286,8 +390,88 @@ mod tests {
         ]})))
         .unwrap();
         assert_eq!(d.worker_id, 3);
-        let statuses: Vec<_> = d.requests.iter().map(|f| f.status.as_str()).collect();
+        let statuses: Vec<_> = d.requests.iter().map(|f| f.status).collect();
         assert_eq!(statuses, ["Cancelled", "Error", "Success"]);
         assert_eq!(d.requests[2].request_idx, None);
+    }
+
+    #[test]
+    fn route_request_takes_extreme_numbers_without_arithmetic_on_them() {
+        let r = RouteRequest::parse(&obj(json!({
+            "endpoint": "e", "request_idx": u64::MAX, "cost": u64::MAX
+        })))
+        .unwrap();
+        assert_eq!(r.request_idx, u64::MAX);
+        assert_eq!(r.cost, json!(u64::MAX), "echoed as sent");
+        assert!(r.units.is_finite());
+        let r = RouteRequest::parse(&obj(json!({"endpoint": "e", "cost": 1.7e308}))).unwrap();
+        assert_eq!(r.units, 1.7e308);
+        for cost in [
+            json!("NaN"),
+            json!("inf"),
+            json!("-inf"),
+            json!("1e400"),
+            json!(-0.5),
+        ] {
+            let body = obj(json!({"endpoint": "e", "cost": cost}));
+            assert_eq!(
+                RouteRequest::parse(&body).unwrap_err().status(),
+                422,
+                "{cost}"
+            );
+        }
+        assert!(serde_json::from_str::<Value>(r#"{"cost": 1e400}"#).is_err());
+        let too_big = obj(json!({"endpoint": "e", "request_idx": 1.8e19}));
+        assert_eq!(RouteRequest::parse(&too_big).unwrap_err().status(), 422);
+    }
+
+    #[test]
+    fn report_refuses_negative_loads_and_capacities() {
+        for field in ["loadtime", "max_perf", "cur_load"] {
+            let e = Report::parse(obj(json!({"id": 1, field: -1.0}))).unwrap_err();
+            assert_eq!(e.status(), 422, "{field}");
+            assert!(e.to_string().contains(field), "{e}");
+        }
+        let r = Report::parse(obj(json!({"id": u64::MAX, "max_perf": 1.7e308}))).unwrap();
+        assert_eq!((r.id, r.max_perf), (u64::MAX, 1.7e308));
+    }
+
+    #[test]
+    fn report_bounds_what_is_kept() {
+        let long_url = format!("http://{}", "a".repeat(MAX_URL_LEN));
+        let e = Report::parse(obj(json!({"id": 1, "url": long_url}))).unwrap_err();
+        assert_eq!(e.status(), 422);
+        let error = "é".repeat(MAX_ERROR_LEN);
+        let r = Report::parse(obj(json!({"id": 1, "error_msg": error}))).unwrap();
+        assert!(r.error_msg.len() <= MAX_ERROR_LEN && !r.error_msg.is_empty());
+
+        let idxs: Vec<u64> = (0..100_000).collect();
+        let big = json!({"id": 1, "max_perf": 3.0, "working_request_idxs": idxs,
+                         "padding": "x".repeat(100), "url": "http://w"});
+        let r = Report::parse(obj(big)).unwrap();
+        assert_eq!(r.max_perf, 3.0);
+        assert_eq!(r.body["working_request_idxs"], 100_000);
+        assert_eq!(r.body["summarised"], true);
+        assert!(
+            !r.body.contains_key("padding"),
+            "unknown fields are not kept"
+        );
+        assert!(serde_json::to_vec(&r.body).unwrap().len() < MAX_KEPT_REPORT);
+        let small = Report::parse(obj(json!({"id": 1, "padding": [1, 2]}))).unwrap();
+        assert_eq!(
+            small.body["padding"],
+            json!([1, 2]),
+            "a small report is kept whole"
+        );
+    }
+
+    #[test]
+    fn finished_statuses_are_a_fixed_set() {
+        let d = DeleteRequests::parse(&obj(json!({"worker_id": 1, "requests": [
+            {"status": "Rejected"}, {"status": "made-up-1"}, {"status": "x".repeat(10_000)},
+        ]})))
+        .unwrap();
+        let statuses: Vec<_> = d.requests.iter().map(|f| f.status).collect();
+        assert_eq!(statuses, ["Rejected", "Unknown", "Unknown"]);
     }
 }

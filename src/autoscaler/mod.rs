@@ -10,14 +10,20 @@
 //! one in an extra `endpoint` field (a Vespa extension; Vast's workers never send it), so with
 //! a single endpoint every worker serves it. [`registry`] holds the pool and the routing
 //! choice; [`routes`] the handlers; [`messages`] the wire formats.
+//!
+//! Hardened for an open port: worker reports need the master token unless `--insecure` is
+//! given explicitly; workers that stop reporting are pruned; every map it keeps is capped
+//! and every body it reads is limited (see [`AutoscalerConfig`] for the defaults); numbers
+//! from clients and workers are checked before any arithmetic, which saturates.
 
 mod config;
 pub mod error;
 pub mod messages;
+mod pending;
 pub mod registry;
 pub mod routes;
 
-pub use config::{AutoscalerArgs, AutoscalerConfig, DEFAULT_LISTEN};
+pub use config::{AutoscalerArgs, AutoscalerConfig, DEFAULT_LISTEN, WorkerAuth};
 
 use registry::Registry;
 use std::io::Write;
@@ -43,7 +49,7 @@ impl Shared {
         // Internal: a failed RNG only weakens uniqueness across restarts, not within one run.
         let _ = aws_lc_rs::rand::fill(&mut bytes);
         Shared {
-            registry: Mutex::new(Registry::new(config.stale_after)),
+            registry: Mutex::new(Registry::new(config.limits())),
             config,
             request_ids: AtomicU64::new(1),
             nonce: bytes.iter().map(|b| format!("{b:02x}")).collect(),
@@ -126,7 +132,7 @@ impl Drop for Autoscaler {
 
 /// Runs the autoscaler until interrupted; returns the exit code (64 for invalid flags).
 pub async fn run(args: &AutoscalerArgs) -> i32 {
-    let config = match AutoscalerConfig::from_args(args) {
+    let config = match AutoscalerConfig::from_args(args, &crate::env::ProcessEnv) {
         Ok(c) => c,
         Err(e) => return e.eprint(),
     };
@@ -144,11 +150,21 @@ pub async fn run(args: &AutoscalerArgs) -> i32 {
             "no --key-file: signing with a key generated now; workers must fetch /pubkey/ again after a restart"
         );
     }
+    if config.worker_auth == WorkerAuth::Insecure {
+        tracing::warn!(
+            "--insecure: worker reports are not authenticated; anyone who reaches this port can add workers"
+        );
+    }
     tracing::info!(
         endpoints = ?config.endpoints.keys().collect::<Vec<_>>(),
         signature_form = ?config.signature_form,
         stale_after_secs = config.stale_after.as_secs_f64(),
-        master_token = config.master_token.is_some(),
+        prune_after_secs = config.prune_after.as_secs_f64(),
+        master_token = matches!(config.worker_auth, WorkerAuth::MasterToken(_)),
+        max_workers = config.max_workers,
+        max_routed_per_worker = config.max_routed_per_worker,
+        max_report_body = config.max_report_body,
+        max_delete_body = config.max_delete_body,
         "autoscaler configured"
     );
     let listen = config.listen;

@@ -9,8 +9,16 @@
 //! requests routed since the report, then lowest id. The routed sum matters: reports come
 //! once a second at best, so without it a burst between two reports would all land on the
 //! worker that looked idlest at the last report.
+//!
+//! Memory is bounded: a worker silent for `prune_after` leaves the registry (it is only
+//! *stale*, kept but not routed, from `stale_after`); at most `max_workers` are kept, the
+//! one with the oldest report leaving first; each worker's routed-since-report list holds at
+//! most `max_routed_per_worker` entries ([`Pending`]); finished requests are counts over a
+//! fixed set of statuses; nothing a client or worker sends is added to a counter without
+//! saturating.
 
 use super::messages::{Finished, Report};
+use super::pending::Pending;
 use serde::Serialize;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -55,6 +63,28 @@ pub struct Census {
     pub stale: usize,
 }
 
+/// How long workers are kept and how much of them. See [`AutoscalerConfig`] for the
+/// defaults.
+///
+/// [`AutoscalerConfig`]: super::AutoscalerConfig
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// A worker silent this long is [`Status::Stale`] (`Duration::ZERO`: at once).
+    pub stale_after: Duration,
+    /// A worker silent this long is removed.
+    pub prune_after: Duration,
+    /// Most workers kept; a new one beyond it replaces the one with the oldest report.
+    pub max_workers: usize,
+    /// Most requests counted per worker between two of its reports.
+    pub max_routed_per_worker: usize,
+}
+
+/// Largest client-given `request_idx` that moves the counter new ids come from: 2^53 − 1,
+/// the largest integer every JSON client (JavaScript, Python floats) keeps exact. A larger
+/// one is echoed for its request but not followed, so no client can push the counter to
+/// `u64::MAX`.
+pub const MAX_FOLLOWED_REQUEST_IDX: u64 = (1 << 53) - 1;
+
 /// The worker a request was routed to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Assignment {
@@ -72,10 +102,11 @@ struct WorkerRecord {
     received_at: Instant,
     ever_loaded: bool,
     last_reqnum: u64,
-    /// Requests routed since the last report: `request_idx` → routing units.
-    pending: BTreeMap<u64, f64>,
+    /// Requests routed since the last report.
+    pending: Pending,
     routed: u64,
-    finished: BTreeMap<String, u64>,
+    /// Finished requests by status; the keys are the fixed set of [`Finished::status`].
+    finished: BTreeMap<&'static str, u64>,
 }
 
 impl WorkerRecord {
@@ -87,7 +118,9 @@ impl WorkerRecord {
     }
 
     fn estimated_wait(&self) -> f64 {
-        let load = self.report.cur_load + self.pending.values().sum::<f64>();
+        // Internal: both terms are finite and >= 0 (messages.rs rejects the rest), so the
+        // result is at worst +inf, which `total_cmp` orders last.
+        let load = self.report.cur_load + self.pending.units();
         load / self.report.max_perf.max(1e-5)
     }
 }
@@ -96,20 +129,23 @@ impl WorkerRecord {
 #[derive(Debug)]
 pub struct Registry {
     workers: BTreeMap<u64, WorkerRecord>,
-    stale_after: Duration,
+    limits: Limits,
     last_request_idx: u64,
     unknown_worker_deletes: u64,
+    pruned: u64,
+    evicted: u64,
 }
 
 impl Registry {
-    /// An empty pool. A worker silent for `stale_after` or longer is [`Status::Stale`]
-    /// (so `Duration::ZERO` makes every worker stale at once).
-    pub fn new(stale_after: Duration) -> Registry {
+    /// An empty pool with these limits.
+    pub fn new(limits: Limits) -> Registry {
         Registry {
             workers: BTreeMap::new(),
-            stale_after,
+            limits,
             last_request_idx: 0,
             unknown_worker_deletes: 0,
+            pruned: 0,
+            evicted: 0,
         }
     }
 
@@ -117,29 +153,75 @@ impl Registry {
     /// seen before. The routed-since-report bookkeeping restarts: the report's `cur_load`
     /// now covers what was routed before it.
     pub fn report(&mut self, report: Report, now: Instant) -> bool {
+        self.prune(now);
         let loaded = report.loadtime > 0.0;
-        match self.workers.get_mut(&report.id) {
-            Some(w) => {
-                w.ever_loaded |= loaded;
-                w.report = report;
-                w.received_at = now;
-                w.pending.clear();
-                false
+        if let Some(w) = self.workers.get_mut(&report.id) {
+            w.ever_loaded |= loaded;
+            w.report = report;
+            w.received_at = now;
+            let dropped = w.pending.clear();
+            if dropped > 0 {
+                tracing::warn!(
+                    worker = w.report.id,
+                    dropped,
+                    max_routed_per_worker = self.limits.max_routed_per_worker,
+                    "more requests routed between two reports than are counted; the oldest were dropped from the count"
+                );
             }
-            None => {
-                let record = WorkerRecord {
-                    report,
-                    received_at: now,
-                    ever_loaded: loaded,
-                    last_reqnum: 0,
-                    pending: BTreeMap::new(),
-                    routed: 0,
-                    finished: BTreeMap::new(),
-                };
-                self.workers.insert(record.report.id, record);
-                true
-            }
+            return false;
         }
+        while self.workers.len() >= self.limits.max_workers.max(1) {
+            let Some(oldest) = self
+                .workers
+                .values()
+                .min_by_key(|w| (w.received_at, w.report.id))
+                .map(|w| w.report.id)
+            else {
+                break;
+            };
+            self.workers.remove(&oldest);
+            self.evicted = self.evicted.saturating_add(1);
+            tracing::warn!(
+                worker = oldest,
+                evicted_total = self.evicted,
+                max_workers = self.limits.max_workers,
+                "registry full: the worker with the oldest report was dropped"
+            );
+        }
+        let record = WorkerRecord {
+            report,
+            received_at: now,
+            ever_loaded: loaded,
+            last_reqnum: 0,
+            pending: Pending::new(self.limits.max_routed_per_worker),
+            routed: 0,
+            finished: BTreeMap::new(),
+        };
+        self.workers.insert(record.report.id, record);
+        true
+    }
+
+    /// Removes every worker silent for `prune_after` or longer; returns how many left.
+    /// Called by every other method that is given the time, so a registry nobody asks
+    /// anything holds nothing it could have pruned that matters.
+    pub fn prune(&mut self, now: Instant) -> usize {
+        let prune_after = self.limits.prune_after;
+        let before = self.workers.len();
+        self.workers.retain(|id, w| {
+            let silent = now.saturating_duration_since(w.received_at);
+            let keep = silent < prune_after;
+            if !keep {
+                tracing::info!(
+                    worker = id,
+                    silent_secs = silent.as_secs_f64(),
+                    "worker pruned: no report for --prune-after"
+                );
+            }
+            keep
+        });
+        let pruned = before - self.workers.len();
+        self.pruned = self.pruned.saturating_add(pruned as u64);
+        pruned
     }
 
     /// Records finished requests of `worker_id`: counted by status, and no longer counted as
@@ -147,26 +229,34 @@ impl Registry {
     /// reported.
     pub fn finished(&mut self, worker_id: u64, requests: &[Finished]) -> bool {
         let Some(w) = self.workers.get_mut(&worker_id) else {
-            self.unknown_worker_deletes += requests.len() as u64;
+            let n = u64::try_from(requests.len()).unwrap_or(u64::MAX);
+            self.unknown_worker_deletes = self.unknown_worker_deletes.saturating_add(n);
             return false;
         };
         for r in requests {
-            *w.finished.entry(r.status.clone()).or_default() += 1;
+            let count = w.finished.entry(r.status).or_default();
+            *count = count.saturating_add(1);
             if let Some(idx) = r.request_idx {
-                w.pending.remove(&idx);
+                w.pending.remove(idx);
             }
         }
         true
     }
 
     /// The `request_idx` of a `/route/` call: `given` when non-zero (a poll or retry of an
-    /// earlier request), else a new id, increasing. New ids never collide with a given one.
+    /// earlier request), else a new id, increasing. New ids never collide with a given one
+    /// up to [`MAX_FOLLOWED_REQUEST_IDX`]; a larger given id is kept for its request but
+    /// does not move the counter.
     pub fn request_idx(&mut self, given: u64) -> u64 {
         if given != 0 {
-            self.last_request_idx = self.last_request_idx.max(given);
+            if given <= MAX_FOLLOWED_REQUEST_IDX {
+                self.last_request_idx = self.last_request_idx.max(given);
+            }
             return given;
         }
-        self.last_request_idx += 1;
+        // Internal: at most 2^53 − 1 plus one per call, so this does not saturate in practice;
+        // if it ever did, ids would repeat rather than the process panic.
+        self.last_request_idx = self.last_request_idx.saturating_add(1);
         self.last_request_idx
     }
 
@@ -180,6 +270,7 @@ impl Registry {
         units: f64,
         now: Instant,
     ) -> Result<Assignment, Census> {
+        self.prune(now);
         let chosen = self
             .workers
             .values()
@@ -187,7 +278,7 @@ impl Registry {
             .min_by(|a, b| {
                 a.estimated_wait()
                     .total_cmp(&b.estimated_wait())
-                    .then(a.pending.len().cmp(&b.pending.len()))
+                    .then(a.pending.count().cmp(&b.pending.count()))
                     .then(a.report.id.cmp(&b.report.id))
             })
             .map(|w| w.report.id);
@@ -196,12 +287,14 @@ impl Registry {
         };
         // A retried request counts on the worker it goes to now, not where it went before.
         for w in self.workers.values_mut() {
-            w.pending.remove(&request_idx);
+            w.pending.remove(request_idx);
         }
         let w = self.workers.get_mut(&id).expect("chosen from the map");
         w.pending.insert(request_idx, units);
-        w.routed += 1;
-        w.last_reqnum += 1;
+        w.routed = w.routed.saturating_add(1);
+        // Internal: one per route, so u64::MAX is out of reach; saturating keeps it a
+        // non-decreasing counter rather than a panic if it were not.
+        w.last_reqnum = w.last_reqnum.saturating_add(1);
         Ok(Assignment {
             worker_id: id,
             url: w.report.url.clone(),
@@ -223,8 +316,9 @@ impl Registry {
         c
     }
 
-    /// The `get_endpoint_workers` list for `endpoint`, by id.
-    pub fn list(&self, endpoint: &str, now: Instant) -> Vec<Value> {
+    /// The `get_endpoint_workers` list for `endpoint`, by id (after pruning).
+    pub fn list(&mut self, endpoint: &str, now: Instant) -> Vec<Value> {
+        self.prune(now);
         self.workers
             .values()
             .filter(|w| w.serves(endpoint))
@@ -237,7 +331,7 @@ impl Registry {
                     "last_report": w.report.body,
                     "seconds_since_report": now.saturating_duration_since(w.received_at).as_secs_f64(),
                     "routed": w.routed,
-                    "routed_since_report": w.pending.len(),
+                    "routed_since_report": w.pending.count(),
                     "finished": w.finished,
                 })
             })
@@ -249,8 +343,23 @@ impl Registry {
         self.unknown_worker_deletes
     }
 
+    /// Workers kept now.
+    pub fn len(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// Whether no worker is kept.
+    pub fn is_empty(&self) -> bool {
+        self.workers.is_empty()
+    }
+
+    /// Workers removed so far for silence (`prune_after`) and for room (`max_workers`).
+    pub fn removed(&self) -> (u64, u64) {
+        (self.pruned, self.evicted)
+    }
+
     fn status(&self, w: &WorkerRecord, now: Instant) -> Status {
-        if now.saturating_duration_since(w.received_at) >= self.stale_after {
+        if now.saturating_duration_since(w.received_at) >= self.limits.stale_after {
             Status::Stale
         } else if !w.report.error_msg.is_empty() {
             Status::Error
@@ -268,6 +377,12 @@ mod tests {
     use serde_json::Map;
 
     const STALE: Duration = Duration::from_secs(30);
+    const LIMITS: Limits = Limits {
+        stale_after: STALE,
+        prune_after: Duration::from_secs(60),
+        max_workers: 1000,
+        max_routed_per_worker: 1000,
+    };
 
     fn report(id: u64, cur_load: f64, max_perf: f64) -> Report {
         Report {
@@ -283,7 +398,7 @@ mod tests {
     }
 
     fn pool(reports: Vec<Report>, now: Instant) -> Registry {
-        let mut r = Registry::new(STALE);
+        let mut r = Registry::new(LIMITS);
         for rep in reports {
             r.report(rep, now);
         }
@@ -399,7 +514,7 @@ mod tests {
         r.route("e", 7, 100.0, now).unwrap(); // worker 1
         let done = Finished {
             request_idx: Some(7),
-            status: "Success".into(),
+            status: "Success",
         };
         assert!(r.finished(1, std::slice::from_ref(&done)));
         assert_eq!(pick(&mut r, now), 1, "worker 1 is idle again");
@@ -408,5 +523,130 @@ mod tests {
         let listed = r.list("e", now);
         assert_eq!(listed[0]["finished"]["Success"], 1);
         assert_eq!(listed[0]["routed"], 2);
+    }
+
+    fn limits() -> Limits {
+        Limits {
+            stale_after: Duration::from_secs(1),
+            prune_after: Duration::from_secs(3),
+            max_workers: 1000,
+            max_routed_per_worker: 1000,
+        }
+    }
+
+    fn ids(r: &mut Registry, now: Instant) -> Vec<u64> {
+        r.list("e", now)
+            .iter()
+            .map(|w| w["id"].as_u64().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_silent_worker_goes_stale_then_is_pruned_while_a_reporting_one_stays() {
+        let t0 = Instant::now();
+        let mut r = Registry::new(limits());
+        r.report(report(1, 0.0, 10.0), t0);
+        r.report(report(2, 0.0, 10.0), t0);
+        let t2 = t0 + Duration::from_secs(2);
+        r.report(report(2, 0.0, 10.0), t2);
+        assert_eq!(r.census("e", t2).stale, 1, "worker 1 is stale, still kept");
+        assert_eq!(ids(&mut r, t2), [1, 2]);
+        let t3 = t0 + Duration::from_secs(3);
+        assert_eq!(ids(&mut r, t3), [2], "worker 1 silent for prune_after");
+        assert_eq!(r.removed(), (1, 0));
+        assert!(
+            r.report(report(1, 0.0, 10.0), t3),
+            "a pruned worker that reports is new again"
+        );
+        assert_eq!(r.len(), 2);
+    }
+
+    #[test]
+    fn routing_prunes_too() {
+        let t0 = Instant::now();
+        let mut r = Registry::new(limits());
+        r.report(report(1, 0.0, 10.0), t0);
+        let later = t0 + Duration::from_secs(60);
+        let census = r.route("e", 1, 1.0, later).unwrap_err();
+        assert_eq!(census, Census::default());
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn beyond_max_workers_the_worker_with_the_oldest_report_leaves() {
+        let t0 = Instant::now();
+        let mut r = Registry::new(Limits {
+            max_workers: 2,
+            ..limits()
+        });
+        r.report(report(1, 0.0, 10.0), t0);
+        r.report(report(2, 0.0, 10.0), t0 + Duration::from_millis(1));
+        r.report(report(1, 0.0, 10.0), t0 + Duration::from_millis(2)); // 2 is now the oldest
+        r.report(report(3, 0.0, 10.0), t0 + Duration::from_millis(3));
+        let now = t0 + Duration::from_millis(3);
+        assert_eq!(ids(&mut r, now), [1, 3]);
+        assert_eq!(r.removed(), (0, 1));
+    }
+
+    #[test]
+    fn routed_since_report_is_capped_per_worker() {
+        let now = Instant::now();
+        let mut r = Registry::new(Limits {
+            max_routed_per_worker: 3,
+            ..limits()
+        });
+        r.report(report(1, 0.0, 10.0), now);
+        for idx in 1..=10 {
+            r.route("e", idx, 1.0, now).unwrap();
+        }
+        let listed = r.list("e", now);
+        assert_eq!(listed[0]["routed_since_report"], 3);
+        assert_eq!(listed[0]["routed"], 10);
+    }
+
+    #[test]
+    fn a_client_request_idx_of_u64_max_is_echoed_and_new_ids_still_count_up() {
+        let mut r = Registry::new(limits());
+        assert_eq!(r.request_idx(u64::MAX), u64::MAX);
+        assert_eq!(r.request_idx(0), 1);
+        assert_eq!(
+            r.request_idx(MAX_FOLLOWED_REQUEST_IDX),
+            MAX_FOLLOWED_REQUEST_IDX
+        );
+        assert_eq!(r.request_idx(0), MAX_FOLLOWED_REQUEST_IDX + 1);
+        let now = Instant::now();
+        r.report(report(1, 0.0, 10.0), now);
+        let a = r.route("e", u64::MAX, f64::MAX, now).unwrap();
+        let b = r.route("e", u64::MAX - 1, f64::MAX, now).unwrap();
+        assert_eq!((a.reqnum, b.reqnum), (1, 2), "huge costs route, no panic");
+        assert!(r.finished(
+            1,
+            &[Finished {
+                request_idx: Some(u64::MAX),
+                status: "Success",
+            }]
+        ));
+    }
+
+    #[test]
+    fn counters_saturate_instead_of_overflowing() {
+        let now = Instant::now();
+        let mut r = Registry::new(limits());
+        r.report(report(1, 0.0, 10.0), now);
+        let w = r.workers.get_mut(&1).unwrap();
+        w.last_reqnum = u64::MAX;
+        w.routed = u64::MAX;
+        w.finished.insert("Success", u64::MAX);
+        r.unknown_worker_deletes = u64::MAX;
+        let a = r.route("e", 1, 1.0, now).unwrap();
+        assert_eq!(a.reqnum, u64::MAX);
+        let done = Finished {
+            request_idx: Some(1),
+            status: "Success",
+        };
+        r.finished(1, std::slice::from_ref(&done));
+        r.finished(2, &[done]);
+        assert_eq!(r.unknown_worker_deletes(), u64::MAX);
+        assert_eq!(r.list("e", now)[0]["finished"]["Success"], u64::MAX);
     }
 }

@@ -5,6 +5,7 @@
 //! JSON answers in one place.
 
 use super::Shared;
+use super::config::WorkerAuth;
 use super::error::AutoscalerError;
 use super::messages::{DeleteRequests, Report, RouteRequest};
 use crate::http_util::{Body, full, json_response};
@@ -16,8 +17,8 @@ use hyper::body::Incoming;
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 
-/// Largest body the autoscaler reads. Control messages are small; a worker reporting a
-/// huge `working_request_idxs` list still fits.
+/// Largest `/route/` and `/get_endpoint_workers/` body read. Reports have their own,
+/// configured limits (`max_report_body`, `max_delete_body`).
 pub const MAX_BODY: usize = 1 << 20;
 
 /// Serves one request. Never fails: errors become JSON answers.
@@ -83,7 +84,7 @@ fn pubkey(shared: &Shared) -> Response<Body> {
 /// `POST /route/` (PROTOCOL.md §1).
 async fn route(shared: &Shared, req: Request<Incoming>) -> Result<Response<Body>, AutoscalerError> {
     let (parts, body) = req.into_parts();
-    let body = read_object(body, false).await?;
+    let body = read_object(body, MAX_BODY, false).await?;
     let r = RouteRequest::parse(&body)?;
     let key = bearer(&parts.headers).or(r.api_key.as_deref());
     authenticate(shared, &r.endpoint, key)?;
@@ -135,7 +136,7 @@ async fn worker_status(
     shared: &Shared,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, AutoscalerError> {
-    let body = read_object(req.into_body(), false).await?;
+    let body = read_object(req.into_body(), shared.config.max_report_body, false).await?;
     check_token(shared, &body)?;
     let report = Report::parse(body)?;
     if let Some(endpoint) = &report.endpoint
@@ -155,7 +156,7 @@ async fn delete_requests(
     shared: &Shared,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, AutoscalerError> {
-    let body = read_object(req.into_body(), false).await?;
+    let body = read_object(req.into_body(), shared.config.max_delete_body, false).await?;
     check_token(shared, &body)?;
     let d = DeleteRequests::parse(&body)?;
     if !shared.registry().finished(d.worker_id, &d.requests) {
@@ -186,7 +187,7 @@ async fn endpoint_workers(
             .map(|(_, v)| v.as_str())
     };
     let body = if parts.method == Method::POST {
-        read_object(body, true).await?
+        read_object(body, MAX_BODY, true).await?
     } else {
         Map::new()
     };
@@ -207,18 +208,19 @@ async fn endpoint_workers(
     Ok(json_response(StatusCode::OK, &Value::Array(list)))
 }
 
-/// Reads a JSON object body of at most [`MAX_BODY`] bytes; an empty body is `{}` when
-/// `empty_ok`.
+/// Reads a JSON object body of at most `limit` bytes (413 beyond); an empty body is `{}`
+/// when `empty_ok`.
 async fn read_object(
     body: Incoming,
+    limit: usize,
     empty_ok: bool,
 ) -> Result<Map<String, Value>, AutoscalerError> {
-    let bytes: Bytes = Limited::new(body, MAX_BODY)
+    let bytes: Bytes = Limited::new(body, limit)
         .collect()
         .await
         .map_err(|e| {
             if e.downcast_ref::<LengthLimitError>().is_some() {
-                AutoscalerError::BodyTooLarge { limit: MAX_BODY }
+                AutoscalerError::BodyTooLarge { limit }
             } else {
                 AutoscalerError::BadJson(format!("could not read the body: {e}"))
             }
@@ -278,9 +280,9 @@ fn authenticate(shared: &Shared, endpoint: &str, key: Option<&str>) -> Result<()
     Ok(())
 }
 
-/// 401 unless the body's `mtoken` is the configured master token (when one is configured).
+/// 401 unless the body's `mtoken` is the master token (or the autoscaler is `--insecure`).
 fn check_token(shared: &Shared, body: &Map<String, Value>) -> Result<(), AutoscalerError> {
-    let Some(expected) = &shared.config.master_token else {
+    let WorkerAuth::MasterToken(expected) = &shared.config.worker_auth else {
         return Ok(());
     };
     match body.get("mtoken").and_then(Value::as_str) {

@@ -2,17 +2,21 @@
 
 use serde_json::{Value, json};
 use std::time::Duration;
-use vespa::autoscaler::{Autoscaler, AutoscalerConfig};
+use vespa::autoscaler::{Autoscaler, AutoscalerConfig, WorkerAuth};
 use vespa::signing::{PublicKey, SignatureForm, SigningKey, legacy_message, url_message};
 
 const KEY_PEM: &str = include_str!("../fixtures/rsa_key.pem");
 const ENDPOINT: &str = "llm";
 const API_KEY: &str = "key-llm";
+const MTOKEN: &str = "s3cret";
 
 fn config() -> AutoscalerConfig {
-    let mut c = AutoscalerConfig::new(SigningKey::from_pem(KEY_PEM).unwrap())
-        .endpoint(ENDPOINT, API_KEY)
-        .endpoint("other", "key-other");
+    let mut c = AutoscalerConfig::new(
+        SigningKey::from_pem(KEY_PEM).unwrap(),
+        WorkerAuth::MasterToken(MTOKEN.into()),
+    )
+    .endpoint(ENDPOINT, API_KEY)
+    .endpoint("other", "key-other");
     c.listen = "127.0.0.1:0".parse().unwrap();
     c
 }
@@ -58,6 +62,14 @@ impl Harness {
         Self::answer(self.http.get(self.url(path)).send().await.unwrap()).await
     }
 
+    /// `get_endpoint_workers` for [`ENDPOINT`].
+    async fn workers(&self) -> (u16, Value) {
+        self.get(&format!(
+            "/get_endpoint_workers/?endpoint={ENDPOINT}&api_key={API_KEY}"
+        ))
+        .await
+    }
+
     /// `/route/` for [`ENDPOINT`] with the right key in the header, plus `extra` fields.
     async fn route(&self, extra: Value) -> Value {
         let mut body = json!({"endpoint": ENDPOINT, "cost": 100});
@@ -94,7 +106,7 @@ impl Harness {
 /// A worker_status body as PROTOCOL.md §5.1 lists it, loaded and healthy.
 fn ready_report(id: u64) -> Value {
     json!({
-        "id": id, "mtoken": "", "version": "test", "loadtime": 12.5, "new_load": 0.0,
+        "id": id, "mtoken": MTOKEN, "version": "test", "loadtime": 12.5, "new_load": 0.0,
         "cur_load": 0.0, "rej_load": 0.0, "max_perf": 10.0, "cur_perf": 0.0, "error_msg": "",
         "num_requests_working": 0, "num_requests_recieved": 0, "additional_disk_usage": 0.0,
         "disk_usage": 1.0, "working_request_idxs": [], "cur_capacity": 0, "max_capacity": 0,
@@ -312,30 +324,58 @@ async fn the_less_loaded_worker_is_chosen() {
 }
 
 #[tokio::test]
-async fn reports_must_carry_the_master_token_when_one_is_set() {
-    let mut cfg = config();
-    cfg.master_token = Some("s3cret".into());
-    let h = Harness::start(cfg).await;
-    let (status, e) = h.post("/worker_status/", ready_report(1)).await;
-    assert_eq!((status, e["code"].as_str()), (401, Some("invalid_token")));
-    let (status, _) = h
-        .post("/delete_requests/", json!({"worker_id": 1, "requests": []}))
-        .await;
-    assert_eq!(status, 401);
-    h.report(1, json!({"mtoken": "s3cret"})).await;
+async fn reports_without_the_master_token_are_401() {
+    let h = Harness::start(config()).await;
+    for mtoken in [json!(null), json!(""), json!("wrong"), json!(7)] {
+        let mut report = ready_report(1);
+        report["mtoken"] = mtoken.clone();
+        let (status, e) = h.post("/worker_status/", report).await;
+        assert_eq!(
+            (status, e["code"].as_str()),
+            (401, Some("invalid_token")),
+            "{mtoken}"
+        );
+        let (status, e) = h
+            .post(
+                "/delete_requests/",
+                json!({"worker_id": 1, "mtoken": mtoken, "requests": []}),
+            )
+            .await;
+        assert_eq!((status, e["code"].as_str()), (401, Some("invalid_token")));
+    }
+    let (_, workers) = h.workers().await;
+    assert_eq!(workers, json!([]), "no refused report joined the pool");
+    h.report(1, json!({})).await;
     let (status, _) = h
         .post(
             "/delete_requests/",
-            json!({"worker_id": 1, "mtoken": "s3cret", "requests": []}),
+            json!({"worker_id": 1, "mtoken": MTOKEN, "requests": []}),
         )
         .await;
     assert_eq!(status, 200);
 }
 
 #[tokio::test]
+async fn an_insecure_autoscaler_takes_reports_without_a_token() {
+    let mut cfg = config();
+    cfg.worker_auth = WorkerAuth::Insecure;
+    let h = Harness::start(cfg).await;
+    let mut report = ready_report(1);
+    report.as_object_mut().unwrap().remove("mtoken");
+    let (status, _) = h.post("/worker_status/", report).await;
+    assert_eq!(status, 200);
+    assert_eq!(h.route(json!({})).await["url"], worker_url(1));
+}
+
+#[tokio::test]
 async fn worker_status_without_id_or_with_bad_json_is_4xx() {
     let h = Harness::start(config()).await;
-    let (status, e) = h.post("/worker_status/", json!({"url": "http://x"})).await;
+    let (status, e) = h
+        .post(
+            "/worker_status/",
+            json!({"url": "http://x", "mtoken": MTOKEN}),
+        )
+        .await;
     assert_eq!((status, e["code"].as_str()), (422, Some("invalid_request")));
     let (status, _) = h.post_raw("/worker_status/", "{", None).await;
     assert_eq!(status, 400);
@@ -348,7 +388,7 @@ async fn delete_requests_are_counted_and_both_workers_are_listed() {
     h.report(2, json!({})).await;
     let routed = h.route(json!({})).await;
     assert_eq!(routed["url"], worker_url(1));
-    let done = json!({"worker_id": 1, "mtoken": "", "requests": [
+    let done = json!({"worker_id": 1, "mtoken": MTOKEN, "requests": [
         {"request_idx": routed["request_idx"], "success": true, "status": "Success",
          "entered_queue_at": 1.0, "work_started_at": 1.5, "work_completed_at": 2.0},
         {"request_idx": 999, "success": true, "status": "Cancelled",
@@ -426,6 +466,176 @@ async fn dropping_the_handle_stops_the_server() {
     assert!(result.is_ok(), "still serving after drop");
 }
 
+#[tokio::test]
+async fn a_worker_that_stops_reporting_is_pruned() {
+    let mut cfg = config();
+    cfg.stale_after = Duration::ZERO;
+    cfg.prune_after = Duration::from_millis(50);
+    let h = Harness::start(cfg).await;
+    h.report(1, json!({})).await;
+    let pruned = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let (status, workers) = h.workers().await;
+            assert_eq!(status, 200, "{workers}");
+            if workers == json!([]) {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert!(pruned.is_ok(), "worker 1 still listed");
+    let answer = h.route(json!({})).await;
+    assert_eq!(answer["status"]["stale"], 0, "gone, not stale: {answer}");
+    h.report(1, json!({})).await;
+    assert_eq!(
+        h.workers().await.1.as_array().unwrap().len(),
+        1,
+        "it may come back"
+    );
+}
+
+#[tokio::test]
+async fn report_bodies_over_their_limits_are_413() {
+    let mut cfg = config();
+    cfg.max_report_body = 2048;
+    cfg.max_delete_body = 4096;
+    let h = Harness::start(cfg).await;
+    let mut report = ready_report(1);
+    report["padding"] = json!("x".repeat(2048));
+    let (status, e) = h.post("/worker_status/", report).await;
+    assert_eq!((status, e["code"].as_str()), (413, Some("body_too_large")));
+    assert!(e["error"].as_str().unwrap().contains("2048"), "{e}");
+    h.report(1, json!({})).await;
+    let requests: Vec<Value> = (0..400).map(|i| json!({"request_idx": i})).collect();
+    let body = json!({"worker_id": 1, "mtoken": MTOKEN, "requests": requests});
+    let (status, e) = h.post("/delete_requests/", body).await;
+    assert_eq!((status, e["code"].as_str()), (413, Some("body_too_large")));
+    let few: Vec<Value> = (0..20).map(|i| json!({"request_idx": i})).collect();
+    let body = json!({"worker_id": 1, "mtoken": MTOKEN, "requests": few});
+    assert_eq!(h.post("/delete_requests/", body).await.0, 200, "3 KiB fits");
+}
+
+#[tokio::test]
+async fn a_huge_delete_list_within_the_limit_is_counted_under_known_statuses() {
+    let h = Harness::start(config()).await;
+    h.report(1, json!({})).await;
+    let requests: Vec<Value> = (0..100_000u64)
+        .map(|i| json!({"request_idx": u64::MAX - i, "status": format!("s{}", i % 3)}))
+        .collect();
+    let body = json!({"worker_id": 1, "mtoken": MTOKEN, "requests": requests});
+    let (status, answer) = h.post("/delete_requests/", body).await;
+    assert_eq!((status, answer), (200, json!({})));
+    let (_, workers) = h.workers().await;
+    assert_eq!(workers[0]["finished"], json!({"Unknown": 100_000}));
+}
+
+#[tokio::test]
+async fn beyond_max_workers_the_oldest_report_leaves() {
+    let mut cfg = config();
+    cfg.max_workers = 2;
+    let h = Harness::start(cfg).await;
+    for id in [1, 2, 3] {
+        h.report(id, json!({})).await;
+    }
+    let (_, workers) = h.workers().await;
+    let ids: Vec<u64> = workers
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, [2, 3]);
+}
+
+#[tokio::test]
+async fn routed_since_report_is_capped() {
+    let mut cfg = config();
+    cfg.max_routed_per_worker = 2;
+    let h = Harness::start(cfg).await;
+    h.report(1, json!({})).await;
+    for _ in 0..5 {
+        assert_eq!(h.route(json!({})).await["url"], worker_url(1));
+    }
+    let (_, workers) = h.workers().await;
+    assert_eq!(workers[0]["routed"], 5);
+    assert_eq!(workers[0]["routed_since_report"], 2);
+}
+
+#[tokio::test]
+async fn extreme_client_numbers_route_without_overflow() {
+    let h = Harness::start(config()).await;
+    h.report(1, json!({"cur_load": 1.7e308, "max_perf": 1e-300}))
+        .await;
+    h.report(2, json!({})).await;
+    let max = h
+        .route(json!({"request_idx": u64::MAX, "cost": u64::MAX}))
+        .await;
+    assert_eq!(max["request_idx"], u64::MAX);
+    assert_eq!(max["cost"], u64::MAX, "cost echoed as sent");
+    assert_eq!(max["url"], worker_url(2));
+    let again = h
+        .route(json!({"request_idx": u64::MAX, "cost": 1.7e308}))
+        .await;
+    assert_eq!(again["request_idx"], u64::MAX);
+    let fresh = h.route(json!({"request_idx": 0})).await;
+    assert_eq!(
+        fresh["request_idx"], 1,
+        "a client's u64::MAX does not move the counter"
+    );
+    let done = json!({"worker_id": 2, "mtoken": MTOKEN,
+                      "requests": [{"request_idx": u64::MAX, "success": true}]});
+    assert_eq!(h.post("/delete_requests/", done).await.0, 200);
+}
+
+#[tokio::test]
+async fn non_finite_negative_and_out_of_range_numbers_are_refused() {
+    let h = Harness::start(config()).await;
+    for (body, expected) in [
+        (r#"{"endpoint": "llm", "cost": "NaN"}"#, 422),
+        (r#"{"endpoint": "llm", "cost": "inf"}"#, 422),
+        (r#"{"endpoint": "llm", "cost": -1}"#, 422),
+        (r#"{"endpoint": "llm", "cost": 1e400}"#, 400),
+        (
+            r#"{"endpoint": "llm", "request_idx": 18446744073709551616}"#,
+            422,
+        ),
+        (r#"{"endpoint": "llm", "request_idx": -1}"#, 422),
+    ] {
+        let (status, e) = h.post_raw("/route/", body, Some(API_KEY)).await;
+        assert_eq!(status, expected, "{body}: {e}");
+        assert!(e["code"].is_string(), "{body}: {e}");
+    }
+    for extra in [
+        json!({"cur_load": -5.0}),
+        json!({"max_perf": -1}),
+        json!({"loadtime": -0.5}),
+        json!({"id": -1}),
+        json!({"url": "x".repeat(5000)}),
+    ] {
+        let mut report = ready_report(1);
+        report
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let (status, e) = h.post("/worker_status/", report).await;
+        assert_eq!(
+            (status, e["code"].as_str()),
+            (422, Some("invalid_request")),
+            "{extra}"
+        );
+    }
+    let (status, _) = h
+        .post_raw(
+            "/worker_status/",
+            &format!(r#"{{"id": 1, "mtoken": "{MTOKEN}", "cur_load": 1e400}}"#),
+            None,
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(h.workers().await.1, json!([]));
+}
+
 mod cli {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
@@ -478,6 +688,18 @@ mod cli {
                 "--stale-after",
             ),
             (
+                &["--endpoint", "a=1", "--prune-after", "5"],
+                "--prune-after",
+            ),
+            (
+                &["--endpoint", "a=1", "--max-workers", "0"],
+                "--max-workers",
+            ),
+            (
+                &["--endpoint", "a=1", "--max-report-body", "1TB"],
+                "--max-report-body",
+            ),
+            (
                 &["--endpoint", "a=1", "--key-file", "/nonexistent.pem"],
                 "--key-file",
             ),
@@ -496,6 +718,7 @@ mod cli {
             if !args.contains(&"--key-file") {
                 args.extend(["--key-file", &key]);
             }
+            args.extend(["--master-token", "t"]);
             let out = vespa(&args);
             let stderr = String::from_utf8_lossy(&out.stderr);
             assert_eq!(out.status.code(), Some(64), "{args:?}: {stderr}");
@@ -507,11 +730,33 @@ mod cli {
     }
 
     #[test]
+    fn without_a_master_token_or_insecure_it_exits_64_before_binding() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap().to_string();
+        let key = format!("{FIXTURES}rsa_key.pem");
+        let base = ["--endpoint", "a=1", "--key-file", &key, "--listen", &addr];
+        let out = vespa(&base);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{stderr}");
+        assert!(
+            stderr.contains("--master-token") && stderr.contains("--insecure"),
+            "{stderr}"
+        );
+        // With a token it gets as far as binding (taken here, so exit 1, not 64).
+        let out = vespa(&[&base[..], &["--master-token", "t"]].concat());
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        let both = vespa(&[&base[..], &["--master-token", "t", "--insecure"]].concat());
+        assert_eq!(both.status.code(), Some(64));
+        assert!(String::from_utf8_lossy(&both.stderr).contains("--insecure"));
+    }
+
+    #[test]
     fn prints_the_bound_address_on_one_line() {
         let mut child = Command::new(env!("CARGO_BIN_EXE_vespa"))
             .args(["autoscaler", "--listen", "127.0.0.1:0", "--endpoint", "a=1"])
             .args(["--key-file", &format!("{FIXTURES}rsa_key.pem")])
             .env_clear()
+            .env("MASTER_TOKEN", "from-the-environment")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

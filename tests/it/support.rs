@@ -537,11 +537,17 @@ impl RawClient {
     }
 }
 
-/// An autoscaler configuration on 127.0.0.1:0 with one endpoint and a fresh key.
+/// The master token of [`local_autoscaler`]; [`signed_worker`] sends it.
+pub const LOCAL_MASTER_TOKEN: &str = "local-master-token";
+
+/// An autoscaler configuration on 127.0.0.1:0 with one endpoint, a fresh key and
+/// [`LOCAL_MASTER_TOKEN`].
 pub fn local_autoscaler(endpoint: &str, api_key: &str) -> vespa::autoscaler::AutoscalerConfig {
-    let mut c =
-        vespa::autoscaler::AutoscalerConfig::new(vespa::signing::SigningKey::generate().unwrap())
-            .endpoint(endpoint, api_key);
+    let mut c = vespa::autoscaler::AutoscalerConfig::new(
+        vespa::signing::SigningKey::generate().unwrap(),
+        vespa::autoscaler::WorkerAuth::MasterToken(LOCAL_MASTER_TOKEN.into()),
+    )
+    .endpoint(endpoint, api_key);
     c.listen = "127.0.0.1:0".parse().unwrap();
     c
 }
@@ -563,6 +569,10 @@ pub async fn signed_worker(
     c.unsecured = false;
     c.vast.report_addrs = vec![autoscaler.url().parse().unwrap()];
     c.vast.container_id = Some(id);
+    if let vespa::autoscaler::WorkerAuth::MasterToken(t) = &autoscaler.shared().config().worker_auth
+    {
+        c.vast.master_token = Some(t.clone());
+    }
     c.report_tick = Duration::from_millis(20);
     c.report_retry_pause = Duration::from_millis(10);
     c.health_interval = Duration::from_millis(20);
