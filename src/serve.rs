@@ -1,25 +1,36 @@
 //! The accept loop shared by every Vespa server: HTTP/1.1 and HTTP/2 (prior knowledge) on
 //! one port, `TCP_NODELAY` on every connection; optionally behind TLS, where ALPN picks the
-//! protocol.
+//! protocol. [`ServeLimits`] bounds what one client may hold (connections, a slow request
+//! head, a response it does not read, HTTP/2 streams); a stop signal closes every
+//! connection gracefully, so responses in progress are written to their last byte.
 //!
 //! Internal: connections are tasks in a [`JoinSet`] owned by the loop, so aborting the loop
 //! (dropping the server's handle) also closes every open keep-alive connection instead of
 //! leaving them serving a stopped server. Requests are handled inside the connection's own
 //! task, so a client that leaves drops its request future at once.
 
+mod limits;
+pub mod read_timeout;
+pub mod send_timeout;
+mod stall;
+
+pub use limits::*;
+
 use crate::http_util::Body;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use send_timeout::WriteStall;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 /// Time a client has to complete the TLS handshake. Default is 10 s.
@@ -57,7 +68,23 @@ impl Tls {
     }
 }
 
-/// Accepts connections until aborted, answering each request with `handler`.
+/// Binds `addr` for a server: `SO_REUSEADDR` (a restarted server need not wait for the old
+/// connections' `TIME_WAIT`) and a listen backlog of [`LISTEN_BACKLOG`], where connections
+/// beyond [`ServeLimits::max_connections`] wait.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// Accepts connections until aborted, answering each request with `handler`, within the
+/// default [`ServeLimits`].
 pub async fn accept_loop<H, F>(listener: TcpListener, handler: H)
 where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
@@ -73,11 +100,46 @@ where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
+    serve(
+        listener,
+        tls,
+        ServeLimits::default(),
+        std::future::pending(),
+        handler,
+    )
+    .await
+}
+
+/// The accept loop with its limits and a stop signal. When `stop` resolves, the loop stops
+/// accepting (the listener closes) and shuts every connection down gracefully: a response
+/// in progress is written to its end (the last frame, the chunked terminator, HTTP/2's
+/// end of stream), idle keep-alive connections close at once. Returns when every
+/// connection has closed.
+pub async fn serve<H, F>(
+    listener: TcpListener,
+    tls: Option<Tls>,
+    limits: ServeLimits,
+    stop: impl Future<Output = ()>,
+    handler: H,
+) where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
     let mut connections = JoinSet::new();
+    // Internal: one permit per open connection, held by its task. With none left the loop
+    // does not call accept(), so the kernel queues new connections in the backlog.
+    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let (closing, closing_rx) = watch::channel(false);
+    let mut stop = std::pin::pin!(stop);
     loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
+        let permit = tokio::select! {
+            () = &mut stop => break,
             Some(_) = connections.join_next() => continue,
+            p = Arc::clone(&permits).acquire_owned() => p.expect("the semaphore is never closed"),
+        };
+        let accepted = tokio::select! {
+            () = &mut stop => break,
+            accepted = listener.accept() => accepted,
         };
         let (stream, peer) = match accepted {
             Ok(c) => c,
@@ -89,12 +151,32 @@ where
             }
         };
         let _ = stream.set_nodelay(true);
-        let handler = handler.clone();
-        match &tls {
-            None => connections.spawn(serve_connection(stream, peer, Protocol::Any, handler)),
-            Some(tls) => connections.spawn(serve_tls(tls.clone(), stream, peer, handler)),
+        let conn = Conn {
+            peer,
+            limits,
+            closing: closing_rx.clone(),
         };
+        let handler = handler.clone();
+        let tls = tls.clone();
+        let task = async move {
+            match tls {
+                None => serve_connection(stream, conn, Protocol::Any, handler).await,
+                Some(tls) => serve_tls(tls, stream, conn, handler).await,
+            }
+            drop(permit);
+        };
+        connections.spawn(task);
     }
+    drop(listener);
+    let _ = closing.send(true);
+    while connections.join_next().await.is_some() {}
+}
+
+/// What a connection task knows besides its stream.
+struct Conn {
+    peer: SocketAddr,
+    limits: ServeLimits,
+    closing: watch::Receiver<bool>,
 }
 
 /// What the connection speaks.
@@ -104,11 +186,12 @@ enum Protocol {
     Http2,
 }
 
-async fn serve_tls<H, F>(tls: Tls, stream: TcpStream, peer: SocketAddr, handler: H)
+async fn serve_tls<H, F>(tls: Tls, stream: TcpStream, conn: Conn, handler: H)
 where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
+    let peer = conn.peer;
     let handshake = tls.acceptor.accept(stream);
     let stream = match tokio::time::timeout(tls.handshake_timeout, handshake).await {
         Ok(Ok(s)) => s,
@@ -126,28 +209,59 @@ where
         Some(b"http/1.1") => Protocol::Http1,
         _ => Protocol::Any,
     };
-    serve_connection(stream, peer, protocol, handler).await
+    serve_connection(stream, conn, protocol, handler).await
 }
 
-async fn serve_connection<I, H, F>(io: I, peer: SocketAddr, protocol: Protocol, handler: H)
+async fn serve_connection<I, H, F>(io: I, conn: Conn, protocol: Protocol, handler: H)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
+    let Conn {
+        peer,
+        limits,
+        mut closing,
+    } = conn;
     let service = service_fn(move |req| {
         let response = handler(req);
         async move { Ok::<_, Infallible>(response.await) }
     });
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.h2_max_concurrent_streams)
+        .max_header_list_size(limits.h2_max_header_list_size)
+        .keep_alive_interval(limits.h2_keep_alive_interval)
+        .keep_alive_timeout(limits.h2_keep_alive_timeout);
     let builder = match protocol {
         Protocol::Any => builder,
         Protocol::Http1 => builder.http1_only(),
         Protocol::Http2 => builder.http2_only(),
     };
-    if let Err(e) = builder.serve_connection(TokioIo::new(io), service).await {
+    let io = TokioIo::new(WriteStall::new(io, limits.send_timeout));
+    let connection = builder.serve_connection(io, service);
+    let mut connection = std::pin::pin!(connection);
+    let ended = tokio::select! {
+        ended = connection.as_mut() => ended,
+        () = closed(&mut closing) => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(e) = ended {
         tracing::debug!(%peer, error = %e, "client connection ended with an error");
     }
+}
+
+/// Resolves when the loop asks its connections to close (or is gone).
+async fn closed(closing: &mut watch::Receiver<bool>) {
+    let _ = closing.wait_for(|c| *c).await;
 }
 
 /// Resolves on SIGTERM or SIGINT: how every server command is asked to stop. The signal

@@ -85,7 +85,7 @@ pub struct Autoscaler {
 impl Autoscaler {
     /// Binds `config.listen` and starts serving.
     pub async fn start(config: AutoscalerConfig) -> std::io::Result<Autoscaler> {
-        let listener = TcpListener::bind(config.listen).await?;
+        let listener = crate::serve::bind(config.listen)?;
         Ok(Self::serve(listener, config))
     }
 

@@ -81,7 +81,7 @@ impl Sim {
     /// Binds `config.listen` and starts serving. The start-up delay counts from here.
     /// The configuration is trusted; see [`SimConfig::validate`].
     pub async fn start(config: SimConfig) -> std::io::Result<Sim> {
-        let listener = TcpListener::bind(config.listen).await?;
+        let listener = crate::serve::bind(config.listen)?;
         Ok(Self::serve(listener, config))
     }
 

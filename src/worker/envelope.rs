@@ -10,6 +10,7 @@
 //! key order reach the backend untouched.
 
 use super::error::WorkerError;
+use crate::serve::read_timeout::{BodyReadTimeout, ReadTimeout};
 use bytes::Bytes;
 use http::{HeaderMap, Method, header};
 use http_body_util::{BodyExt, Limited};
@@ -100,7 +101,7 @@ pub enum Payload {
     /// The client's body, unchanged (its own `Content-Type` is kept).
     Raw(Bytes),
     /// The client's body, unchanged and streamed (query auth or non-JSON passthrough).
-    Stream(Incoming),
+    Stream(ReadTimeout<Incoming>),
 }
 
 /// A request after the envelope stage.
@@ -140,6 +141,8 @@ pub struct EnvelopeRules {
     pub unsecured: bool,
     /// Body size limit, bytes.
     pub max_body_size: u64,
+    /// Limit on the wait for the next piece of the body (`BODY_READ_TIMEOUT`); 408 after.
+    pub body_read_timeout: Option<std::time::Duration>,
 }
 
 /// Reads the envelope of a request. Errors are 401, 413 or 422 answers.
@@ -160,6 +163,7 @@ pub async fn read(
     {
         return Err(too_large);
     }
+    let body = ReadTimeout::new(body, rules.body_read_timeout);
     let (query_auth, forward_query) = split_query(query)?;
     if let Some(auth) = query_auth {
         // Query auth: the body, whatever it is, goes through unchanged.
@@ -187,6 +191,10 @@ pub async fn read(
     {
         Ok(c) => c.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large),
+        Err(e) if BodyReadTimeout::find(&*e).is_some() => {
+            let limit = rules.body_read_timeout.unwrap_or_default();
+            return Err(WorkerError::RequestTimeout(limit.as_secs_f64()));
+        }
         Err(e) => {
             return Err(WorkerError::InvalidRequest {
                 message: format!("could not read the request body: {e}"),

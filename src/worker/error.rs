@@ -64,6 +64,10 @@ pub enum WorkerError {
     /// 500: the rolling update's marker file could not be written.
     #[error("failed to write file: {0}")]
     UpdateFailed(String),
+    /// 408: the client stopped sending its request body for longer than
+    /// `BODY_READ_TIMEOUT`. The connection is closed after the answer.
+    #[error("the client sent no request body bytes for {0:.1} s")]
+    RequestTimeout(f64),
 }
 
 impl WorkerError {
@@ -78,6 +82,7 @@ impl WorkerError {
             Self::NotReady { .. } | Self::Draining => StatusCode::SERVICE_UNAVAILABLE,
             Self::BackendTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::UpdateFailed(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -97,6 +102,7 @@ impl WorkerError {
             Self::NotFound(_) => "not_found",
             Self::Unauthorized => "unauthorized",
             Self::UpdateFailed(_) => "update_failed",
+            Self::RequestTimeout(_) => "request_timeout",
         }
     }
 
@@ -125,6 +131,11 @@ impl WorkerError {
         if let Some(secs) = self.retry_after() {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs.clamp(1, 3600)));
+        }
+        if matches!(self, Self::RequestTimeout(_)) {
+            // The rest of the body may still come; the connection cannot be reused.
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         resp
     }

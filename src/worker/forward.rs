@@ -5,6 +5,7 @@ use super::backend::{Backend, ResponseBody};
 use super::envelope::{Inbound, Payload};
 use super::error::WorkerError;
 use crate::http_util::{Body, full, strip_hop_by_hop};
+use crate::serve::read_timeout::BodyReadTimeout;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
@@ -40,6 +41,10 @@ impl Forward {
             None => send.await,
         };
         sent.map_err(|e| {
+            if let Some(t) = BodyReadTimeout::find(&e) {
+                // The client, not the backend, stopped the upload.
+                return WorkerError::RequestTimeout(t.0);
+            }
             tracing::warn!(error = %e, "backend request failed");
             // The client hears what happened, never where the backend is.
             WorkerError::BackendUnavailable(e.kind().to_string())

@@ -35,6 +35,7 @@ async fn proxy(shared: &Shared, req: Request<Incoming>) -> Result<Response<Body>
     let rules = EnvelopeRules {
         unsecured: cfg.unsecured,
         max_body_size: cfg.max_body_size,
+        body_read_timeout: cfg.body_read_timeout,
     };
     let inbound = envelope::read(
         &parts.method,

@@ -36,7 +36,6 @@ use report::{Book, Reporter, Sources};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -86,7 +85,15 @@ pub struct Worker {
     addr: SocketAddr,
     shared: Arc<Shared>,
     tasks: Vec<JoinHandle<()>>,
+    /// Set to stop accepting and close every connection gracefully.
+    stop: watch::Sender<bool>,
+    /// Becomes true when the accept loop has stopped and every connection has closed.
+    closed: watch::Receiver<bool>,
 }
+
+/// Time connections get, past the drain timeout, to write out what they were handed: the
+/// working set can empty just as the timeout ends, with the last frames not yet on the wire.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 impl Worker {
     /// Loads the TLS certificate and key (with `USE_SSL`), binds the listen address and
@@ -98,17 +105,18 @@ impl Worker {
             .as_ref()
             .map(crate::tls::server::load)
             .transpose()?;
-        let listener =
-            TcpListener::bind(config.listen)
-                .await
-                .map_err(|source| StartError::Bind {
-                    addr: config.listen,
-                    source,
-                })?;
+        let listener = crate::serve::bind(config.listen).map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
         Ok(Self::serve(listener, config, tls))
     }
 
-    fn serve(listener: TcpListener, config: WorkerConfig, tls: Option<ServerTls>) -> Worker {
+    fn serve(
+        listener: tokio::net::TcpListener,
+        config: WorkerConfig,
+        tls: Option<ServerTls>,
+    ) -> Worker {
         let addr = listener
             .local_addr()
             .expect("a bound listener has an address");
@@ -120,15 +128,21 @@ impl Worker {
             move |req| handler::handle(Arc::clone(&shared), req)
         };
         let mut tasks = Vec::new();
-        let accept = match tls {
-            Some(tls) => {
-                tasks.push(tokio::spawn(
-                    Arc::clone(tls.certs()).watch(crate::tls::server::DEFAULT_RELOAD_INTERVAL),
-                ));
-                let tls = crate::serve::Tls::new(tls.config());
-                crate::serve::accept_loop_tls(listener, Some(tls), handler)
-            }
-            None => crate::serve::accept_loop_tls(listener, None, handler),
+        let tls = tls.map(|tls| {
+            tasks.push(tokio::spawn(
+                Arc::clone(tls.certs()).watch(crate::tls::server::DEFAULT_RELOAD_INTERVAL),
+            ));
+            crate::serve::Tls::new(tls.config())
+        });
+        let (stop, mut stop_rx) = watch::channel(false);
+        let (closed_tx, closed) = watch::channel(false);
+        let limits = shared.config.serve_limits;
+        let accept = async move {
+            let stopped = async move {
+                let _ = stop_rx.wait_for(|s| *s).await;
+            };
+            crate::serve::serve(listener, tls, limits, stopped, handler).await;
+            let _ = closed_tx.send(true);
         };
         tasks.push(tokio::spawn(accept));
         let (key_tx, key_rx) = watch::channel(startup::KeyState::Pending);
@@ -152,6 +166,8 @@ impl Worker {
             addr,
             shared,
             tasks,
+            stop,
+            closed,
         }
     }
 
@@ -172,9 +188,12 @@ impl Worker {
     }
 
     /// Graceful shutdown (PROTOCOL.md §6): refuse new work with 503 `draining`, wait up to
-    /// `timeout` for the working set to empty, then send a last report. Returns whether
-    /// all in-flight work finished in time.
+    /// `timeout` for the working set to empty, stop accepting and close every connection
+    /// gracefully (each response in progress is written to its last byte, chunked
+    /// terminator included; [`CLOSE_GRACE`] past the timeout at most), then send a last
+    /// report. Returns whether all in-flight work finished and was written out in time.
     pub async fn drain(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
         self.shared.lifecycle.set(State::Draining);
         let ledger = &self.shared.ledger;
         let mut changes = ledger.subscribe();
@@ -193,12 +212,27 @@ impl Worker {
                 "drain timeout passed with requests still in flight"
             );
         }
+        let closed = self
+            .close(deadline.max(tokio::time::Instant::now() + CLOSE_GRACE))
+            .await;
         if let Some(r) = &self.shared.reporter {
             r.send_status(&self.shared.sources(), &mut report::Disk::default())
                 .await;
             r.send_deletions(&self.shared.book).await;
         }
-        emptied
+        emptied && closed
+    }
+
+    /// Stops accepting and shuts every connection down gracefully; returns whether they all
+    /// closed before `deadline`.
+    async fn close(&self, deadline: tokio::time::Instant) -> bool {
+        let _ = self.stop.send(true);
+        let mut closed = self.closed.clone();
+        let done = tokio::time::timeout_at(deadline, closed.wait_for(|c| *c)).await;
+        if done.is_err() {
+            tracing::warn!("connections still open after the drain; closing them");
+        }
+        done.is_ok()
     }
 
     /// The bound address.

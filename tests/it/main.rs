@@ -11,6 +11,7 @@ mod demo;
 mod docs;
 mod e2e;
 mod fake_autoscaler;
+mod hardening;
 mod load;
 mod pool;
 mod profiles;

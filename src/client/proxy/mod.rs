@@ -27,7 +27,6 @@ use hyper::body::Incoming;
 use serde_json::json;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 /// The proxy's health route.
@@ -80,13 +79,10 @@ impl Proxy {
             tracing::info!(endpoint = %config.client.endpoint, "found the endpoint's API key at the console");
         }
         let client = Client::new(config.client)?;
-        let listener =
-            TcpListener::bind(config.listen)
-                .await
-                .map_err(|source| ProxyError::Bind {
-                    addr: config.listen,
-                    source,
-                })?;
+        let listener = crate::serve::bind(config.listen).map_err(|source| ProxyError::Bind {
+            addr: config.listen,
+            source,
+        })?;
         let addr = listener.local_addr().map_err(|source| ProxyError::Bind {
             addr: config.listen,
             source,

@@ -119,4 +119,21 @@ crate::env::settings! {
     /// worker drains and exits for its restart.
     force_update_file: "force-update-file" "PATH", default "/.force_update",
         env "FORCE_UPDATE_FILE";
+    /// Seconds a client has to send a whole request head (HTTP/1), and to stay idle between
+    /// two requests on a keep-alive connection; the connection is closed after. `none` or 0
+    /// turns it off.
+    header_read_timeout: "header-read-timeout" "SECS", default "30", env "HEADER_READ_TIMEOUT";
+    /// Seconds the worker waits for the next piece of a request body; a client that stops
+    /// sending mid-way gets 408 and its connection closed. `none` or 0 turns it off.
+    body_read_timeout: "body-read-timeout" "SECS", default "60", env "BODY_READ_TIMEOUT";
+    /// Seconds a client may leave response bytes untaken (it stopped reading); its connection
+    /// is closed after, which cancels its requests and frees their slots. `none` or 0 turns
+    /// it off.
+    send_timeout: "send-timeout" "SECS", default "60", env "SEND_TIMEOUT";
+    /// Open client connections at most; beyond, new connections wait in the listen backlog
+    /// until one closes.
+    max_connections: "max-connections" "N", default "10000", env "MAX_CONNECTIONS";
+    /// HTTP/2 streams (requests) one connection may have open at once.
+    h2_max_concurrent_streams: "h2-max-concurrent-streams" "N", default "256",
+        env "H2_MAX_CONCURRENT_STREAMS";
 }

@@ -10,6 +10,7 @@ pub use args::WorkerArgs;
 
 use crate::env::{ConfigError, Env, NoEnv, Source};
 use crate::profile::Profile;
+use crate::serve::ServeLimits;
 use crate::signing::SignatureForm;
 use crate::tls::server::TlsFiles;
 use crate::worker::model_log::{Engine, Markers, marker_list};
@@ -157,6 +158,12 @@ pub struct WorkerConfig {
     pub report_retry_pause: Duration,
     /// Unit of the public key fetch back-off (1, 2, 4, 8 units). Default is 1 s.
     pub pubkey_backoff_unit: Duration,
+    /// Limits on client connections: `HEADER_READ_TIMEOUT`, `SEND_TIMEOUT`,
+    /// `MAX_CONNECTIONS`, `H2_MAX_CONCURRENT_STREAMS`, and HTTP/2's header list size and
+    /// keep-alive pings ([`ServeLimits::default`]).
+    pub serve_limits: ServeLimits,
+    /// Limit on the wait for the next piece of a request body; 408 after. Default is 60 s.
+    pub body_read_timeout: Option<Duration>,
 }
 
 /// Settings that only matter on Vast.ai (all optional elsewhere).
@@ -324,6 +331,8 @@ impl WorkerConfig {
             )
         });
         let force_update_file = PathBuf::from(args.force_update_file().get(env).value.trim());
+        let serve_limits = serve_limits(args, env)?;
+        let body_read_timeout = args.body_read_timeout().get(env).optional_secs()?;
         Ok(Self {
             listen,
             backend_url,
@@ -362,8 +371,25 @@ impl WorkerConfig {
             benchmark_cache,
             report_retry_pause: Duration::from_secs(2),
             pubkey_backoff_unit: Duration::from_secs(1),
+            serve_limits,
+            body_read_timeout,
         })
     }
+}
+
+/// `HEADER_READ_TIMEOUT`, `SEND_TIMEOUT`, `MAX_CONNECTIONS` and
+/// `H2_MAX_CONCURRENT_STREAMS`; the other limits keep their defaults.
+fn serve_limits(args: &WorkerArgs, env: &dyn Env) -> Result<ServeLimits, ConfigError> {
+    let raw = args.h2_max_concurrent_streams().get(env);
+    let h2_max_concurrent_streams =
+        u32::try_from(raw.u64_min(1)?).map_err(|_| raw.error("expected at most 4294967295"))?;
+    Ok(ServeLimits {
+        header_read_timeout: args.header_read_timeout().get(env).optional_secs()?,
+        send_timeout: args.send_timeout().get(env).optional_secs()?,
+        max_connections: args.max_connections().get(env).u64_min(1)? as usize,
+        h2_max_concurrent_streams,
+        ..ServeLimits::default()
+    })
 }
 
 /// `BENCHMARK` and `MAX_PERF`: the capacity source, and the capacity (0 until measured).

@@ -263,3 +263,30 @@ fn model_name_falls_back_to_the_engines_variable() {
         "served"
     );
 }
+
+#[test]
+fn connection_limits_have_defaults_and_can_be_set_or_turned_off() {
+    let base = [("UNSECURED", "true"), ("MAX_PERF", "1")];
+    let c = load(&base).unwrap();
+    assert_eq!(c.serve_limits, crate::serve::ServeLimits::default());
+    assert_eq!(c.body_read_timeout, Some(Duration::from_secs(60)));
+    let c = load(&[
+        base[0],
+        base[1],
+        ("HEADER_READ_TIMEOUT", "none"),
+        ("BODY_READ_TIMEOUT", "0"),
+        ("SEND_TIMEOUT", "0.5"),
+        ("MAX_CONNECTIONS", "2"),
+        ("H2_MAX_CONCURRENT_STREAMS", "8"),
+    ])
+    .unwrap();
+    let l = c.serve_limits;
+    assert_eq!(l.header_read_timeout, None);
+    assert_eq!(c.body_read_timeout, None);
+    assert_eq!(l.send_timeout, Some(Duration::from_millis(500)));
+    assert_eq!((l.max_connections, l.h2_max_concurrent_streams), (2, 8));
+    for (var, value) in [("MAX_CONNECTIONS", "0"), ("H2_MAX_CONCURRENT_STREAMS", "0")] {
+        let e = load(&[base[0], base[1], (var, value)]).unwrap_err();
+        assert!(e.to_string().contains(var), "{e}");
+    }
+}
