@@ -4,6 +4,10 @@
 use super::ConfigError;
 use std::time::Duration;
 
+/// The longest duration a setting may give, seconds (about 31 years): far beyond any real
+/// timeout, and small enough that adding it to an `Instant` cannot overflow.
+pub const MAX_SECS: f64 = 1e9;
+
 /// The prefix of the alias every environment variable also answers to.
 pub const PYWORKER_PREFIX: &str = "PYWORKER_";
 
@@ -104,12 +108,18 @@ impl Raw {
             return Ok(None);
         }
         let v = self.f64_min(0.0)?;
-        Ok((v > 0.0).then(|| Duration::from_secs_f64(v)))
+        (v > 0.0).then(|| self.duration(v)).transpose()
     }
 
     pub(crate) fn secs(&self) -> Result<Duration, ConfigError> {
-        let v = self.f64_min(0.0)?;
-        Ok(Duration::from_secs_f64(v))
+        self.duration(self.f64_min(0.0)?)
+    }
+
+    fn duration(&self, secs: f64) -> Result<Duration, ConfigError> {
+        if secs > MAX_SECS {
+            return Err(self.error(format!("expected at most {MAX_SECS:e} seconds")));
+        }
+        Ok(Duration::from_secs_f64(secs))
     }
 
     /// A byte size: a whole number with an optional `K`, `M`, `G` (1000) or `KiB`, `MiB`,
@@ -136,6 +146,9 @@ impl Raw {
             .ok_or_else(|| self.error("expected a size greater than zero"))
     }
 }
+
+#[cfg(test)]
+mod proptests;
 
 #[cfg(test)]
 mod tests {
@@ -185,5 +198,12 @@ mod tests {
             Some(Duration::from_millis(1500))
         );
         assert!(raw("-1").optional_secs().is_err());
+        // Beyond MAX_SECS (a Duration would overflow at ~1.8e19) is an error, not a panic.
+        assert!(raw("1e300").secs().is_err());
+        assert!(raw("1e10").optional_secs().is_err());
+        assert_eq!(
+            raw("1e9").secs().unwrap(),
+            Duration::from_secs(1_000_000_000)
+        );
     }
 }
