@@ -14,6 +14,7 @@ mod fake_autoscaler;
 mod load;
 mod pool;
 mod profiles;
+mod properties;
 mod proxy;
 mod proxy_cmd;
 mod reports;
