@@ -12,7 +12,7 @@
 mod raw;
 mod setting;
 
-pub use raw::{PYWORKER_PREFIX, parse_bool};
+pub use raw::{MAX_SECS, PYWORKER_PREFIX, parse_bool};
 pub(crate) use raw::{Raw, Source};
 pub(crate) use setting::settings;
 pub use setting::{Arg, Defaulted, Optional, Setting};

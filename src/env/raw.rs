@@ -4,6 +4,10 @@
 use super::ConfigError;
 use std::time::Duration;
 
+/// The longest duration a setting may give, seconds (about 31 years): far beyond any real
+/// timeout, and small enough that adding it to an `Instant` cannot overflow.
+pub const MAX_SECS: f64 = 1e9;
+
 /// The prefix of the alias every environment variable also answers to.
 pub const PYWORKER_PREFIX: &str = "PYWORKER_";
 
@@ -103,14 +107,20 @@ impl Raw {
         if self.value.trim().eq_ignore_ascii_case("none") {
             return Ok(None);
         }
-        let v = self.secs()?;
-        Ok((!v.is_zero()).then_some(v))
+        let v = self.f64_min(0.0)?;
+        (v > 0.0).then(|| self.duration(v)).transpose()
     }
 
-    /// Seconds as a number >= 0, at most about 584 billion years.
+    /// Seconds as a number >= 0, at most [`MAX_SECS`].
     pub(crate) fn secs(&self) -> Result<Duration, ConfigError> {
-        let v = self.f64_min(0.0)?;
-        Duration::try_from_secs_f64(v).map_err(|_| self.error("too many seconds"))
+        self.duration(self.f64_min(0.0)?)
+    }
+
+    fn duration(&self, secs: f64) -> Result<Duration, ConfigError> {
+        if secs > MAX_SECS {
+            return Err(self.error(format!("expected at most {MAX_SECS:e} seconds")));
+        }
+        Ok(Duration::from_secs_f64(secs))
     }
 
     /// A byte size: a whole number with an optional `K`, `M`, `G` (1000) or `KiB`, `MiB`,
@@ -137,6 +147,9 @@ impl Raw {
             .ok_or_else(|| self.error("expected a size greater than zero"))
     }
 }
+
+#[cfg(test)]
+mod proptests;
 
 #[cfg(test)]
 mod tests {
@@ -192,5 +205,12 @@ mod tests {
             Some(Duration::from_millis(1500))
         );
         assert!(raw("-1").optional_secs().is_err());
+        // Beyond MAX_SECS (a Duration would overflow at ~1.8e19) is an error, not a panic.
+        assert!(raw("1e300").secs().is_err());
+        assert!(raw("1e10").optional_secs().is_err());
+        assert_eq!(
+            raw("1e9").secs().unwrap(),
+            Duration::from_secs(1_000_000_000)
+        );
     }
 }

@@ -6,6 +6,7 @@
 use super::template::Template;
 use super::workload::{Expr, JsonPath, RequestRule, WorkloadRule};
 use super::{BenchMode, BenchRequest, BenchSettings, Profile, ProfileError};
+use crate::env::MAX_SECS;
 use http::Method;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -82,10 +83,12 @@ pub fn parse(text: &str, origin: &str) -> Result<Profile, ProfileError> {
         ));
     }
     let timeout = match &raw.request.timeout {
-        Some(t) if !(t.get_ref().is_finite() && *t.get_ref() > 0.0) => {
+        Some(t) if !(*t.get_ref() > 0.0 && *t.get_ref() <= MAX_SECS) => {
             return Err(err(
                 Some(t.span()),
-                "request.timeout must be a positive number of seconds".into(),
+                format!(
+                    "request.timeout must be a positive number of seconds, at most {MAX_SECS:e}"
+                ),
             ));
         }
         Some(t) => Duration::from_secs_f64(*t.get_ref()),

@@ -245,6 +245,11 @@ mod tests {
                 7,
                 "expected ramp",
             ),
+            (
+                "name = \"x\"\n[request]\npath = \"/a\"\ntimeout = 1e300\n[workload]\nrequest = \"m\"\n",
+                4,
+                "request.timeout",
+            ),
             ("name = \"x\"\n[request\n", 2, ""),
         ];
         for (text, line, needle) in cases {

@@ -5,6 +5,7 @@
 //! generators: `{{words 250}}` (random words), `{{system_prompt}}` (a fixed text, shared
 //! by every request as real system prompts are), `{{model}}` (`MODEL_NAME`) and
 //! `{{int A B}}` (a random integer; a string that is only this becomes a JSON number).
+//! `N` is at most [`MAX_WORDS`].
 
 use serde_json::{Map, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -117,6 +118,10 @@ const WORDS: &[&str] = &[
     "firefly",
     "galaxy",
 ];
+
+/// Most words one `{{words N}}` may ask for: more than any model's context, and few enough
+/// that rendering cannot exhaust memory.
+pub const MAX_WORDS: usize = 1_000_000;
 
 /// One piece of a templated string.
 #[derive(Debug, Clone, PartialEq)]
@@ -245,7 +250,10 @@ fn generator(spec: &str) -> Result<Part, String> {
     match words.as_slice() {
         ["model"] => Ok(Part::Model),
         ["system_prompt"] => Ok(Part::SystemPrompt),
-        ["words", n] => n.parse().map(Part::Words).map_err(|_| bad()),
+        ["words", n] => match n.parse() {
+            Ok(n) if n <= MAX_WORDS => Ok(Part::Words(n)),
+            _ => Err(bad()),
+        },
         ["int", a, b] => match (a.parse::<i64>(), b.parse::<i64>()) {
             (Ok(a), Ok(b)) if a <= b => Ok(Part::Int(a, b)),
             _ => Err(bad()),
@@ -275,8 +283,9 @@ fn next_random() -> u64 {
 }
 
 fn rand_range(a: i64, b: i64) -> i64 {
-    let span = (b - a) as u64 + 1;
-    a + (next_random() % span) as i64
+    // Internal: in i128, so `{{int i64::MIN i64::MAX}}` neither overflows nor divides by 0.
+    let span = (i128::from(b) - i128::from(a) + 1) as u128;
+    (i128::from(a) + (u128::from(next_random()) % span) as i128) as i64
 }
 
 fn push_words(s: &mut String, n: usize) {
@@ -315,6 +324,14 @@ mod tests {
     }
 
     #[test]
+    fn int_generators_take_the_full_i64_range() {
+        let t = Template::compile(&json!(format!("{{{{int {} {}}}}}", i64::MIN, i64::MAX)));
+        assert!(t.unwrap().render(&ctx()).is_i64());
+        let t = Template::compile(&json!(format!("{{{{int {0} {0}}}}}", i64::MAX)));
+        assert_eq!(t.unwrap().render(&ctx()), json!(i64::MAX));
+    }
+
+    #[test]
     fn only_templates_without_generators_are_static() {
         assert!(
             Template::compile(&json!({"a": [1, "x"], "b": {"c": null}}))
@@ -335,7 +352,13 @@ mod tests {
 
     #[test]
     fn unknown_or_malformed_generators_are_errors() {
-        for bad in ["{{nope}}", "{{words many}}", "{{int 5 1}}", "{{words 3"] {
+        for bad in [
+            "{{nope}}",
+            "{{words many}}",
+            "{{int 5 1}}",
+            "{{words 3",
+            "{{words 1000001}}",
+        ] {
             assert!(Template::compile(&json!(bad)).is_err(), "{bad}");
         }
     }

@@ -49,7 +49,11 @@ impl std::fmt::Display for JsonPath {
     }
 }
 
-/// An arithmetic expression over numbers and named variables: `+ - * /`, parentheses.
+/// Most tokens (numbers, names, operators, parentheses) a formula may have.
+pub const MAX_TOKENS: usize = 256;
+
+/// An arithmetic expression over numbers and named variables: `+ - * /`, parentheses, at
+/// most [`MAX_TOKENS`] tokens.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Expr {
     /// A literal.
@@ -66,6 +70,12 @@ impl Expr {
     /// Parses an expression.
     pub fn parse(src: &str) -> Result<Expr, String> {
         let tokens = tokenize(src)?;
+        if tokens.len() > MAX_TOKENS {
+            // Parsing, evaluating and dropping recurse once per nesting level.
+            return Err(format!(
+                "formula is too long: more than {MAX_TOKENS} tokens"
+            ));
+        }
         let mut p = Parser { tokens, pos: 0 };
         let e = p.sum()?;
         match p.tokens.get(p.pos) {
@@ -274,6 +284,10 @@ mod tests {
         assert!(Expr::parse("1 +").is_err());
         assert!(Expr::parse("a $ b").is_err());
         assert!(Expr::parse("(1").is_err());
+        // Long formulas are refused before the recursive parser could overflow the stack.
+        let deep = format!("{}1{}", "(".repeat(100_000), ")".repeat(100_000));
+        assert!(Expr::parse(&deep).unwrap_err().contains("too long"));
+        assert!(Expr::parse(&"1+".repeat(200_000)).is_err());
     }
 
     #[test]

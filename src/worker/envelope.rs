@@ -424,6 +424,9 @@ fn typed_number(s: &str, float: bool) -> Value {
 }
 
 #[cfg(test)]
+mod proptests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -15,6 +15,7 @@ mod hardening;
 mod load;
 mod pool;
 mod profiles;
+mod properties;
 mod proxy;
 mod proxy_cmd;
 mod reports;

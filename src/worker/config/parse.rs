@@ -87,3 +87,6 @@ pub(super) fn readiness(raw: &Raw) -> Result<Readiness, ConfigError> {
         _ => Err(raw.error("expected healthcheck, logs or both")),
     }
 }
+
+#[cfg(test)]
+mod proptests;
