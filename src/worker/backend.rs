@@ -29,6 +29,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio::task::AbortHandle;
 
 impl BackendError {
     /// What went wrong, without the backend's address: for answers to clients.
@@ -63,8 +64,15 @@ pub enum BackendError {
     Request(#[from] hyper::Error),
 }
 
-struct Idle {
+/// One backend connection: the handle requests go out on, and its driver task, which can be
+/// aborted to close the connection at once.
+struct Conn {
     sender: SendRequest<Body>,
+    driver: AbortHandle,
+}
+
+struct Idle {
+    conn: Conn,
     since: Instant,
 }
 
@@ -80,25 +88,25 @@ impl Pool {
     }
 
     /// Takes the most recently used live idle connection, if any.
-    fn take(&self) -> Option<SendRequest<Body>> {
+    fn take(&self) -> Option<Conn> {
         let mut idle = self.idle();
         while let Some(c) = idle.pop() {
-            if c.since.elapsed() < self.idle_timeout && !c.sender.is_closed() {
-                return Some(c.sender);
+            if c.since.elapsed() < self.idle_timeout && !c.conn.sender.is_closed() {
+                return Some(c.conn);
             }
         }
         None
     }
 
     /// Keeps a connection whose response has fully ended.
-    fn put(&self, sender: SendRequest<Body>) {
-        if sender.is_closed() || self.idle_timeout.is_zero() {
+    fn put(&self, conn: Conn) {
+        if conn.sender.is_closed() || self.idle_timeout.is_zero() {
             return;
         }
         let mut idle = self.idle();
-        idle.retain(|c| c.since.elapsed() < self.idle_timeout && !c.sender.is_closed());
+        idle.retain(|c| c.since.elapsed() < self.idle_timeout && !c.conn.sender.is_closed());
         idle.push(Idle {
-            sender,
+            conn,
             since: Instant::now(),
         });
     }
@@ -106,13 +114,13 @@ impl Pool {
 
 /// A connection on its way back to the pool once its response ends.
 struct Lease {
-    sender: SendRequest<Body>,
+    conn: Conn,
     pool: Arc<Pool>,
 }
 
 impl Lease {
     fn release(self) {
-        self.pool.put(self.sender);
+        self.pool.put(self.conn);
     }
 }
 
@@ -127,6 +135,12 @@ pin_project! {
 }
 
 impl ResponseBody {
+    /// A handle that closes this response's backend connection at once (while the
+    /// response is still running), for a caller that cannot drop the body itself.
+    pub fn closer(&self) -> Option<AbortHandle> {
+        self.lease.as_ref().map(|l| l.conn.driver.clone())
+    }
+
     fn new(inner: Incoming, lease: Lease) -> Self {
         let mut body = Self {
             inner,
@@ -273,19 +287,15 @@ impl Backend {
         self.pool.idle().len()
     }
 
-    fn respond(
-        &self,
-        resp: Response<Incoming>,
-        sender: SendRequest<Body>,
-    ) -> Response<ResponseBody> {
+    fn respond(&self, resp: Response<Incoming>, conn: Conn) -> Response<ResponseBody> {
         let lease = Lease {
-            sender,
+            conn,
             pool: Arc::clone(&self.pool),
         };
         resp.map(|body| ResponseBody::new(body, lease))
     }
 
-    async fn connect(&self) -> Result<SendRequest<Body>, BackendError> {
+    async fn connect(&self) -> Result<Conn, BackendError> {
         let connect = TcpStream::connect(&self.addr);
         let stream = match tokio::time::timeout(self.connect_timeout, connect).await {
             Ok(Ok(s)) => s,
@@ -352,15 +362,15 @@ impl Backend {
         replay: Option<Bytes>,
     ) -> Result<Response<ResponseBody>, BackendError> {
         let mut req = self.prepare(req);
-        while let Some(mut sender) = self.pool.take() {
-            if sender.ready().await.is_err() {
+        while let Some(mut conn) = self.pool.take() {
+            if conn.sender.ready().await.is_err() {
                 continue;
             }
             let retry = replay
                 .as_ref()
                 .map(|body| clone_request(&req, body.clone()));
-            match sender.try_send_request(req).await {
-                Ok(resp) => return Ok(self.respond(resp, sender)),
+            match conn.sender.try_send_request(req).await {
+                Ok(resp) => return Ok(self.respond(resp, conn)),
                 Err(mut e) => {
                     if let Some(unsent) = e.take_message() {
                         req = unsent;
@@ -379,13 +389,13 @@ impl Backend {
     }
 
     async fn send_new(&self, req: Request<Body>) -> Result<Response<ResponseBody>, BackendError> {
-        let mut sender = self.connect().await?;
-        let resp = sender.send_request(req).await?;
-        Ok(self.respond(resp, sender))
+        let mut conn = self.connect().await?;
+        let resp = conn.sender.send_request(req).await?;
+        Ok(self.respond(resp, conn))
     }
 }
 
-async fn handshake<I>(io: I) -> Result<SendRequest<Body>, BackendError>
+async fn handshake<I>(io: I) -> Result<Conn, BackendError>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -395,12 +405,13 @@ where
         .map_err(BackendError::Request)?;
     // Internal: the connection driver must run on its own; it ends when both the sender
     // and any response body are dropped, which is what closes the socket on cancel.
-    tokio::spawn(async move {
+    let driver = tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::debug!(error = %e, "backend connection ended with an error");
         }
-    });
-    Ok(sender)
+    })
+    .abort_handle();
+    Ok(Conn { sender, driver })
 }
 
 fn clone_request(req: &Request<Body>, body: Bytes) -> Request<Body> {

@@ -54,7 +54,19 @@ async fn proxy(shared: &Shared, req: Request<Incoming>) -> Result<Response<Body>
     let info = shared.admission.describe(&inbound)?;
     let admitted = shared.admission.admit(&info).await?;
     match shared.forward.send(&parts, inbound).await {
-        Ok(resp) => Ok(relay::respond(resp, admitted, cfg.idle_timeout)),
+        Ok(resp) => {
+            // HTTP/1 connections carry SEND_TIMEOUT on their writes; an HTTP/2 stream can
+            // stall alone, so it gets its own watchdog.
+            let stream_send_timeout = (parts.version == http::Version::HTTP_2)
+                .then_some(cfg.serve_limits.send_timeout)
+                .flatten();
+            Ok(relay::respond(
+                resp,
+                admitted,
+                cfg.idle_timeout,
+                stream_send_timeout,
+            ))
+        }
         Err(e) => {
             admitted.finish(Outcome::Errored);
             Err(e)

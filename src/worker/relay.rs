@@ -19,8 +19,11 @@ use http_body_util::BodyExt;
 use pin_project_lite::pin_project;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::task::AbortHandle;
 use tokio::time::{Instant, Sleep};
 
 /// The body went quiet for longer than `IDLE_TIMEOUT`.
@@ -30,10 +33,17 @@ pub struct IdleTimeout(pub f64);
 
 /// The client's response for the backend's `resp`: hop-by-hop headers stripped, the body
 /// relayed with `admitted` settled at its end.
+///
+/// `stream_send_timeout` is `SEND_TIMEOUT` for an HTTP/2 stream: there the connection can
+/// stay writable while the client grants one stream no flow-control window, so the timer on
+/// the connection's writes ([`crate::serve::send_timeout`]) cannot see it. A watchdog then
+/// cancels the request (slot freed, backend connection closed, counted `cancelled`) when the
+/// client has taken no frame for between one and two `SEND_TIMEOUT`s.
 pub fn respond(
     resp: Response<ResponseBody>,
     admitted: Admitted,
     idle_timeout: Option<Duration>,
+    stream_send_timeout: Option<Duration>,
 ) -> Response<crate::http_util::Body> {
     let (mut head, body) = resp.into_parts();
     strip_hop_by_hop(&mut head.headers);
@@ -42,10 +52,78 @@ pub fn respond(
         admitted.finish(Outcome::Success);
         return Response::from_parts(head, empty());
     }
-    Response::from_parts(
-        head,
-        Relay::new(body, idle_timeout, admitted).boxed_unsync(),
-    )
+    let guard = match (stream_send_timeout, body.closer()) {
+        (Some(limit), Some(closer)) => {
+            let watch = Arc::new(SendWatch {
+                guard: Mutex::new(Some(admitted)),
+                polls: AtomicU64::new(0),
+                awaiting: AtomicBool::new(false),
+            });
+            tokio::spawn(watchdog(Arc::downgrade(&watch), closer, limit));
+            Guard::Watched(watch)
+        }
+        _ => Guard::Local(Some(admitted)),
+    };
+    let relay = Relay {
+        inner: body,
+        idle: idle_timeout.map(tokio::time::sleep),
+        idle_timeout,
+        settle: guard,
+    };
+    Response::from_parts(head, relay.boxed_unsync())
+}
+
+/// The request's guard: held by the relay, or shared with its send watchdog.
+enum Guard {
+    Local(Option<Admitted>),
+    Watched(Arc<SendWatch>),
+}
+
+impl Guard {
+    fn take(&mut self) -> Option<Admitted> {
+        match self {
+            Guard::Local(a) => a.take(),
+            Guard::Watched(w) => w.guard.lock().unwrap_or_else(|p| p.into_inner()).take(),
+        }
+    }
+}
+
+/// What the send watchdog of one HTTP/2 stream sees of its relay.
+struct SendWatch {
+    guard: Mutex<Option<Admitted>>,
+    /// Times the relay was polled.
+    polls: AtomicU64,
+    /// The relay handed over a frame and waits for the client to want the next one.
+    awaiting: AtomicBool,
+}
+
+/// Cancels the request when its relay handed over a frame and was not polled again for a
+/// whole `limit` (so between one and two `limit`s after the client stopped taking frames).
+async fn watchdog(watch: Weak<SendWatch>, closer: AbortHandle, limit: Duration) {
+    let mut seen = None;
+    loop {
+        tokio::time::sleep(limit).await;
+        let Some(w) = watch.upgrade() else {
+            return;
+        };
+        let polls = w.polls.load(Ordering::Relaxed);
+        if w.awaiting.load(Ordering::Relaxed) && seen == Some(polls) {
+            let taken = w.guard.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(admitted) = taken {
+                tracing::info!(
+                    send_timeout = limit.as_secs_f64(),
+                    "client took no frame of its HTTP/2 stream (SEND_TIMEOUT); request cancelled"
+                );
+                admitted.finish(Outcome::Cancelled);
+                closer.abort();
+            }
+            return;
+        }
+        if w.guard.lock().unwrap_or_else(|p| p.into_inner()).is_none() {
+            return;
+        }
+        seen = Some(polls);
+    }
 }
 
 pin_project! {
@@ -56,7 +134,7 @@ pin_project! {
         #[pin]
         idle: Option<Sleep>,
         idle_timeout: Option<Duration>,
-        settle: Option<Admitted>,
+        settle: Guard,
     }
 }
 
@@ -67,7 +145,7 @@ impl<B> Relay<B> {
             inner,
             idle: idle_timeout.map(tokio::time::sleep),
             idle_timeout,
-            settle: Some(settle),
+            settle: Guard::Local(Some(settle)),
         }
     }
 }
@@ -85,8 +163,15 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let mut this = self.project();
+        if let Guard::Watched(w) = &*this.settle {
+            w.polls.fetch_add(1, Ordering::Relaxed);
+            w.awaiting.store(false, Ordering::Relaxed);
+        }
         match this.inner.as_mut().poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
+                if let Guard::Watched(w) = &*this.settle {
+                    w.awaiting.store(true, Ordering::Relaxed);
+                }
                 if let (Some(sleep), Some(d)) =
                     (this.idle.as_mut().as_pin_mut(), *this.idle_timeout)
                 {

@@ -287,6 +287,61 @@ async fn a_client_that_stops_reading_frees_the_gpu_after_the_send_timeout() {
     drop(stuck);
 }
 
+#[tokio::test]
+async fn an_h2_stream_the_client_stops_taking_frees_the_gpu_after_the_send_timeout() {
+    use http_body_util::BodyExt;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let mut backend = Backend::start(move |seen| {
+        let first = calls.fetch_add(1, Ordering::SeqCst) == 0;
+        async move {
+            if first {
+                http::Response::new(
+                    Endless {
+                        events: seen.events,
+                    }
+                    .boxed_unsync(),
+                )
+            } else {
+                json(200, serde_json::json!({"second": true}))
+            }
+        }
+    })
+    .await;
+    let mut c = config(&backend);
+    c.allow_parallel = false;
+    c.serve_limits.send_timeout = Some(SHORT);
+    let worker = start_worker(c).await;
+    // An h2 client that keeps its connection alive (it reads the socket and answers pings)
+    // but never reads this stream, so the stream's flow-control window stays shut.
+    let tcp = TcpStream::connect(worker.local_addr()).await.unwrap();
+    let (mut h2, conn) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .initial_stream_window_size(65_535)
+            .handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let body = envelope(1, 1.0, serde_json::json!({"stream": true})).to_string();
+    let req = http::Request::post(format!("http://{}/v1/completions", worker.local_addr()))
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(Bytes::from(body)))
+        .unwrap();
+    let stalled = h2.send_request(req).await.unwrap();
+    assert_eq!(stalled.status(), StatusCode::OK);
+    backend.next_request().await;
+    // Queued behind the stalled stream (one request at a time).
+    let (parts, bytes) = post_envelope(&h1_client(), &worker, "/v1/completions", 2, 1.0).await;
+    assert_eq!(parts.status, StatusCode::OK);
+    assert_eq!(&bytes[..], br#"{"second":true}"#);
+    assert_eq!(backend.expect_dropped().await, "endless");
+    let snap = assert_settled(&worker).await;
+    assert_eq!(
+        (snap.totals.cancelled.requests, snap.totals.served.requests),
+        (1, 1)
+    );
+    drop(stalled);
+}
+
 // ---------------------------------------------------------------- drain
 
 /// `vespa worker` in front of `backend`, on a free port; returns the child, its address
