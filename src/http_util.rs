@@ -105,6 +105,31 @@ pub fn is_json_content(headers: &HeaderMap) -> bool {
     mime == "application/json" || mime.ends_with("+json") || mime == "text/json"
 }
 
+/// Bodies for unit tests.
+#[cfg(test)]
+pub(crate) mod test_body {
+    use bytes::Bytes;
+    use http_body::{Body, Frame};
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+    use tokio::sync::mpsc;
+
+    /// A body whose frames the test sends; it ends when the sender is dropped.
+    pub(crate) struct Frames(pub mpsc::Receiver<Bytes>);
+
+    impl Body for Frames {
+        type Data = Bytes;
+        type Error = std::io::Error;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+            self.0.poll_recv(cx).map(|f| f.map(|b| Ok(Frame::data(b))))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

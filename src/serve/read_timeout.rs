@@ -107,20 +107,7 @@ mod tests {
     use tokio::sync::mpsc;
     use tokio::time::Instant;
 
-    /// A body whose frames the test sends.
-    struct Frames(mpsc::Receiver<Bytes>);
-
-    impl Body for Frames {
-        type Data = Bytes;
-        type Error = std::io::Error;
-
-        fn poll_frame(
-            mut self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-        ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
-            self.0.poll_recv(cx).map(|f| f.map(|b| Ok(Frame::data(b))))
-        }
-    }
+    use crate::http_util::test_body::Frames;
 
     #[tokio::test(start_paused = true)]
     async fn a_body_that_stops_mid_way_fails_after_the_limit() {

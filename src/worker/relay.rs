@@ -235,20 +235,7 @@ mod tests {
     use crate::worker::ledger::RequestInfo;
     use tokio::sync::mpsc;
 
-    /// A body whose frames the test sends.
-    struct Frames(mpsc::Receiver<Bytes>);
-
-    impl Body for Frames {
-        type Data = Bytes;
-        type Error = std::io::Error;
-
-        fn poll_frame(
-            mut self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-        ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
-            self.0.poll_recv(cx).map(|f| f.map(|b| Ok(Frame::data(b))))
-        }
-    }
+    use crate::http_util::test_body::Frames;
 
     #[tokio::test(start_paused = true)]
     async fn a_backend_silent_past_the_idle_timeout_errors_the_request() {

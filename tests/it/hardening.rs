@@ -238,11 +238,12 @@ impl Drop for Endless {
     }
 }
 
-#[tokio::test]
-async fn a_client_that_stops_reading_frees_the_gpu_after_the_send_timeout() {
+/// A serial worker (`ALLOW_PARALLEL=false`, `SEND_TIMEOUT` short) whose backend answers the
+/// first request with an endless body and the next ones with `{"second": true}`.
+async fn endless_first_serial_worker() -> (Backend, Worker) {
     use http_body_util::BodyExt;
     let calls = Arc::new(AtomicUsize::new(0));
-    let mut backend = Backend::start(move |seen| {
+    let backend = Backend::start(move |seen| {
         let first = calls.fetch_add(1, Ordering::SeqCst) == 0;
         async move {
             if first {
@@ -262,6 +263,27 @@ async fn a_client_that_stops_reading_frees_the_gpu_after_the_send_timeout() {
     c.allow_parallel = false;
     c.serve_limits.send_timeout = Some(SHORT);
     let worker = start_worker(c).await;
+    (backend, worker)
+}
+
+/// The request queued behind the stalled one is served once SEND_TIMEOUT frees the GPU, and
+/// the stalled one is cancelled with its backend connection closed.
+async fn assert_second_served_and_first_cancelled(backend: &mut Backend, worker: &Worker) {
+    // Queued behind the stalled stream (one request at a time).
+    let (parts, bytes) = post_envelope(&h1_client(), worker, "/v1/completions", 2, 1.0).await;
+    assert_eq!(parts.status, StatusCode::OK);
+    assert_eq!(&bytes[..], br#"{"second":true}"#);
+    assert_eq!(backend.expect_dropped().await, "endless");
+    let snap = assert_settled(worker).await;
+    assert_eq!(
+        (snap.totals.cancelled.requests, snap.totals.served.requests),
+        (1, 1)
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_frees_the_gpu_after_the_send_timeout() {
+    let (mut backend, worker) = endless_first_serial_worker().await;
     // A client with a small receive buffer that never reads.
     let socket = TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
@@ -274,43 +296,13 @@ async fn a_client_that_stops_reading_frees_the_gpu_after_the_send_timeout() {
     stuck.write_all(head.as_bytes()).await.unwrap();
     stuck.write_all(body.as_bytes()).await.unwrap();
     backend.next_request().await;
-    // Queued behind the stuck stream (one request at a time).
-    let (parts, bytes) = post_envelope(&h1_client(), &worker, "/v1/completions", 2, 1.0).await;
-    assert_eq!(parts.status, StatusCode::OK);
-    assert_eq!(&bytes[..], br#"{"second":true}"#);
-    assert_eq!(backend.expect_dropped().await, "endless");
-    let snap = assert_settled(&worker).await;
-    assert_eq!(
-        (snap.totals.cancelled.requests, snap.totals.served.requests),
-        (1, 1)
-    );
+    assert_second_served_and_first_cancelled(&mut backend, &worker).await;
     drop(stuck);
 }
 
 #[tokio::test]
 async fn an_h2_stream_the_client_stops_taking_frees_the_gpu_after_the_send_timeout() {
-    use http_body_util::BodyExt;
-    let calls = Arc::new(AtomicUsize::new(0));
-    let mut backend = Backend::start(move |seen| {
-        let first = calls.fetch_add(1, Ordering::SeqCst) == 0;
-        async move {
-            if first {
-                http::Response::new(
-                    Endless {
-                        events: seen.events,
-                    }
-                    .boxed_unsync(),
-                )
-            } else {
-                json(200, serde_json::json!({"second": true}))
-            }
-        }
-    })
-    .await;
-    let mut c = config(&backend);
-    c.allow_parallel = false;
-    c.serve_limits.send_timeout = Some(SHORT);
-    let worker = start_worker(c).await;
+    let (mut backend, worker) = endless_first_serial_worker().await;
     // An h2 client that keeps its connection alive (it reads the socket and answers pings)
     // but never reads this stream, so the stream's flow-control window stays shut.
     let tcp = TcpStream::connect(worker.local_addr()).await.unwrap();
@@ -329,16 +321,7 @@ async fn an_h2_stream_the_client_stops_taking_frees_the_gpu_after_the_send_timeo
     let stalled = h2.send_request(req).await.unwrap();
     assert_eq!(stalled.status(), StatusCode::OK);
     backend.next_request().await;
-    // Queued behind the stalled stream (one request at a time).
-    let (parts, bytes) = post_envelope(&h1_client(), &worker, "/v1/completions", 2, 1.0).await;
-    assert_eq!(parts.status, StatusCode::OK);
-    assert_eq!(&bytes[..], br#"{"second":true}"#);
-    assert_eq!(backend.expect_dropped().await, "endless");
-    let snap = assert_settled(&worker).await;
-    assert_eq!(
-        (snap.totals.cancelled.requests, snap.totals.served.requests),
-        (1, 1)
-    );
+    assert_second_served_and_first_cancelled(&mut backend, &worker).await;
     drop(stalled);
 }
 
