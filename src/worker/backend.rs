@@ -287,6 +287,29 @@ impl Backend {
         self.pool.idle().len()
     }
 
+    /// Closes pooled connections idle for longer than the pool's idle timeout. Runs every
+    /// idle timeout for the worker's life ([`Backend::reap_idle_forever`]), so a connection
+    /// the backend would close soon is closed by the worker first, with no traffic needed.
+    pub fn reap_idle(&self) {
+        let mut idle = self.pool.idle();
+        idle.retain(|c| c.since.elapsed() < self.pool.idle_timeout && !c.conn.sender.is_closed());
+    }
+
+    /// [`Backend::reap_idle`] every idle timeout; never returns (nothing to do when the pool
+    /// keeps no connection).
+    pub async fn reap_idle_forever(self: Arc<Self>) {
+        let every = self.pool.idle_timeout;
+        if every.is_zero() {
+            return std::future::pending().await;
+        }
+        let mut ticker = tokio::time::interval(every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            self.reap_idle();
+        }
+    }
+
     fn respond(&self, resp: Response<Incoming>, conn: Conn) -> Response<ResponseBody> {
         let lease = Lease {
             conn,

@@ -145,6 +145,9 @@ impl Worker {
             let _ = closed_tx.send(true);
         };
         tasks.push(tokio::spawn(accept));
+        tasks.push(tokio::spawn(
+            Arc::clone(&shared.backend).reap_idle_forever(),
+        ));
         let (key_tx, key_rx) = watch::channel(startup::KeyState::Pending);
         if shared.auth.verifier().is_some() {
             let unit = shared.config.pubkey_backoff_unit;

@@ -130,3 +130,41 @@ async fn sequential_requests_reuse_one_backend_connection() {
         );
     }
 }
+
+#[tokio::test]
+async fn an_idle_pooled_connection_is_closed_after_the_pool_idle_timeout_without_traffic() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (closed_tx, mut closed) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let closed_tx = closed_tx.clone();
+            tokio::spawn(async move {
+                let mut requests = 0;
+                while let Some(head) = read_request(&mut stream).await {
+                    requests += usize::from(!head.contains("/health"));
+                    stream.write_all(OK).await.unwrap();
+                }
+                if requests > 0 {
+                    let _ = closed_tx.send(requests);
+                }
+            });
+        }
+    });
+    let backend = Backend::start(|_| async { json(200, json!({})) }).await;
+    let mut cfg = config(&backend);
+    cfg.backend_url = format!("http://{addr}").parse().unwrap();
+    cfg.pool_idle_timeout = std::time::Duration::from_millis(100);
+    cfg.health_interval = std::time::Duration::from_secs(3600);
+    let worker = start_worker(cfg).await;
+    post_envelope(&h1_client(), &worker, "/x", 1, 1.0).await;
+    assert_eq!(worker.shared().backend.idle_connections(), 1);
+    // Nothing else uses the pool: only the reaper can close the connection.
+    let served = tokio::time::timeout(PATIENCE, closed.recv())
+        .await
+        .expect("the idle connection was closed")
+        .unwrap();
+    assert_eq!(served, 1);
+    assert_eq!(worker.shared().backend.idle_connections(), 0);
+}
