@@ -17,6 +17,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+/// The clamp on one request's workload while the capacity is not measured yet.
+pub const UNMEASURED_MAX_COST: f64 = 1e6;
+
 /// How much work a request is, when it does not say (PROTOCOL.md §4).
 #[derive(Debug, Clone)]
 pub struct WorkloadRule {
@@ -104,11 +107,12 @@ impl Admission {
     }
 
     /// The most workload one request may count for: `MAX_COST`, else `MAX_WAIT_TIME`
-    /// seconds of work at the current capacity (none while the capacity is unknown).
+    /// seconds of work at the current capacity, else (capacity not measured yet, when every
+    /// request is refused) [`UNMEASURED_MAX_COST`], so rejected workload stays finite.
     fn max_cost(&self) -> Option<f64> {
         self.workload.max_cost.or_else(|| {
             let max = self.ledger.max_perf() * self.ledger.max_wait_time();
-            (max > 0.0).then_some(max)
+            Some(if max > 0.0 { max } else { UNMEASURED_MAX_COST })
         })
     }
 

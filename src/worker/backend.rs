@@ -116,11 +116,17 @@ impl Pool {
 struct Lease {
     conn: Conn,
     pool: Arc<Pool>,
+    /// The request's body was complete before it went out. Internal: a streamed body may
+    /// still be uploading when the response ends, and hyper takes no new request on that
+    /// connection until it is sent; such a connection is closed, never pooled.
+    reusable: bool,
 }
 
 impl Lease {
     fn release(self) {
-        self.pool.put(self.conn);
+        if self.reusable {
+            self.pool.put(self.conn);
+        }
     }
 }
 
@@ -310,10 +316,16 @@ impl Backend {
         }
     }
 
-    fn respond(&self, resp: Response<Incoming>, conn: Conn) -> Response<ResponseBody> {
+    fn respond(
+        &self,
+        resp: Response<Incoming>,
+        conn: Conn,
+        reusable: bool,
+    ) -> Response<ResponseBody> {
         let lease = Lease {
             conn,
             pool: Arc::clone(&self.pool),
+            reusable,
         };
         resp.map(|body| ResponseBody::new(body, lease))
     }
@@ -375,25 +387,28 @@ impl Backend {
         req
     }
 
-    /// Sends `req` and waits for the response head. A pooled connection found closed before
-    /// the request went out is skipped. When the request went out on a reused connection and
-    /// failed before any response byte, it is sent once more on a new connection, provided
-    /// `replay` (the complete body) is given.
+    /// Sends `req` and waits for the response head. A pooled connection found closed, or not
+    /// ready within the connect timeout, is skipped. When the request went out on a reused
+    /// connection and failed before any response byte, it is sent once more on a new
+    /// connection, provided `replay` (the complete body) is given. Without `replay` (a
+    /// streamed body) the connection is not pooled afterwards.
     pub async fn send(
         &self,
         req: Request<Body>,
         replay: Option<Bytes>,
     ) -> Result<Response<ResponseBody>, BackendError> {
         let mut req = self.prepare(req);
+        let reusable = replay.is_some();
         while let Some(mut conn) = self.pool.take() {
-            if conn.sender.ready().await.is_err() {
+            let ready = tokio::time::timeout(self.connect_timeout, conn.sender.ready()).await;
+            if !matches!(ready, Ok(Ok(()))) {
                 continue;
             }
             let retry = replay
                 .as_ref()
                 .map(|body| clone_request(&req, body.clone()));
             match conn.sender.try_send_request(req).await {
-                Ok(resp) => return Ok(self.respond(resp, conn)),
+                Ok(resp) => return Ok(self.respond(resp, conn, reusable)),
                 Err(mut e) => {
                     if let Some(unsent) = e.take_message() {
                         req = unsent;
@@ -404,17 +419,21 @@ impl Backend {
                         return Err(BackendError::Request(error));
                     };
                     tracing::debug!(%error, "reused backend connection failed before answering; retrying once");
-                    return self.send_new(retry).await;
+                    return self.send_new(retry, reusable).await;
                 }
             }
         }
-        self.send_new(req).await
+        self.send_new(req, reusable).await
     }
 
-    async fn send_new(&self, req: Request<Body>) -> Result<Response<ResponseBody>, BackendError> {
+    async fn send_new(
+        &self,
+        req: Request<Body>,
+        reusable: bool,
+    ) -> Result<Response<ResponseBody>, BackendError> {
         let mut conn = self.connect().await?;
         let resp = conn.sender.send_request(req).await?;
-        Ok(self.respond(resp, conn))
+        Ok(self.respond(resp, conn, reusable))
     }
 }
 

@@ -81,7 +81,7 @@ pub struct Totals {
     pub errored: Count,
     /// Ended with [`Outcome::Cancelled`].
     pub cancelled: Count,
-    /// Refused before admission (401, 429, 503).
+    /// Refused at admission (429, 503). A 401 is not here: it never reaches the ledger.
     pub rejected: Count,
 }
 

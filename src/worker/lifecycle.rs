@@ -163,7 +163,10 @@ pub async fn probe(backend: &Backend, path: &str, limit: Duration) -> Result<(),
     *req.method_mut() = Method::GET;
     *req.uri_mut() = backend.target(path, None);
     let attempt = async {
-        let resp = backend.send(req, None).await.map_err(|e| e.to_string())?;
+        let resp = backend
+            .send(req, Some(bytes::Bytes::new()))
+            .await
+            .map_err(|e| e.to_string())?;
         let status = resp.status();
         // Read the (small) body so the connection goes back to the pool.
         let _ = resp.into_body().collect().await;

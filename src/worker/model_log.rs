@@ -4,8 +4,9 @@
 //! started count, a file that appears later is picked up, and a file that is truncated or
 //! replaced (rotation: a new inode at the path) is read again from its start. Each complete
 //! line is matched by substring against the markers: a load marker means the model is
-//! loaded, an error marker means it never will be (the worker goes `errored` with that
-//! line), an info marker is only logged.
+//! loaded, an error marker before that means it never will be (the worker goes `errored`
+//! with that line), an info marker is only logged. Once loaded, error lines are only logged:
+//! the log then also echoes what clients send, and the health checks decide.
 //!
 //! [`Engine`] holds the markers, log path, health path and profile of the engines Vast's
 //! templates run, so `ENGINE=vllm` is all most users set.
@@ -287,10 +288,14 @@ impl Tail {
             .unwrap_or(0);
         self.pos += read as u64;
         self.partial.extend_from_slice(&buf);
-        while let Some(nl) = self.partial.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = self.partial.drain(..=nl).collect();
-            out.push(String::from_utf8_lossy(&line).trim_end().to_string());
+        // Internal: split with an offset and drain once, so a large read stays linear.
+        let mut start = 0;
+        while let Some(nl) = self.partial[start..].iter().position(|b| *b == b'\n') {
+            let line = &self.partial[start..start + nl];
+            out.push(String::from_utf8_lossy(line).trim_end().to_string());
+            start += nl + 1;
         }
+        self.partial.drain(..start);
         if self.partial.len() > 1 << 20 {
             // A "line" over 1 MiB is noise (binary output, progress bars): drop it.
             self.partial.clear();

@@ -158,6 +158,12 @@ async fn follow_model_log(lifecycle: &Lifecycle, log: &ModelLog, state: watch::S
                     tracing::info!(line = %line, "model log: model loaded");
                     state.send_replace(LogState::Loaded);
                 }
+                // Error lines decide only while the model loads. Once it is loaded the log also
+                // carries what clients send (prompts echoed, tracebacks of one bad request),
+                // so a line there must not end the worker: the health checks decide.
+                Some(LogEvent::Error(line)) if *state.borrow() == LogState::Loaded => {
+                    tracing::warn!(line = %line, "model log: error line after load (health checks decide)");
+                }
                 Some(LogEvent::Error(line)) => {
                     lifecycle.fail(format!("model error: {line}"));
                     state.send_replace(LogState::Failed);

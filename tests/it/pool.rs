@@ -168,3 +168,52 @@ async fn an_idle_pooled_connection_is_closed_after_the_pool_idle_timeout_without
     assert_eq!(served, 1);
     assert_eq!(worker.shared().backend.idle_connections(), 0);
 }
+
+#[tokio::test]
+async fn a_connection_whose_streamed_upload_is_still_running_is_not_pooled() {
+    // A backend that answers every request head at once, without reading its body.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                while read_request(&mut stream).await.is_some() {
+                    if stream.write_all(OK).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let backend = Backend::start(|_| async { json(200, json!({})) }).await;
+    let mut cfg = config(&backend);
+    cfg.backend_url = format!("http://{addr}").parse().unwrap();
+    cfg.health_interval = std::time::Duration::from_secs(3600);
+    let worker = start_worker(cfg).await;
+    // An upload (not JSON, so streamed) that never ends.
+    let mut upload = TcpStream::connect(worker.local_addr()).await.unwrap();
+    upload
+        .write_all(b"POST /up HTTP/1.1\r\nhost: w\r\ncontent-type: application/octet-stream\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !answer.ends_with(b"{}") {
+        let n = tokio::time::timeout(PATIENCE, upload.read(&mut chunk))
+            .await
+            .expect("the backend's answer")
+            .unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&chunk[..n]);
+    }
+    assert_eq!(
+        worker.shared().backend.idle_connections(),
+        0,
+        "a connection still uploading went back to the pool"
+    );
+    // The next request gets a working connection at once.
+    let (head, _) = post_envelope(&h1_client(), &worker, "/next", 2, 1.0).await;
+    assert_eq!(head.status, 200);
+    drop(upload);
+}

@@ -158,3 +158,23 @@ async fn errors_never_reveal_the_backend_address() {
     .await;
     assert_eq!(parse(&body), json!({"state": "errored"}));
 }
+
+#[tokio::test]
+async fn before_the_capacity_is_known_a_rejected_cost_is_still_bounded() {
+    let backend = Backend::start_with_health(http::StatusCode::SERVICE_UNAVAILABLE, |_| async {
+        json(200, json!({}))
+    })
+    .await;
+    let mut cfg = config(&backend);
+    cfg.max_perf = 0.0;
+    let worker = vespa::worker::Worker::start(cfg).await.unwrap();
+    wait_state(&worker, |s| {
+        *s == vespa::worker::lifecycle::State::WaitingForBackend
+    })
+    .await;
+    let (head, _) = post_cost(&worker, json!(1.7e308)).await;
+    assert_eq!(head.status, 503);
+    let rejected = assert_settled(&worker).await.totals.rejected.workload;
+    assert_eq!(rejected, vespa::worker::admission::UNMEASURED_MAX_COST);
+    assert_eq!(worker.shared().book.interval().rejected, rejected);
+}

@@ -98,6 +98,17 @@ async fn a_load_marker_in_the_model_log_makes_the_worker_ready() {
     assert_eq!(head.status, StatusCode::SERVICE_UNAVAILABLE);
     append(&log, "INFO:     Application startup complete.");
     wait_state(&worker, |s| *s == State::Ready).await;
+    // Once loaded, the log also echoes what clients send: a traceback in a prompt, or one
+    // request's crash, must not end the worker (the health checks decide).
+    append(&log, "prompt: fix this: Traceback (most recent call last):");
+    let mut states = worker.shared().lifecycle.subscribe();
+    let changed = tokio::time::timeout(Duration::from_millis(500), states.changed()).await;
+    assert!(
+        changed.is_err(),
+        "state changed: {:?}",
+        worker.shared().lifecycle.state()
+    );
+    assert_eq!(worker.shared().lifecycle.state(), State::Ready);
 }
 
 #[tokio::test]

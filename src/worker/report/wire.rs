@@ -53,7 +53,7 @@ pub enum FinishedStatus {
     Error,
     /// The client went away.
     Cancelled,
-    /// Refused (401, 429, 503).
+    /// Refused at admission (429, 503).
     Rejected,
 }
 

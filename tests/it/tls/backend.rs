@@ -22,7 +22,10 @@ async fn https_backend_is_reached_over_tls() {
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let backend = https_backend(&https).with_tls(Arc::new(config));
 
-    let resp = backend.send(empty_request(), None).await.unwrap();
+    let resp = backend
+        .send(empty_request(), Some(Bytes::new()))
+        .await
+        .unwrap();
     assert_eq!(text(resp).await, (200, "HTTP/1.1".to_string()));
     // The ended body returned its connection to the pool.
     assert_eq!(backend.idle_connections(), 1);
