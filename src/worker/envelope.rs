@@ -18,6 +18,8 @@ use hyper::body::Incoming;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// The six keys `auth_data` must carry (PROTOCOL.md §2).
 pub const AUTH_KEYS: [&str; 6] = [
@@ -107,6 +109,8 @@ pub enum Payload {
 /// A request after the envelope stage.
 #[derive(Debug)]
 pub struct Inbound {
+    /// This request's share of `MAX_BUFFERED_BYTES` while its body is held in memory.
+    pub held: Option<OwnedSemaphorePermit>,
     /// `auth_data` from the client, or `None` for an unsecured passthrough request.
     pub auth: Option<AuthData>,
     /// Query string to forward (without `serverless_*` and `api_key`), if any.
@@ -136,13 +140,76 @@ impl Inbound {
 
 /// Envelope-stage settings.
 #[derive(Debug, Clone, Copy)]
-pub struct EnvelopeRules {
+pub struct EnvelopeRules<'a> {
     /// Unsecured mode: plain requests are passed through.
     pub unsecured: bool,
     /// Body size limit, bytes.
     pub max_body_size: u64,
     /// Limit on the wait for the next piece of the body (`BODY_READ_TIMEOUT`); 408 after.
     pub body_read_timeout: Option<std::time::Duration>,
+    /// Bytes all buffered bodies may hold at once, in KiB permits (`MAX_BUFFERED_BYTES`).
+    pub budget: Option<&'a Arc<Semaphore>>,
+}
+
+/// Reads a body into memory within `MAX_BODY_SIZE`, taking its share of the shared
+/// `MAX_BUFFERED_BYTES` budget as it arrives (in KiB): bodies are buffered before their
+/// signature can be checked, so without a shared bound many large ones at once could
+/// exhaust memory. An exhausted budget is 503 `overloaded`, at once.
+async fn collect(
+    body: ReadTimeout<Incoming>,
+    rules: &EnvelopeRules<'_>,
+) -> Result<(Bytes, Option<OwnedSemaphorePermit>), WorkerError> {
+    let mut body = std::pin::pin!(Limited::new(body, rules.max_body_size as usize));
+    let mut chunks = Vec::new();
+    let mut held: Option<OwnedSemaphorePermit> = None;
+    let mut len = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = match frame {
+            Ok(f) => f,
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                return Err(WorkerError::BodyTooLarge {
+                    limit: rules.max_body_size,
+                });
+            }
+            Err(e) if BodyReadTimeout::find(&*e).is_some() => {
+                let limit = rules.body_read_timeout.unwrap_or_default();
+                return Err(WorkerError::RequestTimeout(limit.as_secs_f64()));
+            }
+            Err(e) => {
+                return Err(WorkerError::InvalidRequest {
+                    message: format!("could not read the request body: {e}"),
+                    fields: None,
+                });
+            }
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if let Some(budget) = rules.budget {
+            let kib = u32::try_from(data.len().div_ceil(1024)).unwrap_or(u32::MAX);
+            let permit = Arc::clone(budget)
+                .try_acquire_many_owned(kib)
+                .map_err(|_| WorkerError::Overloaded)?;
+            match &mut held {
+                Some(h) => h.merge(permit),
+                None => held = Some(permit),
+            }
+        }
+        len += data.len();
+        chunks.push(data);
+    }
+    let bytes = match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.pop().unwrap_or_default(),
+        _ => {
+            let mut all = bytes::BytesMut::with_capacity(len);
+            for c in chunks {
+                all.extend_from_slice(&c);
+            }
+            all.freeze()
+        }
+    };
+    Ok((bytes, held))
 }
 
 /// Reads the envelope of a request. Errors are 401, 413 or 422 answers.
@@ -151,7 +218,7 @@ pub async fn read(
     query: Option<&str>,
     headers: &HeaderMap,
     body: Incoming,
-    rules: EnvelopeRules,
+    rules: EnvelopeRules<'_>,
 ) -> Result<Inbound, WorkerError> {
     let too_large = WorkerError::BodyTooLarge {
         limit: rules.max_body_size,
@@ -168,6 +235,7 @@ pub async fn read(
     if let Some(auth) = query_auth {
         // Query auth: the body, whatever it is, goes through unchanged.
         return Ok(Inbound {
+            held: None,
             auth: Some(auth),
             query: forward_query,
             payload: Payload::Stream(body),
@@ -180,28 +248,13 @@ pub async fn read(
             ));
         }
         return Ok(Inbound {
+            held: None,
             auth: None,
             query: forward_query,
             payload: Payload::Stream(body),
         });
     }
-    let bytes = match Limited::new(body, rules.max_body_size as usize)
-        .collect()
-        .await
-    {
-        Ok(c) => c.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large),
-        Err(e) if BodyReadTimeout::find(&*e).is_some() => {
-            let limit = rules.body_read_timeout.unwrap_or_default();
-            return Err(WorkerError::RequestTimeout(limit.as_secs_f64()));
-        }
-        Err(e) => {
-            return Err(WorkerError::InvalidRequest {
-                message: format!("could not read the request body: {e}"),
-                fields: None,
-            });
-        }
-    };
+    let (bytes, held) = collect(body, &rules).await?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         if !rules.unsecured {
             return Err(WorkerError::InvalidSignature(
@@ -209,6 +262,7 @@ pub async fn read(
             ));
         }
         return Ok(Inbound {
+            held,
             auth: None,
             query: forward_query,
             payload: raw_or_none(bytes),
@@ -220,6 +274,7 @@ pub async fn read(
     let is_envelope = top.as_ref().is_some_and(|o| o.contains_key("auth_data"));
     if !is_envelope && rules.unsecured {
         return Ok(Inbound {
+            held,
             auth: None,
             query: forward_query,
             payload: Payload::Raw(bytes),
@@ -234,6 +289,7 @@ pub async fn read(
     let (auth, payload) = parse_envelope(&bytes, &top)?;
     let (query, payload) = place_payload(method, forward_query, payload)?;
     Ok(Inbound {
+        held,
         auth: Some(auth),
         query,
         payload,

@@ -58,6 +58,11 @@ pub enum WorkerError {
     /// 404 for an unknown `/_vespa/` route.
     #[error("no such worker route: {0}")]
     NotFound(String),
+    /// 503: request bodies already held in memory fill `MAX_BUFFERED_BYTES`.
+    #[error(
+        "the worker is holding as many request bodies as it may (MAX_BUFFERED_BYTES); retry shortly"
+    )]
+    Overloaded,
     /// 401 on a control route (`/pyworker/update`) without the right `MASTER_TOKEN`.
     #[error("unauthorized")]
     Unauthorized,
@@ -79,7 +84,9 @@ impl WorkerError {
             Self::InvalidRequest { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::BackendUnavailable(_) => StatusCode::BAD_GATEWAY,
-            Self::NotReady { .. } | Self::Draining => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NotReady { .. } | Self::Draining | Self::Overloaded => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::BackendTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
@@ -101,6 +108,7 @@ impl WorkerError {
             Self::BackendTimeout(_) => "backend_timeout",
             Self::NotFound(_) => "not_found",
             Self::Unauthorized => "unauthorized",
+            Self::Overloaded => "overloaded",
             Self::UpdateFailed(_) => "update_failed",
             Self::RequestTimeout(_) => "request_timeout",
         }
@@ -111,6 +119,7 @@ impl WorkerError {
             Self::QueueFull { retry_after, .. } | Self::NotReady { retry_after, .. } => {
                 Some(*retry_after)
             }
+            Self::Overloaded => Some(1),
             _ => None,
         }
     }

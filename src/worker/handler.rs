@@ -36,8 +36,9 @@ async fn proxy(shared: &Shared, req: Request<Incoming>) -> Result<Response<Body>
         unsecured: cfg.unsecured,
         max_body_size: cfg.max_body_size,
         body_read_timeout: cfg.body_read_timeout,
+        budget: Some(&shared.buffered),
     };
-    let inbound = envelope::read(
+    let mut inbound = envelope::read(
         &parts.method,
         parts.uri.query(),
         &parts.headers,
@@ -52,8 +53,12 @@ async fn proxy(shared: &Shared, req: Request<Incoming>) -> Result<Response<Body>
         return Err(e);
     }
     let info = shared.admission.describe(&inbound)?;
+    // The buffered body's share of MAX_BUFFERED_BYTES, until the backend has taken it.
+    let held = inbound.held.take();
     let admitted = shared.admission.admit(&info).await?;
-    match shared.forward.send(&parts, inbound).await {
+    let sent = shared.forward.send(&parts, inbound).await;
+    drop(held);
+    match sent {
         Ok(resp) => {
             // HTTP/1 connections carry SEND_TIMEOUT on their writes; an HTTP/2 stream can
             // stall alone, so it gets its own watchdog.

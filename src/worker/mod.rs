@@ -61,6 +61,8 @@ pub struct Shared {
     pub reporter: Option<Reporter>,
     /// Set by `POST /pyworker/update`: drain and exit for the restart.
     update: watch::Sender<bool>,
+    /// `MAX_BUFFERED_BYTES` in KiB permits, shared by every buffered request body.
+    buffered: Arc<tokio::sync::Semaphore>,
 }
 
 /// Why a worker could not start.
@@ -326,6 +328,11 @@ impl Shared {
             forward,
             reporter,
             update: watch::channel(false).0,
+            buffered: Arc::new(tokio::sync::Semaphore::new(
+                usize::try_from(config.max_buffered_bytes.div_ceil(1024))
+                    .unwrap_or(usize::MAX)
+                    .min(tokio::sync::Semaphore::MAX_PERMITS),
+            )),
             config,
         }
     }

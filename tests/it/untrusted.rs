@@ -178,3 +178,34 @@ async fn before_the_capacity_is_known_a_rejected_cost_is_still_bounded() {
     assert_eq!(rejected, vespa::worker::admission::UNMEASURED_MAX_COST);
     assert_eq!(worker.shared().book.interval().rejected, rejected);
 }
+
+#[tokio::test]
+async fn bodies_held_in_memory_share_max_buffered_bytes_and_get_503_beyond_it() {
+    let (backend, release) = held_first_backend().await;
+    let mut cfg = config(&backend);
+    cfg.max_buffered_bytes = 64 * 1024;
+    let worker = start_worker(cfg).await;
+    let big = |idx: u64| envelope(idx, 1.0, json!({"prompt": "x".repeat(40 * 1024)})).to_string();
+    let first = {
+        let (u, body) = (url(&worker, "/x"), big(1));
+        tokio::spawn(async move { send(&h1_client(), request("POST", &u, body)).await })
+    };
+    wait_until(&worker, |s| s.in_flight == 1).await;
+    // 40 KiB are held by the first request until the backend answers it: 40 more do not fit.
+    let (head, body) = send(&h1_client(), request("POST", &url(&worker, "/x"), big(2))).await;
+    assert_eq!(head.status, 503, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(parse(&body)["code"], "overloaded");
+    assert_eq!(head.headers["retry-after"], "1");
+    release.send(()).unwrap();
+    assert_eq!(first.await.unwrap().0.status, 200);
+    // Released: the same body fits again, one after another.
+    for idx in 3..6 {
+        let (head, _) = send(&h1_client(), request("POST", &url(&worker, "/x"), big(idx))).await;
+        assert_eq!(head.status, 200);
+    }
+    let snap = assert_settled(&worker).await;
+    assert_eq!(
+        snap.totals.received.requests, 4,
+        "the 503 never entered the books"
+    );
+}

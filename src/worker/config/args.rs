@@ -136,4 +136,8 @@ crate::env::settings! {
     /// HTTP/2 streams (requests) one connection may have open at once.
     h2_max_concurrent_streams: "h2-max-concurrent-streams" "N", default "256",
         env "H2_MAX_CONCURRENT_STREAMS";
+    /// Request bytes all requests together may hold in memory (bodies are read before their
+    /// signature is checked); beyond it a request gets 503 `overloaded` at once.
+    max_buffered_bytes: "max-buffered-bytes" "SIZE", default "1GiB",
+        env "MAX_BUFFERED_BYTES";
 }

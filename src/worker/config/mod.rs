@@ -164,6 +164,8 @@ pub struct WorkerConfig {
     pub serve_limits: ServeLimits,
     /// Limit on the wait for the next piece of a request body; 408 after. Default is 60 s.
     pub body_read_timeout: Option<Duration>,
+    /// Bytes all buffered request bodies may hold at once. Default is 1 GiB.
+    pub max_buffered_bytes: u64,
 }
 
 /// Settings that only matter on Vast.ai (all optional elsewhere).
@@ -333,6 +335,7 @@ impl WorkerConfig {
         let force_update_file = PathBuf::from(args.force_update_file().get(env).value.trim());
         let serve_limits = serve_limits(args, env)?;
         let body_read_timeout = args.body_read_timeout().get(env).optional_secs()?;
+        let max_buffered_bytes = args.max_buffered_bytes().get(env).bytes()?;
         Ok(Self {
             listen,
             backend_url,
@@ -373,6 +376,7 @@ impl WorkerConfig {
             pubkey_backoff_unit: Duration::from_secs(1),
             serve_limits,
             body_read_timeout,
+            max_buffered_bytes,
         })
     }
 }
