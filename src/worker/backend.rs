@@ -116,6 +116,9 @@ impl Pool {
 struct Lease {
     conn: Conn,
     pool: Arc<Pool>,
+    /// Shared with a [`Closer`]: whoever takes the handle first decides whether the
+    /// connection goes back to the pool (release) or is closed (close), never both.
+    closing: Arc<Mutex<Option<AbortHandle>>>,
     /// The request's body was complete before it went out. Internal: a streamed body may
     /// still be uploading when the response ends, and hyper takes no new request on that
     /// connection until it is sent; such a connection is closed, never pooled.
@@ -124,8 +127,27 @@ struct Lease {
 
 impl Lease {
     fn release(self) {
-        if self.reusable {
+        let still_ours = self
+            .closing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .is_some();
+        if self.reusable && still_ours {
             self.pool.put(self.conn);
+        }
+    }
+}
+
+/// Closes a response's backend connection while the response is still running; does
+/// nothing once the response ended and its connection went back to the pool.
+pub struct Closer(Arc<Mutex<Option<AbortHandle>>>);
+
+impl Closer {
+    /// Closes the connection, unless the response already released it.
+    pub fn close(&self) {
+        if let Some(driver) = self.0.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            driver.abort();
         }
     }
 }
@@ -143,8 +165,8 @@ pin_project! {
 impl ResponseBody {
     /// A handle that closes this response's backend connection at once (while the
     /// response is still running), for a caller that cannot drop the body itself.
-    pub fn closer(&self) -> Option<AbortHandle> {
-        self.lease.as_ref().map(|l| l.conn.driver.clone())
+    pub fn closer(&self) -> Option<Closer> {
+        self.lease.as_ref().map(|l| Closer(Arc::clone(&l.closing)))
     }
 
     fn new(inner: Incoming, lease: Lease) -> Self {
@@ -323,6 +345,7 @@ impl Backend {
         reusable: bool,
     ) -> Response<ResponseBody> {
         let lease = Lease {
+            closing: Arc::new(Mutex::new(Some(conn.driver.clone()))),
             conn,
             pool: Arc::clone(&self.pool),
             reusable,

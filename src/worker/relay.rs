@@ -9,7 +9,7 @@
 //! only does accounting. No code after an `.await` is needed for cleanup.
 
 use super::admission::Admitted;
-use super::backend::ResponseBody;
+use super::backend::{Closer, ResponseBody};
 use super::ledger::Outcome;
 use crate::http_util::{BoxError, empty, strip_hop_by_hop};
 use bytes::Bytes;
@@ -23,7 +23,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::task::AbortHandle;
 use tokio::time::{Instant, Sleep};
 
 /// The body went quiet for longer than `IDLE_TIMEOUT`.
@@ -99,7 +98,7 @@ struct SendWatch {
 
 /// Cancels the request when its relay handed over a frame and was not polled again for a
 /// whole `limit` (so between one and two `limit`s after the client stopped taking frames).
-async fn watchdog(watch: Weak<SendWatch>, closer: AbortHandle, limit: Duration) {
+async fn watchdog(watch: Weak<SendWatch>, closer: Closer, limit: Duration) {
     let mut seen = None;
     loop {
         tokio::time::sleep(limit).await;
@@ -115,7 +114,7 @@ async fn watchdog(watch: Weak<SendWatch>, closer: AbortHandle, limit: Duration) 
                     "client took no frame of its HTTP/2 stream (SEND_TIMEOUT); request cancelled"
                 );
                 admitted.finish(Outcome::Cancelled);
-                closer.abort();
+                closer.close();
             }
             return;
         }
