@@ -235,20 +235,26 @@ mod tests {
     use tokio::sync::mpsc;
 
     use crate::http_util::test_body::Frames;
+    use crate::worker::ledger::Ledger;
 
-    #[tokio::test(start_paused = true)]
-    async fn a_backend_silent_past_the_idle_timeout_errors_the_request() {
+    /// An admitted request whose backend body frames the test sends, relayed with
+    /// `idle_timeout`; and the ledger it is booked in.
+    async fn relay_with_idle_timeout(
+        idle_timeout: Duration,
+    ) -> (mpsc::Sender<Bytes>, Pin<Box<Relay<Frames>>>, Arc<Ledger>) {
         let (admission, ledger) = ready_admission(None);
         let admitted = admission
             .admit(&RequestInfo::numbered(1, 2.0))
             .await
             .unwrap();
         let (tx, rx) = mpsc::channel(1);
-        let mut relay = Box::pin(Relay::new(
-            Frames(rx),
-            Some(Duration::from_secs(30)),
-            admitted,
-        ));
+        let relay = Box::pin(Relay::new(Frames(rx), Some(idle_timeout), admitted));
+        (tx, relay, ledger)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_backend_silent_past_the_idle_timeout_errors_the_request() {
+        let (tx, mut relay, ledger) = relay_with_idle_timeout(Duration::from_secs(30)).await;
         tx.send(Bytes::from_static(b"data: 1\n\n")).await.unwrap();
         assert!(relay.frame().await.unwrap().is_ok());
         // The clock only moves while nothing else can run: 30 s of backend silence.
@@ -261,17 +267,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn frames_within_the_idle_timeout_keep_the_request_alive_to_its_end() {
-        let (admission, ledger) = ready_admission(None);
-        let admitted = admission
-            .admit(&RequestInfo::numbered(1, 2.0))
-            .await
-            .unwrap();
-        let (tx, rx) = mpsc::channel(1);
-        let mut relay = Box::pin(Relay::new(
-            Frames(rx),
-            Some(Duration::from_secs(30)),
-            admitted,
-        ));
+        let (tx, mut relay, ledger) = relay_with_idle_timeout(Duration::from_secs(30)).await;
         for _ in 0..3 {
             tokio::time::advance(Duration::from_secs(29)).await;
             tx.send(Bytes::from_static(b"x")).await.unwrap();

@@ -56,16 +56,22 @@ async fn the_worker_benchmarks_before_ready_and_caches_the_result() {
     std::fs::remove_file(&cache).unwrap();
 }
 
-#[tokio::test]
-async fn backend_api_key_reaches_the_health_probe_and_the_benchmark() {
-    let backend = Backend::start_requiring_key("sekret", |seen| async move {
+/// A completions backend that answers 401 on every path, `/health` included, without
+/// `Authorization: Bearer key`, and otherwise as many completion tokens as were asked for.
+async fn keyed_completions_backend(key: &str) -> Backend {
+    Backend::start_requiring_key(key, |seen| async move {
         let req: serde_json::Value = serde_json::from_slice(&seen.body).unwrap();
         json(
             200,
             json!({"usage": {"completion_tokens": req["max_tokens"]}}),
         )
     })
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn backend_api_key_reaches_the_health_probe_and_the_benchmark() {
+    let backend = keyed_completions_backend("sekret").await;
     let mut cfg = profile_config(&backend, "openai", None);
     cfg.backend_api_key = Some("sekret".into());
     let worker = Worker::start(cfg).await.unwrap();
@@ -166,14 +172,7 @@ async fn benchmark_settings_come_from_environment_like_pyworker() {
 
 #[tokio::test]
 async fn vespa_bench_sends_backend_api_key_from_the_environment() {
-    let backend = Backend::start_requiring_key("sekret", |seen| async move {
-        let req: serde_json::Value = serde_json::from_slice(&seen.body).unwrap();
-        json(
-            200,
-            json!({"usage": {"completion_tokens": req["max_tokens"]}}),
-        )
-    })
-    .await;
+    let backend = keyed_completions_backend("sekret").await;
     let run = |key: Option<&'static str>| {
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_vespa"));
         cmd.args(["bench", "--backend", &backend.url().to_string()])
