@@ -12,7 +12,7 @@
 mod limits;
 pub mod read_timeout;
 pub mod send_timeout;
-mod stall;
+pub(crate) mod stall;
 
 pub use limits::*;
 

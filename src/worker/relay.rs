@@ -12,18 +12,17 @@ use super::admission::Admitted;
 use super::backend::{Closer, ResponseBody};
 use super::ledger::Outcome;
 use crate::http_util::{BoxError, empty, strip_hop_by_hop};
+use crate::serve::stall::StallTimer;
 use bytes::Bytes;
 use http::Response;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use pin_project_lite::pin_project;
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::time::{Instant, Sleep};
 
 /// The body went quiet for longer than `IDLE_TIMEOUT`.
 #[derive(Debug, thiserror::Error)]
@@ -65,7 +64,7 @@ pub fn respond(
     };
     let relay = Relay {
         inner: body,
-        idle: idle_timeout.map(tokio::time::sleep),
+        idle: StallTimer::default(),
         idle_timeout,
         settle: guard,
     };
@@ -130,8 +129,7 @@ pin_project! {
     pub struct Relay<B = ResponseBody> {
         #[pin]
         inner: B,
-        #[pin]
-        idle: Option<Sleep>,
+        idle: StallTimer,
         idle_timeout: Option<Duration>,
         settle: Guard,
     }
@@ -142,7 +140,7 @@ impl<B> Relay<B> {
     pub fn new(inner: B, idle_timeout: Option<Duration>, settle: Admitted) -> Self {
         Self {
             inner,
-            idle: idle_timeout.map(tokio::time::sleep),
+            idle: StallTimer::default(),
             idle_timeout,
             settle: Guard::Local(Some(settle)),
         }
@@ -171,11 +169,7 @@ where
                 if let Guard::Watched(w) = &*this.settle {
                     w.awaiting.store(true, Ordering::Relaxed);
                 }
-                if let (Some(sleep), Some(d)) =
-                    (this.idle.as_mut().as_pin_mut(), *this.idle_timeout)
-                {
-                    sleep.reset(Instant::now() + d);
-                }
+                this.idle.progress();
                 // The server may stop polling once the body reports its end (a known
                 // length reached), so settle as soon as the last frame is handed over.
                 if this.inner.is_end_stream()
@@ -199,11 +193,11 @@ where
                 Poll::Ready(None)
             }
             Poll::Pending => {
+                // Internal: the timer runs only while the relay waits for the backend, so a
+                // client that is slow to take frames is not counted as backend silence.
                 let timed_out = this
-                    .idle
-                    .as_mut()
-                    .as_pin_mut()
-                    .is_some_and(|s| s.poll(cx).is_ready());
+                    .idle_timeout
+                    .is_some_and(|limit| this.idle.expired(limit, cx));
                 if timed_out && let Some(s) = this.settle.take() {
                     let secs = this.idle_timeout.unwrap_or_default().as_secs_f64();
                     tracing::warn!(

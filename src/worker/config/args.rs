@@ -74,7 +74,8 @@ crate::env::settings! {
     /// Seconds to wait for the backend's response headers; 504 after.
     response_start_timeout: "response-start-timeout" "SECS", default "none",
         env "RESPONSE_START_TIMEOUT";
-    /// Seconds allowed between two body frames of a response; the request errors after.
+    /// Seconds the backend may send nothing while the worker waits for the next frame of a
+    /// response (time the client takes to read does not count); the request errors after.
     idle_timeout: "idle-timeout" "SECS", default "none", env "IDLE_TIMEOUT";
     /// Seconds an idle backend connection is kept for reuse; keep it below the backend's own
     /// keep-alive (uvicorn: 5 s).
