@@ -14,6 +14,7 @@
 use super::error::WorkerError;
 use serde::Serialize;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 use tokio::sync::watch;
@@ -121,7 +122,6 @@ struct Entry {
 
 #[derive(Debug, Default)]
 struct Inner {
-    max_perf: f64,
     working: HashMap<u64, Entry>,
     cur_load: f64,
     in_flight: usize,
@@ -157,11 +157,11 @@ pub trait Recorder: std::fmt::Debug + Send + Sync {
 }
 
 impl Inner {
-    fn wait(&self) -> f64 {
+    fn wait(&self, max_perf: f64) -> f64 {
         if self.working.is_empty() {
             0.0
         } else {
-            self.cur_load / self.max_perf.max(1e-5)
+            self.cur_load / max_perf.max(1e-5)
         }
     }
 }
@@ -170,6 +170,9 @@ impl Inner {
 #[derive(Debug)]
 pub struct Ledger {
     inner: Mutex<Inner>,
+    // Internal: the bits of an f64, read on every request (the cost clamp) without the lock;
+    // it only changes once, when the benchmark ends.
+    max_perf: AtomicU64,
     max_wait_time: f64,
     recorder: Option<Arc<dyn Recorder>>,
     changes: watch::Sender<u64>,
@@ -188,10 +191,8 @@ impl Ledger {
         recorder: Option<Arc<dyn Recorder>>,
     ) -> Arc<Self> {
         Arc::new(Self {
-            inner: Mutex::new(Inner {
-                max_perf,
-                ..Inner::default()
-            }),
+            inner: Mutex::new(Inner::default()),
+            max_perf: AtomicU64::new(max_perf.to_bits()),
             max_wait_time,
             recorder,
             changes: watch::channel(0).0,
@@ -220,7 +221,7 @@ impl Ledger {
 
     /// The capacity, workload units per second.
     pub fn max_perf(&self) -> f64 {
-        self.lock().max_perf
+        f64::from_bits(self.max_perf.load(Ordering::Relaxed))
     }
 
     /// The wait limit, seconds.
@@ -230,7 +231,7 @@ impl Ledger {
 
     /// Sets the capacity (after a benchmark).
     pub fn set_max_perf(&self, max_perf: f64) {
-        self.lock().max_perf = max_perf;
+        self.max_perf.store(max_perf.to_bits(), Ordering::Relaxed);
         self.bump();
     }
 
@@ -252,7 +253,7 @@ impl Ledger {
     /// the limit. The check and the insertion happen under one lock.
     pub fn admit(self: &Arc<Self>, info: &RequestInfo) -> Result<Ticket, WorkerError> {
         let mut inner = self.lock();
-        let wait = inner.wait();
+        let wait = inner.wait(self.max_perf());
         if wait > self.max_wait_time {
             drop(inner);
             self.reject(info);
@@ -294,9 +295,9 @@ impl Ledger {
     pub fn snapshot(&self) -> Snapshot {
         let inner = self.lock();
         Snapshot {
-            max_perf: inner.max_perf,
+            max_perf: self.max_perf(),
             cur_load: inner.cur_load,
-            estimated_wait: inner.wait(),
+            estimated_wait: inner.wait(self.max_perf()),
             queued: inner.working.len() - inner.in_flight,
             in_flight: inner.in_flight,
             working_request_idxs: inner.working.values().map(|e| e.request_idx).collect(),
