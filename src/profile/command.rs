@@ -1,6 +1,6 @@
 //! `vespa bench`: run a profile's benchmark against a backend and print the result.
 
-use super::bench::{Bench, BenchEvent};
+use super::bench::{Bench, BenchEvent, Counting};
 use super::{BenchMode, Profile};
 use crate::env::EXIT_CONFIG;
 use std::io::IsTerminal;
@@ -30,12 +30,18 @@ crate::env::settings! {
         /// Override the number of rounds (rounds mode).
         #[arg(long, value_name = "N")]
         pub runs: Option<usize>,
+        /// Override the seconds each ramp level is measured.
+        #[arg(long, value_name = "SECS")]
+        pub window: Option<f64>,
         /// Print one JSON object (its `max_perf` field is the result) instead of text.
         #[arg(long)]
         pub json: bool,
     }
     /// Sent to the backend as `Authorization: Bearer …` (a vLLM started with `--api-key`).
     api_key: "api-key" "KEY", unset "none", env "BACKEND_API_KEY";
+    /// Seconds the whole benchmark may take, warm-up included; at the bound it reports what
+    /// it measured.
+    max_seconds: "max-seconds" "SECS", default "30", env "BENCHMARK_MAX_SECONDS";
 }
 
 fn usage(msg: impl std::fmt::Display) -> i32 {
@@ -78,10 +84,27 @@ pub async fn run(args: &BenchArgs, env: &dyn crate::env::Env) -> i32 {
         }
     }
     b.max_concurrency = b.max_concurrency.max(b.concurrency);
+    if let Some(w) = args.window {
+        if !(w.is_finite() && w > 0.0 && w <= crate::env::MAX_SECS) {
+            return usage(format!(
+                "invalid --window {w}: expected a number of seconds > 0"
+            ));
+        }
+        b.window = std::time::Duration::from_secs_f64(w);
+    }
+    let max_time = {
+        let raw = args.max_seconds().get(env);
+        match raw.optional_secs() {
+            Ok(Some(d)) => d,
+            Ok(None) => return usage(raw.error("expected a number of seconds > 0")),
+            Err(e) => return usage(e),
+        }
+    };
 
     let api_key = args.api_key().get(env).map(|r| r.value);
-    let bench =
-        Bench::new(Arc::new(profile), &args.backend, &args.model).api_key(api_key.as_deref());
+    let bench = Bench::new(Arc::new(profile), &args.backend, &args.model)
+        .api_key(api_key.as_deref())
+        .max_time(max_time);
     let progress = Progress::new(!args.json && std::io::stderr().is_terminal());
     let on_event = |e: &BenchEvent| progress.event(e, args.json);
     let result = bench.run(&on_event).await;
@@ -92,13 +115,23 @@ pub async fn run(args: &BenchArgs, env: &dyn crate::env::Env) -> i32 {
             0
         }
         Ok(report) => {
+            let counted = match report.counting {
+                Counting::Stream => "streamed units",
+                Counting::Whole => "whole answers",
+            };
             println!(
-                "max_perf: {:.1} workload units/s (profile {}, {} levels, {:.1} s)",
+                "max_perf: {:.1} workload units/s (profile {}, {counted}, {} levels, {:.1} s)",
                 report.max_perf,
                 report.profile,
                 report.levels.len(),
                 report.secs
             );
+            if report.bounded {
+                println!(
+                    "note: the benchmark reached its bound of {:.0} s while throughput was still growing; max_perf is what it measured and the capacity may be higher (raise --max-seconds / BENCHMARK_MAX_SECONDS)",
+                    report.max_secs
+                );
+            }
             0
         }
         Err(e) => {
@@ -126,25 +159,68 @@ impl Progress {
         let mut bar = self.bar.lock().unwrap_or_else(|p| p.into_inner());
         let status = match e {
             BenchEvent::WarmupStarted => Some("warm-up request".to_string()),
-            BenchEvent::Started { concurrency } => Some(format!("{concurrency} in flight")),
-            BenchEvent::Finished(l) => {
-                if let Some(b) = bar.take() {
-                    b.finish_and_clear();
-                }
+            BenchEvent::StreamRefused { reason } => {
                 if !quiet {
-                    println!(
-                        "concurrency {:>4}: {:>12.1} units/s  ({} ok, {} errors, {:.2} s)",
-                        l.concurrency, l.throughput, l.requests, l.errors, l.secs
-                    );
+                    self.line(&mut bar, &format!(
+                        "the backend refused the streamed request ({reason}); counting whole answers"
+                    ));
+                }
+                None
+            }
+            BenchEvent::Started {
+                concurrency,
+                window_secs,
+                eta_secs,
+            } => Some(format!(
+                "concurrency {concurrency}: starting, window {window_secs:.1} s, ETA ≤ {eta_secs:.0} s"
+            )),
+            BenchEvent::Progress(p) => {
+                if let Some(b) = bar.as_ref() {
+                    b.set_message(if p.settling {
+                        format!(
+                            "concurrency {}: starting requests, window {:.1} s, ETA ≤ {:.0} s",
+                            p.concurrency, p.window_secs, p.eta_secs
+                        )
+                    } else {
+                        format!(
+                            "concurrency {}: {:.1}/{:.1} s, {:.1} units/s so far, ETA ≤ {:.0} s",
+                            p.concurrency,
+                            p.elapsed_secs.min(p.window_secs),
+                            p.window_secs,
+                            p.throughput,
+                            p.eta_secs
+                        )
+                    });
+                }
+                None
+            }
+            BenchEvent::Finished(l) => {
+                if !quiet {
+                    let cut = if l.cut { ", cut by the bound" } else { "" };
+                    self.line(&mut bar, &format!(
+                        "concurrency {:>4}: {:>12.1} units/s over {:.2} s  ({} done, {} errors, {:.2} s{cut})",
+                        l.concurrency, l.throughput, l.window_secs, l.requests, l.errors, l.secs
+                    ));
                 }
                 None
             }
         };
         if let (Some(msg), true) = (status, self.terminal) {
+            if let Some(b) = bar.take() {
+                b.finish_and_clear();
+            }
             let b = indicatif::ProgressBar::new_spinner();
             b.enable_steady_tick(std::time::Duration::from_millis(120));
             b.set_message(msg);
             *bar = Some(b);
+        }
+    }
+
+    /// Prints a line above the spinner (plain when there is none).
+    fn line(&self, bar: &mut Option<indicatif::ProgressBar>, text: &str) {
+        match bar.as_ref() {
+            Some(b) => b.suspend(|| println!("{text}")),
+            None => println!("{text}"),
         }
     }
 

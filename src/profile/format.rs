@@ -5,7 +5,7 @@
 
 use super::template::Template;
 use super::workload::{Expr, JsonPath, RequestRule, WorkloadRule};
-use super::{BenchMode, BenchRequest, BenchSettings, Profile, ProfileError};
+use super::{BenchMode, BenchRequest, BenchSettings, Profile, ProfileError, StreamCount};
 use crate::env::MAX_SECS;
 use http::Method;
 use serde::Deserialize;
@@ -52,6 +52,17 @@ struct RawBench {
     concurrency: Option<Spanned<u32>>,
     max_concurrency: Option<Spanned<u32>>,
     runs: Option<Spanned<u32>>,
+    window: Option<Spanned<f64>>,
+    stream: Option<RawStream>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStream {
+    path: Option<Spanned<String>>,
+    body: Option<Spanned<toml::Value>>,
+    unit: Spanned<String>,
+    total: Option<Spanned<String>>,
 }
 
 /// Parses and validates profile text; `origin` names it in errors (a path or `built-in X`).
@@ -241,7 +252,61 @@ fn bench_settings(b: Option<&RawBench>, err: &Err) -> Result<BenchSettings, Prof
     if s.max_concurrency < s.concurrency {
         s.max_concurrency = s.concurrency;
     }
+    if let Some(w) = &b.window {
+        let secs = *w.get_ref();
+        if !(MIN_WINDOW_SECS..=MAX_WINDOW_SECS).contains(&secs) {
+            return Err(err(
+                Some(w.span()),
+                format!(
+                    "benchmark.window must be between {MIN_WINDOW_SECS} and {MAX_WINDOW_SECS} seconds"
+                ),
+            ));
+        }
+        s.window = Duration::from_secs_f64(secs);
+    }
+    if let Some(st) = &b.stream {
+        s.stream = Some(stream_count(st, err)?);
+    }
     Ok(s)
+}
+
+/// Shortest and longest ramp window, seconds.
+const MIN_WINDOW_SECS: f64 = 0.1;
+const MAX_WINDOW_SECS: f64 = 600.0;
+
+fn stream_count(st: &RawStream, err: &Err) -> Result<StreamCount, ProfileError> {
+    let path = match &st.path {
+        Some(p) if !p.get_ref().starts_with('/') => {
+            return Err(err(
+                Some(p.span()),
+                "benchmark.stream.path must start with /".into(),
+            ));
+        }
+        Some(p) => Some(p.get_ref().clone()),
+        None => None,
+    };
+    let body = match &st.body {
+        None => serde_json::Value::Object(Default::default()),
+        Some(b) => match serde_json::to_value(b.get_ref()) {
+            Ok(v @ serde_json::Value::Object(_)) => v,
+            _ => {
+                return Err(err(
+                    Some(b.span()),
+                    "benchmark.stream.body must be a table (merged into the request body)".into(),
+                ));
+            }
+        },
+    };
+    Ok(StreamCount {
+        path,
+        body,
+        unit: json_path(&st.unit, "benchmark.stream.unit", err)?,
+        total: st
+            .total
+            .as_ref()
+            .map(|t| json_path(t, "benchmark.stream.total", err))
+            .transpose()?,
+    })
 }
 
 /// 1-based line of byte offset `at`.

@@ -9,13 +9,14 @@ pub mod bench;
 pub mod cache;
 pub mod command;
 mod format;
+pub mod sse;
 pub mod template;
 pub mod workload;
 
 use http::Method;
 use std::time::Duration;
 use template::Template;
-use workload::WorkloadRule;
+use workload::{JsonPath, WorkloadRule};
 
 /// Built-in profiles: name and TOML text.
 pub const BUILT_IN: [(&str, &str); 4] = [
@@ -84,6 +85,24 @@ pub struct BenchSettings {
     pub max_concurrency: usize,
     /// Rounds: number of rounds. Default is 8.
     pub runs: usize,
+    /// Ramp: how long each level is measured. Default is 3 s.
+    pub window: Duration,
+    /// Count the work of a streamed answer as it arrives; `None` counts whole requests.
+    pub stream: Option<StreamCount>,
+}
+
+/// How the benchmark streams its request and counts the answer's work as it arrives.
+#[derive(Debug, Clone)]
+pub struct StreamCount {
+    /// Path of the streamed request when it differs from `request.path`.
+    pub path: Option<String>,
+    /// Merged into the request body (`stream = true`, …).
+    pub body: serde_json::Value,
+    /// An event with a non-empty value at this path counts one workload unit.
+    pub unit: JsonPath,
+    /// An event with a number at this path gives the request's exact total, which
+    /// replaces the units counted for it so far.
+    pub total: Option<JsonPath>,
 }
 
 impl Default for BenchSettings {
@@ -94,6 +113,8 @@ impl Default for BenchSettings {
             concurrency: 8,
             max_concurrency: 512,
             runs: 8,
+            window: Duration::from_secs(3),
+            stream: None,
         }
     }
 }
@@ -249,6 +270,26 @@ mod tests {
                 "name = \"x\"\n[request]\npath = \"/a\"\ntimeout = 1e300\n[workload]\nrequest = \"m\"\n",
                 4,
                 "request.timeout",
+            ),
+            (
+                "name = \"x\"\n[request]\npath = \"/a\"\n[workload]\nrequest = \"m\"\n[benchmark]\nwindow = 0\n",
+                7,
+                "benchmark.window",
+            ),
+            (
+                "name = \"x\"\n[request]\npath = \"/a\"\n[workload]\nrequest = \"m\"\n[benchmark.stream]\npath = \"s\"\nunit = \"a\"\n",
+                7,
+                "must start with /",
+            ),
+            (
+                "name = \"x\"\n[request]\npath = \"/a\"\n[workload]\nrequest = \"m\"\n[benchmark.stream]\nbody = 3\nunit = \"a\"\n",
+                7,
+                "must be a table",
+            ),
+            (
+                "name = \"x\"\n[request]\npath = \"/a\"\n[workload]\nrequest = \"m\"\n[benchmark.stream]\nunit = \"a..b\"\n",
+                7,
+                "benchmark.stream.unit",
             ),
             ("name = \"x\"\n[request\n", 2, ""),
         ];

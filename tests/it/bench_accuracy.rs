@@ -2,14 +2,17 @@
 //! with batch sizes 4, 16 and 64, within ±10 % (scripts/bench-accuracy.sh prints the same
 //! comparison at full size, next to PyWorker's 8 × 10 rounds).
 
-use std::sync::Arc;
+use crate::support::{Backend, json};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use vespa::profile::Profile;
-use vespa::profile::bench::Bench;
+use vespa::profile::bench::{Bench, BenchEvent, Counting};
 use vespa::sim::{Sim, SimConfig};
 
-/// The built-in `openai` profile with shorter answers, so a level takes 0.4 s here (250
-/// tokens/s per sequence: slow enough that the client's own work on a busy 2-core machine
-/// does not show in the figures).
+/// The built-in `openai` profile (streamed, counting tokens as they arrive) with shorter
+/// answers and a 1 s window, so a level takes about a second here (250 tokens/s per
+/// sequence: slow enough that the client's own work on a busy 2-core machine does not show
+/// in the figures).
 fn short_openai() -> Profile {
     let text = vespa::profile::BUILT_IN
         .iter()
@@ -17,21 +20,16 @@ fn short_openai() -> Profile {
         .unwrap()
         .1;
     Profile::parse(
-        &text.replace("max_tokens = 500", "max_tokens = 100"),
+        &text
+            .replace("max_tokens = 500", "max_tokens = 100")
+            .replace("window = 3", "window = 1"),
         "openai (short)",
     )
     .unwrap()
 }
 
 async fn measured(batch: usize) -> (f64, f64) {
-    let cfg = SimConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        decode_tps: 250.0,
-        max_batch: batch,
-        ..Default::default()
-    };
-    let truth = cfg.capacity_tokens_per_sec();
-    let sim = Sim::start(cfg).await.unwrap();
+    let (sim, truth) = sim(batch, 250.0).await;
     let report = Bench::new(Arc::new(short_openai()), &sim.url(), "m")
         .run(&|_| {})
         .await
@@ -43,11 +41,132 @@ async fn measured(batch: usize) -> (f64, f64) {
 async fn ramp_measures_batch_4_16_and_64_within_ten_percent() {
     for batch in [4, 16, 64] {
         let (got, truth) = measured(batch).await;
-        let error = got / truth - 1.0;
-        assert!(
-            error.abs() <= 0.10,
-            "batch {batch}: measured {got:.0}, true {truth:.0} ({:+.1} %)",
-            error * 100.0
-        );
+        assert_within_ten_percent(&format!("batch {batch}"), got, truth);
     }
+}
+
+/// A sim decoding `decode_tps` tokens/s per sequence, `batch` at once, and its true capacity.
+async fn sim(batch: usize, decode_tps: f64) -> (Sim, f64) {
+    let cfg = SimConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        decode_tps,
+        max_batch: batch,
+        ..Default::default()
+    };
+    let truth = cfg.capacity_tokens_per_sec();
+    (Sim::start(cfg).await.unwrap(), truth)
+}
+
+fn assert_within_ten_percent(what: &str, got: f64, truth: f64) {
+    let error = got / truth - 1.0;
+    assert!(
+        error.abs() <= 0.10,
+        "{what}: measured {got:.0}, true {truth:.0} ({:+.1} %)",
+        error * 100.0
+    );
+}
+
+#[tokio::test]
+async fn whole_answers_are_counted_when_the_profile_does_not_stream() {
+    let mut profile = short_openai();
+    profile.benchmark.stream = None;
+    let (sim, truth) = sim(16, 250.0).await;
+    let report = Bench::new(Arc::new(profile), &sim.url(), "m")
+        .run(&|_| {})
+        .await
+        .unwrap();
+    assert_eq!(report.counting, Counting::Whole);
+    assert_within_ten_percent("whole answers, batch 16", report.max_perf, truth);
+}
+
+#[tokio::test]
+async fn tgi_streams_from_its_own_path_and_counts_tokens() {
+    let text = vespa::profile::BUILT_IN
+        .iter()
+        .find(|(n, _)| *n == "tgi")
+        .unwrap()
+        .1;
+    let profile = Profile::parse(
+        &text
+            .replace("max_new_tokens = 256", "max_new_tokens = 100")
+            .replace("window = 3", "window = 1"),
+        "tgi (short)",
+    )
+    .unwrap();
+    let (sim, truth) = sim(16, 250.0).await;
+    let report = Bench::new(Arc::new(profile), &sim.url(), "m")
+        .run(&|_| {})
+        .await
+        .unwrap();
+    assert_eq!(report.counting, Counting::Stream);
+    assert_within_ten_percent("tgi, batch 16", report.max_perf, truth);
+}
+
+#[tokio::test]
+async fn the_bound_ends_a_slow_benchmark_with_what_it_measured() {
+    // 20 tokens/s per sequence and room for 1000: every level gains, so only the bound
+    // stops the ramp.
+    let (sim, _) = sim(1000, 20.0).await;
+    let mut profile = short_openai();
+    profile.benchmark.window = Duration::from_millis(400);
+    let bound = Duration::from_millis(1500);
+    let events = Mutex::new(Vec::new());
+    let report = Bench::new(Arc::new(profile), &sim.url(), "m")
+        .max_time(bound)
+        .run(&|e| events.lock().unwrap().push(e.clone()))
+        .await
+        .unwrap();
+    assert!(report.bounded, "{report:?}");
+    assert!(report.max_perf > 0.0, "{report:?}");
+    // Timers end it; the slack is for a busy machine.
+    assert!(report.secs < bound.as_secs_f64() + 0.5, "{report:?}");
+    let levels: Vec<usize> = report.levels.iter().map(|l| l.concurrency).collect();
+    assert!(levels.starts_with(&[8, 16]), "{levels:?}");
+    // Progress reports the window and an ETA within the bound.
+    let events = events.into_inner().unwrap();
+    assert!(events.iter().any(|e| matches!(
+        e,
+        BenchEvent::Progress(p) if !p.settling && p.eta_secs <= bound.as_secs_f64() && p.window_secs == 0.4
+    )));
+}
+
+#[tokio::test]
+async fn a_benchmark_with_no_time_left_is_an_error_not_a_guess() {
+    let (sim, _) = sim(4, 20.0).await;
+    let mut profile = short_openai();
+    profile.benchmark.window = Duration::from_secs(10);
+    let err = Bench::new(Arc::new(profile), &sim.url(), "m")
+        .max_time(Duration::from_millis(300))
+        .run(&|_| {})
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("BENCHMARK_MAX_SECONDS"), "{err}");
+}
+
+#[tokio::test]
+async fn a_backend_that_refuses_streaming_is_measured_with_whole_answers() {
+    let backend = Backend::start(|seen| async move {
+        let req: serde_json::Value = serde_json::from_slice(&seen.body).unwrap();
+        if req.get("stream").is_some() {
+            return json(400, serde_json::json!({"error": "stream is not supported"}));
+        }
+        json(
+            200,
+            serde_json::json!({"usage": {"completion_tokens": req["max_tokens"]}}),
+        )
+    })
+    .await;
+    let mut profile = short_openai();
+    profile.benchmark.window = Duration::from_millis(200);
+    let events = Mutex::new(Vec::new());
+    let report = Bench::new(Arc::new(profile), &backend.url().to_string(), "m")
+        .run(&|e| events.lock().unwrap().push(e.clone()))
+        .await
+        .unwrap();
+    assert_eq!(report.counting, Counting::Whole);
+    assert!(report.max_perf > 0.0);
+    assert!(events.into_inner().unwrap().iter().any(|e| matches!(
+        e,
+        BenchEvent::StreamRefused { reason } if reason.contains("400")
+    )));
 }

@@ -15,8 +15,11 @@ fn profile_config(
     cache: Option<std::path::PathBuf>,
 ) -> WorkerConfig {
     let mut c = config(backend);
+    let mut profile = Profile::built_in(name).unwrap();
+    // These backends answer at once: a short window keeps the benchmark short.
+    profile.benchmark.window = std::time::Duration::from_millis(200);
     c.benchmark = Benchmark::Profile {
-        profile: Arc::new(Profile::built_in(name).unwrap()),
+        profile: Arc::new(profile),
         measure: true,
     };
     c.max_perf = 0.0;
@@ -54,6 +57,41 @@ async fn the_worker_benchmarks_before_ready_and_caches_the_result() {
     assert_eq!(cached["max_perf"], measured);
     assert_eq!(cached["profile"], "openai");
     std::fs::remove_file(&cache).unwrap();
+}
+
+#[tokio::test]
+async fn a_benchmark_that_reaches_its_bound_is_used_but_not_cached() {
+    // 20 tokens/s per sequence and room for 1000: every level gains until the bound.
+    let sim = vespa::sim::Sim::start(vespa::sim::SimConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        decode_tps: 20.0,
+        max_batch: 1000,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let backend_url: http::Uri = sim.url().parse().unwrap();
+    let cache = temp_file("bounded");
+    let _ = std::fs::remove_file(&cache);
+    let mut profile = Profile::built_in("openai").unwrap();
+    profile.benchmark.window = std::time::Duration::from_millis(300);
+    let mut c = WorkerConfig::new(backend_url, 0.0);
+    c.listen = "127.0.0.1:0".parse().unwrap();
+    c.unsecured = true;
+    c.benchmark = Benchmark::Profile {
+        profile: Arc::new(profile),
+        measure: true,
+    };
+    c.max_perf = 0.0;
+    c.benchmark_cache = Some(cache.clone());
+    c.benchmark_max_time = std::time::Duration::from_millis(1200);
+    let worker = Worker::start(c).await.unwrap();
+    wait_state(&worker, |s| *s == State::Ready).await;
+    assert!(worker.shared().ledger.snapshot().max_perf > 0.0);
+    assert!(
+        !cache.exists(),
+        "a bounded result is measured again at the next start"
+    );
 }
 
 /// A completions backend that answers 401 on every path, `/health` included, without

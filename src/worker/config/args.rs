@@ -141,4 +141,8 @@ crate::env::settings! {
     /// signature is checked); beyond it a request gets 503 `overloaded` at once.
     max_buffered_bytes: "max-buffered-bytes" "SIZE", default "1GiB",
         env "MAX_BUFFERED_BYTES";
+    /// Seconds the start-up benchmark may take, warm-up included; one that reaches the
+    /// bound reports what it measured (and says so in the log).
+    benchmark_max_seconds: "benchmark-max-seconds" "SECS", default "30",
+        env "BENCHMARK_MAX_SECONDS";
 }

@@ -154,6 +154,8 @@ pub struct WorkerConfig {
     pub report_tick: Duration,
     /// Benchmark cache file; `None` disables it. Default is `.has_benchmark`.
     pub benchmark_cache: Option<PathBuf>,
+    /// Bound on the start-up benchmark. Default is 30 s.
+    pub benchmark_max_time: Duration,
     /// Pause after a failed report attempt. Default is 2 s.
     pub report_retry_pause: Duration,
     /// Unit of the public key fetch back-off (1, 2, 4, 8 units). Default is 1 s.
@@ -326,6 +328,11 @@ impl WorkerConfig {
         let replay_window = args.replay_window().get(env).u64_min(0)?;
         let check_signed_url = args.check_signed_url().get(env).bool()?;
         let drain_timeout = args.drain_timeout().get(env).secs()?;
+        let benchmark_max_time = {
+            let raw = args.benchmark_max_seconds().get(env);
+            raw.optional_secs()?
+                .ok_or_else(|| raw.error("expected a number of seconds > 0"))?
+        };
         let tls = vast.use_ssl.then(|| {
             TlsFiles::new(
                 args.tls_cert().get(env).value.trim(),
@@ -372,6 +379,7 @@ impl WorkerConfig {
             health_interval: Duration::from_secs(10),
             report_tick: Duration::from_secs(1),
             benchmark_cache,
+            benchmark_max_time,
             report_retry_pause: Duration::from_secs(2),
             pubkey_backoff_unit: Duration::from_secs(1),
             serve_limits,
