@@ -170,3 +170,32 @@ async fn a_backend_that_refuses_streaming_is_measured_with_whole_answers() {
         BenchEvent::StreamRefused { reason } if reason.contains("400")
     )));
 }
+
+#[tokio::test]
+async fn a_backend_that_fails_after_the_warm_up_fails_the_benchmark_at_once() {
+    let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let backend = Backend::start(move |_| {
+        let n = served.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async move {
+            match n {
+                0 => json(
+                    200,
+                    serde_json::json!({"usage": {"completion_tokens": 100}}),
+                ),
+                _ => json(500, serde_json::json!({"error": "out of memory"})),
+            }
+        }
+    })
+    .await;
+    let mut profile = short_openai();
+    profile.benchmark.stream = None;
+    profile.benchmark.window = Duration::from_millis(200);
+    let started = std::time::Instant::now();
+    let err = Bench::new(Arc::new(profile), &backend.url().to_string(), "m")
+        .run(&|_| {})
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("out of memory"), "{err}");
+    // It does not wait for the 30 s bound when every request fails.
+    assert!(started.elapsed() < Duration::from_secs(10), "{err}");
+}

@@ -319,6 +319,9 @@ impl<'a> Ramp<'a> {
                         break;
                     }
                     if done.is_empty() {
+                        if errors >= c {
+                            break;
+                        }
                         if now >= self.deadline {
                             cut = true;
                             break;
@@ -341,7 +344,12 @@ impl<'a> Ramp<'a> {
                             self.run.last_error = Some(e);
                         }
                     }
-                    if close.is_none() && Instant::now() >= window_end && !done.is_empty() {
+                    let over = Instant::now() >= window_end;
+                    if over && done.is_empty() && errors >= c {
+                        // Every request fails: nothing will complete.
+                        break;
+                    }
+                    if close.is_none() && over && !done.is_empty() {
                         let end = self.wave_end(level_start, &done);
                         close = Some(end);
                         sleep.as_mut().reset(end);
