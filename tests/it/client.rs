@@ -15,18 +15,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use vespa::autoscaler::Autoscaler;
 use vespa::client::discovery::{self, DiscoveryError};
-use vespa::client::{Backoff, Client, ClientConfig, ClientRequest, RouteAnswer};
-
-pub const KEY: &str = "endpoint-key";
-
-/// Client settings for tests: tiny back-offs, a route timeout that is only a failure guard.
-pub fn test_config(autoscaler_url: &str, endpoint: &str, key: &str) -> ClientConfig {
-    let mut c = ClientConfig::new(autoscaler_url, endpoint, key);
-    c.poll_backoff = Backoff::fixed(Duration::from_millis(5));
-    c.retry_backoff = Backoff::fixed(Duration::from_millis(1));
-    c.route_timeout = PATIENCE;
-    c
-}
+use vespa::client::{Client, ClientConfig, ClientRequest, RouteAnswer};
 
 /// A stand-in for `/route/` that assigns the given worker URLs in order (the last one
 /// repeats) and records every route request as a backend event.

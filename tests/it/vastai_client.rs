@@ -5,12 +5,10 @@
 use crate::support::*;
 use bytes::Bytes;
 use serde_json::{Value, json};
-use std::time::Duration;
 use vespa::autoscaler::Autoscaler;
 
 #[tokio::test]
 async fn official_vastai_client_completes_requests_unchanged() {
-    let python = python();
     let backend = Backend::start(|seen| async move {
         let payload: Value = serde_json::from_slice(&seen.body).unwrap_or(Value::Null);
         if payload["stream"] == true {
@@ -32,28 +30,16 @@ async fn official_vastai_client_completes_requests_unchanged() {
         .unwrap();
     let worker = signed_worker(&backend, &autoscaler, 1).await;
 
-    let out = tokio::process::Command::new(python)
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/python/test_vastai_client.py"
-        ))
-        .env("VESPA_AUTOSCALER_URL", autoscaler.url())
-        .env("VESPA_ENDPOINT", "vespa-test")
-        .env("VESPA_API_KEY", "k-test")
-        .env("VESPA_TIMEOUT", "60")
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(120), out)
-        .await
-        .expect("client finished")
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "vastai client failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(stdout.contains("ALL PASSED"), "{stdout}");
+    run_python_script(
+        "test_vastai_client.py",
+        &[
+            ("VESPA_AUTOSCALER_URL", autoscaler.url().as_str()),
+            ("VESPA_ENDPOINT", "vespa-test"),
+            ("VESPA_API_KEY", "k-test"),
+            ("VESPA_TIMEOUT", "60"),
+        ],
+    )
+    .await;
     let snap = assert_settled(&worker).await;
     assert_eq!(snap.totals.served.requests, 2);
     assert_eq!(

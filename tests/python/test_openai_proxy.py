@@ -2,8 +2,12 @@
 """End-to-end check: the OpenAI Python SDK, unchanged, talks to a serverless endpoint through
 `vespa proxy` (-> `vespa autoscaler` /route/ -> signed `vespa worker` -> backend).
 
-Env: VESPA_PROXY_URL (e.g. http://127.0.0.1:8010, no /v1). Expects an OpenAI chat backend
-that answers "Hello from vespa", and streams it as several chunks.
+A temperature-0 chat, first whole, then streamed: the stream must arrive in several chunks
+and spell the same text as the whole answer.
+
+Env: VESPA_PROXY_URL (e.g. http://127.0.0.1:8010, no /v1); optional VESPA_MODEL (default
+"m"), VESPA_PROMPT (default "Say hello"), VESPA_MAX_TOKENS (default 16), and
+VESPA_EXPECTED_TEXT, the answer the backend must give (a scripted backend's).
 Run: venv/bin/python test_openai_proxy.py"""
 import os
 import sys
@@ -17,22 +21,26 @@ def say(msg):
 
 def main():
     base_url = os.environ["VESPA_PROXY_URL"].rstrip("/") + "/v1"
+    model = os.environ.get("VESPA_MODEL", "m")
+    max_tokens = int(os.environ.get("VESPA_MAX_TOKENS", "16"))
+    expected = os.environ.get("VESPA_EXPECTED_TEXT")
     client = openai.OpenAI(base_url=base_url, api_key="unused")
-    messages = [{"role": "user", "content": "Say hello"}]
+    messages = [{"role": "user", "content": os.environ.get("VESPA_PROMPT", "Say hello")}]
+    ask = dict(model=model, messages=messages, max_tokens=max_tokens, temperature=0)
     say(f"base_url={base_url} openai=={openai.__version__}")
 
-    reply = client.chat.completions.create(model="m", messages=messages, max_tokens=16)
+    reply = client.chat.completions.create(**ask)
     text = reply.choices[0].message.content
     say(f"non-streaming: {text!r}")
-    assert text == "Hello from vespa", reply
+    assert text, reply
+    if expected is not None:
+        assert text == expected, reply
 
-    stream = client.chat.completions.create(
-        model="m", messages=messages, max_tokens=16, stream=True
-    )
+    stream = client.chat.completions.create(**ask, stream=True)
     chunks = [c.choices[0].delta.content for c in stream if c.choices and c.choices[0].delta.content]
     say(f"streaming: {len(chunks)} chunks {chunks!r}")
     assert len(chunks) >= 3, chunks
-    assert "".join(chunks) == "Hello from vespa", chunks
+    assert "".join(chunks) == text, chunks
     print("ALL PASSED", flush=True)
 
 
