@@ -197,8 +197,15 @@ impl Progress {
             BenchEvent::Finished(l) => {
                 if !quiet {
                     let cut = if l.cut { ", cut by the bound" } else { "" };
+                    let how = match &l.streamed {
+                        Some(s) => format!(
+                            "{:.1} units/s from {} streams, {:.2} s prefill per {:.0}-unit answer; ",
+                            s.decode_throughput, s.streams, s.prefill_secs, s.answer_units
+                        ),
+                        None => String::new(),
+                    };
                     self.line(&mut bar, &format!(
-                        "concurrency {:>4}: {:>12.1} units/s over {:.2} s  ({} done, {} errors, {:.2} s{cut})",
+                        "concurrency {:>4}: {:>12.1} units/s over {:.2} s  ({how}{} done, {} errors, {:.2} s{cut})",
                         l.concurrency, l.throughput, l.window_secs, l.requests, l.errors, l.secs
                     ));
                 }

@@ -279,6 +279,9 @@ async fn capacity(cfg: &WorkerConfig, profile: &Arc<Profile>) -> Result<f64, Str
             window_secs = l.window_secs,
             requests = l.requests,
             errors = l.errors,
+            decode_throughput = l.streamed.as_ref().map(|s| s.decode_throughput),
+            streams = l.streamed.as_ref().map(|s| s.streams),
+            prefill_secs = l.streamed.as_ref().map(|s| s.prefill_secs),
             "benchmark level"
         ),
         BenchEvent::StreamRefused { reason } => tracing::warn!(

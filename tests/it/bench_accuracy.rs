@@ -14,6 +14,11 @@ use vespa::sim::{Sim, SimConfig};
 /// sequence: slow enough that the client's own work on a busy 2-core machine does not show
 /// in the figures).
 fn short_openai() -> Profile {
+    openai_answering(100)
+}
+
+/// The built-in `openai` profile asking for `tokens` per answer, with a 1 s window.
+fn openai_answering(tokens: u64) -> Profile {
     let text = vespa::profile::BUILT_IN
         .iter()
         .find(|(n, _)| *n == "openai")
@@ -21,28 +26,11 @@ fn short_openai() -> Profile {
         .1;
     Profile::parse(
         &text
-            .replace("max_tokens = 500", "max_tokens = 100")
+            .replace("max_tokens = 500", &format!("max_tokens = {tokens}"))
             .replace("window = 3", "window = 1"),
         "openai (short)",
     )
     .unwrap()
-}
-
-async fn measured(batch: usize) -> (f64, f64) {
-    let (sim, truth) = sim(batch, 250.0).await;
-    let report = Bench::new(Arc::new(short_openai()), &sim.url(), "m")
-        .run(&|_| {})
-        .await
-        .unwrap();
-    (report.max_perf, truth)
-}
-
-#[tokio::test]
-async fn ramp_measures_batch_4_16_and_64_within_ten_percent() {
-    for batch in [4, 16, 64] {
-        let (got, truth) = measured(batch).await;
-        assert_within_ten_percent(&format!("batch {batch}"), got, truth);
-    }
 }
 
 /// A sim decoding `decode_tps` tokens/s per sequence, `batch` at once, and its true capacity.
@@ -64,6 +52,23 @@ fn assert_within_ten_percent(what: &str, got: f64, truth: f64) {
         "{what}: measured {got:.0}, true {truth:.0} ({:+.1} %)",
         error * 100.0
     );
+}
+
+async fn measured(batch: usize) -> (f64, f64) {
+    let (sim, truth) = sim(batch, 250.0).await;
+    let report = Bench::new(Arc::new(short_openai()), &sim.url(), "m")
+        .run(&|_| {})
+        .await
+        .unwrap();
+    (report.max_perf, truth)
+}
+
+#[tokio::test]
+async fn ramp_measures_batch_4_16_and_64_within_ten_percent() {
+    for batch in [4, 16, 64] {
+        let (got, truth) = measured(batch).await;
+        assert_within_ten_percent(&format!("batch {batch}"), got, truth);
+    }
 }
 
 #[tokio::test]
@@ -198,4 +203,60 @@ async fn a_backend_that_fails_after_the_warm_up_fails_the_benchmark_at_once() {
     assert!(err.to_string().contains("out of memory"), "{err}");
     // It does not wait for the 30 s bound when every request fails.
     assert!(started.elapsed() < Duration::from_secs(10), "{err}");
+}
+
+/// Measures a sim of batch 4 at 250 tokens/s per sequence whose answers of `answer`
+/// tokens hold their slot for `ms_per_token` per prompt token first, against its true
+/// capacity: batch × answer / (prefill + answer / 250), below the decode rate.
+async fn prefill_case(answer: u64, ms_per_token: f64) {
+    let batch = 4;
+    let cfg = SimConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        decode_tps: 250.0,
+        max_batch: batch,
+        prefill_ms_per_token: ms_per_token,
+        ..Default::default()
+    };
+    let sim = Sim::start(cfg).await.unwrap();
+    let profile = openai_answering(answer);
+    // The sim's own count of the profile's prompt.
+    let mut body = profile
+        .request
+        .body
+        .as_ref()
+        .unwrap()
+        .render(&vespa::profile::template::RenderContext { model: "m".into() });
+    body["max_tokens"] = 1.into();
+    let usage: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/v1/completions", sim.url()))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let prompt_tokens = usage["usage"]["prompt_tokens"].as_f64().unwrap();
+    let prefill = prompt_tokens * ms_per_token / 1000.0;
+    let answer = answer as f64;
+    let truth = batch as f64 * answer / (prefill + answer / 250.0);
+    let decode_only = batch as f64 * 250.0;
+    assert!(truth < decode_only * 0.85, "the case needs a prefill that matters");
+    let report = Bench::new(Arc::new(profile), &sim.url(), "m")
+        .run(&|_| {})
+        .await
+        .unwrap();
+    assert_within_ten_percent(
+        &format!("batch 4, {answer}-token answers, {prefill:.2} s prefill"),
+        report.max_perf,
+        truth,
+    );
+}
+
+#[tokio::test]
+async fn prefill_counts_against_the_capacity() {
+    // Answers shorter than the window: the window sees their prefills.
+    prefill_case(100, 0.5).await;
+    // Answers longer than the window (2 s): the prefills it cannot see are added.
+    prefill_case(500, 2.0).await;
 }

@@ -119,6 +119,24 @@ pub struct Level {
     pub secs: f64,
     /// The bound cut this level short.
     pub cut: bool,
+    /// How a streamed level's throughput was found; `None` for whole answers.
+    pub streamed: Option<Streamed>,
+}
+
+/// The figures behind a streamed level's throughput (see [`ramp`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct Streamed {
+    /// Units per second that arrived within the window.
+    pub decode_throughput: f64,
+    /// Requests that produced units within the window (the backend's running batch).
+    pub streams: usize,
+    /// Requests whose first unit arrived within the window (prefills the window saw).
+    pub first_units: usize,
+    /// Time to first unit of a request that did not queue, seconds: the prefill each
+    /// answer costs its stream.
+    pub prefill_secs: f64,
+    /// Units of one answer: the mean of completed answers, else the request rule's.
+    pub answer_units: f64,
 }
 
 /// The outcome of a benchmark.
@@ -342,6 +360,7 @@ impl Bench {
                 window_secs: secs,
                 secs,
                 cut,
+                streamed: None,
             };
             on_event(&BenchEvent::Finished(level.clone()));
             run.levels.push(level);

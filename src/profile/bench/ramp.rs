@@ -14,7 +14,8 @@
 //! batch finishing as one wave is counted whole and the tail of a level does not dilute it.
 
 use super::{
-    Bench, BenchEvent, Level, MIN_GAIN, PROGRESS_EVERY, Progress, Run, request::RequestError,
+    Bench, BenchEvent, Level, MIN_GAIN, PROGRESS_EVERY, Progress, Run, Streamed,
+    request::RequestError,
 };
 use crate::profile::StreamCount;
 use std::time::Duration;
@@ -38,10 +39,12 @@ struct Msg {
 }
 
 enum Kind {
+    /// A request's first work arrived this long after it was sent.
+    Started(Duration),
     /// Work counted.
     Units(f64),
-    /// A request completed.
-    Done,
+    /// A request completed with this much work in all.
+    Done(f64),
     /// A request failed.
     Failed(String),
 }
@@ -57,6 +60,13 @@ pub(super) struct Ramp<'a> {
     loops: JoinSet<()>,
     /// Per request loop: has it counted work yet.
     started: Vec<bool>,
+    /// Streamed: the time to first unit of a request that did not queue (the shortest of
+    /// the first level's), taken as the backend's time to prefill one prompt.
+    prefill: Option<Duration>,
+    /// Streamed: work of the answers completed so far (sum, count).
+    answers: (f64, usize),
+    /// Streamed: the work one request asks for by the profile's request rule.
+    nominal_answer: Option<f64>,
     run: Run,
 }
 
@@ -78,6 +88,12 @@ impl<'a> Ramp<'a> {
             rx,
             loops: JoinSet::new(),
             started: Vec::new(),
+            prefill: None,
+            answers: (0.0, 0),
+            nominal_answer: bench.profile.request.body.as_ref().and_then(|t| {
+                let payload = t.render(&bench.ctx);
+                bench.profile.workload.request.as_ref()?.eval(&payload)
+            }),
             run: Run::default(),
         }
     }
@@ -147,8 +163,17 @@ impl<'a> Ramp<'a> {
         let (me, stream, tx) = (self.bench.clone(), self.stream.cloned(), self.tx.clone());
         self.loops.spawn(async move {
             loop {
+                let sent = Instant::now();
+                let (mut first, mut total) = (true, 0.0);
                 let mut report = |units: f64| {
                     let at = Instant::now();
+                    if std::mem::take(&mut first) {
+                        let kind = Kind::Started(at.saturating_duration_since(sent));
+                        if tx.send(Msg { task, at, kind }).is_err() {
+                            return false;
+                        }
+                    }
+                    total += units;
                     tx.send(Msg {
                         task,
                         at,
@@ -159,7 +184,7 @@ impl<'a> Ramp<'a> {
                 let result = me.request(stream.as_ref(), &mut report).await;
                 let failed = result.is_err();
                 let kind = match result {
-                    Ok(()) => Kind::Done,
+                    Ok(()) => Kind::Done(total),
                     Err(RequestError::Status(_, e) | RequestError::Other(e)) => Kind::Failed(e),
                 };
                 let msg = Msg {
@@ -199,7 +224,8 @@ impl<'a> Ramp<'a> {
         let sleep = tokio::time::sleep_until(phase_end(window_start));
         tokio::pin!(sleep);
         let mut tick = ticker(level_start);
-        let (mut units, mut requests, mut errors) = (0.0, 0, 0);
+        let mut tally = Tally::new(c);
+        let mut first_unit: Option<Duration> = None;
         let mut cut = false;
         loop {
             tokio::select! {
@@ -218,25 +244,24 @@ impl<'a> Ramp<'a> {
                 }
                 m = self.rx.recv() => {
                     let Some(m) = m else { break };
-                    if let Kind::Units(_) = m.kind
-                        && m.task >= new_from
-                        && !std::mem::replace(&mut self.started[m.task], true)
-                    {
-                        waiting -= 1;
-                        if waiting == 0 && window_start.is_none() {
-                            window_start = Some(m.at);
-                            sleep.as_mut().reset(phase_end(window_start));
+                    match m.kind {
+                        Kind::Started(ttft) => {
+                            first_unit = Some(first_unit.map_or(ttft, |f| f.min(ttft)));
                         }
+                        Kind::Units(_) if m.task >= new_from
+                            && !std::mem::replace(&mut self.started[m.task], true) =>
+                        {
+                            waiting -= 1;
+                            if waiting == 0 && window_start.is_none() {
+                                window_start = Some(m.at);
+                                sleep.as_mut().reset(phase_end(window_start));
+                            }
+                        }
+                        _ => {}
                     }
-                    let Some(ws) = window_start else {
-                        if let Kind::Failed(e) = m.kind {
-                            errors += 1;
-                            self.run.last_error = Some(e);
-                        }
-                        continue;
-                    };
-                    let window = ws..sleep.deadline();
-                    count(m, &window, &mut units, &mut requests, &mut errors, &mut self.run);
+                    let window = window_start.map(|ws| ws..sleep.deadline());
+                    let prefill = self.prefill.or(first_unit).unwrap_or_default().as_secs_f64();
+                    tally.add(m, window.as_ref(), prefill, &mut self.answers, &mut self.run);
                 }
                 _ = tick.tick() => {
                     let now = Instant::now();
@@ -250,7 +275,7 @@ impl<'a> Ramp<'a> {
                         settling: window_start.is_none(),
                         elapsed_secs: elapsed,
                         window_secs: self.window.as_secs_f64(),
-                        throughput: if elapsed > 0.0 { units / elapsed } else { 0.0 },
+                        throughput: if elapsed > 0.0 { tally.units / elapsed } else { 0.0 },
                         eta_secs: self.eta(c, left),
                     });
                 }
@@ -259,33 +284,41 @@ impl<'a> Ramp<'a> {
         let window_end = sleep.deadline();
         // Work reported within the window but still queued.
         while let Ok(m) = self.rx.try_recv() {
-            if let Some(ws) = window_start {
-                count(
-                    m,
-                    &(ws..window_end),
-                    &mut units,
-                    &mut requests,
-                    &mut errors,
-                    &mut self.run,
-                );
-            }
+            let window = window_start.map(|ws| ws..window_end);
+            let prefill = self.prefill.or(first_unit).unwrap_or_default().as_secs_f64();
+            tally.add(m, window.as_ref(), prefill, &mut self.answers, &mut self.run);
+        }
+        if self.prefill.is_none() {
+            self.prefill = first_unit;
         }
         let measured = window_start.map_or(Duration::ZERO, |ws| {
             window_end.saturating_duration_since(ws)
         });
-        let throughput = if measured.as_secs_f64() >= self.window.as_secs_f64() * MIN_WINDOW_SHARE {
-            units / measured.as_secs_f64()
+        let secs = if measured.as_secs_f64() >= self.window.as_secs_f64() * MIN_WINDOW_SHARE {
+            measured.as_secs_f64()
         } else {
             0.0
         };
+        let answer = match self.answers {
+            (sum, n) if n > 0 && sum > 0.0 => Some(sum / n as f64),
+            _ => self.nominal_answer,
+        };
+        let prefill = self.prefill.unwrap_or_default().as_secs_f64();
         Level {
             concurrency: c,
-            throughput,
-            requests,
-            errors,
+            throughput: with_prefill(&tally, secs, prefill, answer),
+            requests: tally.requests,
+            errors: tally.errors,
             window_secs: measured.as_secs_f64(),
             secs: level_start.elapsed().as_secs_f64(),
             cut,
+            streamed: Some(Streamed {
+                decode_throughput: if secs > 0.0 { tally.units / secs } else { 0.0 },
+                streams: tally.streams(),
+                first_units: tally.first_units,
+                prefill_secs: prefill,
+                answer_units: answer.unwrap_or(0.0),
+            }),
         }
     }
 
@@ -338,7 +371,7 @@ impl<'a> Ramp<'a> {
                     let Some(m) = m else { break };
                     match m.kind {
                         Kind::Units(u) if close.is_none_or(|end| m.at <= end) => done.push((m.at, u)),
-                        Kind::Units(_) | Kind::Done => {}
+                        Kind::Units(_) | Kind::Done(_) | Kind::Started(_) => {}
                         Kind::Failed(e) => {
                             errors += 1;
                             self.run.last_error = Some(e);
@@ -387,6 +420,7 @@ impl<'a> Ramp<'a> {
             window_secs: span.as_secs_f64(),
             secs: level_start.elapsed().as_secs_f64(),
             cut,
+            streamed: None,
         }
     }
 
@@ -400,24 +434,93 @@ impl<'a> Ramp<'a> {
     }
 }
 
-/// Counts one message of a streamed level measured over `window`.
-fn count(
-    m: Msg,
-    window: &std::ops::Range<Instant>,
-    units: &mut f64,
-    requests: &mut usize,
-    errors: &mut usize,
-    run: &mut Run,
-) {
-    match m.kind {
-        Kind::Units(u) if window.contains(&m.at) => *units += u,
-        Kind::Done if window.contains(&m.at) => *requests += 1,
-        Kind::Failed(e) => {
-            *errors += 1;
-            run.last_error = Some(e);
+/// What a streamed level counted.
+struct Tally {
+    units: f64,
+    /// Requests whose first unit arrived within the window.
+    first_units: usize,
+    /// Seconds of those requests' prefill that lay within the window.
+    prefill_seen: f64,
+    requests: usize,
+    errors: usize,
+    /// Per request loop: did it produce work within the window.
+    active: Vec<bool>,
+}
+
+impl Tally {
+    fn new(loops: usize) -> Self {
+        Self {
+            units: 0.0,
+            first_units: 0,
+            prefill_seen: 0.0,
+            requests: 0,
+            errors: 0,
+            active: vec![false; loops],
         }
-        Kind::Units(_) | Kind::Done => {}
     }
+
+    /// Counts one message; `window` is `None` while the level settles.
+    fn add(
+        &mut self,
+        m: Msg,
+        window: Option<&std::ops::Range<Instant>>,
+        prefill: f64,
+        answers: &mut (f64, usize),
+        run: &mut Run,
+    ) {
+        let inside = window.is_some_and(|w| w.contains(&m.at));
+        match m.kind {
+            Kind::Units(u) if inside => {
+                self.units += u;
+                if let Some(a) = self.active.get_mut(m.task) {
+                    *a = true;
+                }
+            }
+            Kind::Done(total) => {
+                answers.0 += total;
+                answers.1 += 1;
+                if inside {
+                    self.requests += 1;
+                }
+            }
+            Kind::Started(ttft) if inside => {
+                self.first_units += 1;
+                // The prefill ended at the first unit; a queued request's wait is not
+                // prefill, so at most one prefill's time counts.
+                let start = window.map_or(m.at, |w| w.start);
+                let in_window = m.at.saturating_duration_since(start).min(ttft);
+                self.prefill_seen += in_window.as_secs_f64().min(prefill);
+            }
+            Kind::Failed(e) => {
+                self.errors += 1;
+                run.last_error = Some(e);
+            }
+            Kind::Units(_) | Kind::Started(_) => {}
+        }
+    }
+
+    /// Requests that produced work within the window: the backend's running batch.
+    fn streams(&self) -> usize {
+        self.active.iter().filter(|a| **a).count()
+    }
+}
+
+/// A streamed level's throughput with prefill counted against it.
+///
+/// In steady state every answer of `answer` units also costs its stream `prefill` seconds
+/// before its first unit, during which that stream produces nothing. A window shorter than
+/// an answer sees less prefill than the `units / answer` answers it counted work of: the
+/// prefill time it did not see is added to the streams' time, shared over `streams`.
+fn with_prefill(tally: &Tally, secs: f64, prefill: f64, answer: Option<f64>) -> f64 {
+    let streams = tally.streams();
+    if secs <= 0.0 {
+        return 0.0;
+    }
+    let Some(answer) = answer.filter(|a| *a > 0.0 && streams > 0) else {
+        return tally.units / secs;
+    };
+    let unseen = (tally.units / answer * prefill - tally.prefill_seen).max(0.0);
+    tally.units / (secs + unseen / streams as f64)
 }
 
 /// A progress ticker from `start`, not catching up missed ticks.
