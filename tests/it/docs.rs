@@ -16,6 +16,18 @@ fn toml_block(doc: &str, heading: &str) -> String {
     doc[start..end].to_string()
 }
 
+#[test]
+fn the_documented_format_parses() {
+    let doc = include_str!("../../docs/BENCHMARKS.md");
+    let profile = Profile::parse(&toml_block(doc, "## The format"), "docs/BENCHMARKS.md").unwrap();
+    let stream = profile
+        .benchmark
+        .stream
+        .expect("the format shows [benchmark.stream]");
+    assert_eq!(stream.path.as_deref(), Some("/generate_stream"));
+    assert_eq!(profile.benchmark.window, std::time::Duration::from_secs(3));
+}
+
 #[tokio::test]
 async fn docs_example_profile_benchmarks_an_embeddings_server() {
     let doc = include_str!("../../docs/BENCHMARKS.md");
