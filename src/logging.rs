@@ -1,5 +1,7 @@
-//! Log setup for the binary: `tracing` to stderr, text or JSON lines.
+//! Log setup for the binary: `tracing` to stderr, text or JSON lines, coloured only when
+//! stderr is a terminal (a file, a pipe or a log collector gets no escape codes).
 
+use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
 
 /// Installs the global subscriber. `level` is a `tracing` filter directive (e.g. `info`);
@@ -9,6 +11,7 @@ pub fn init(level: &str, json: bool) {
         .unwrap_or_else(|_| EnvFilter::new(format!("warn,vespa={level}")));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = if json {
         builder.json().try_init()
