@@ -219,7 +219,11 @@ impl Record {
             bytes_out = self.bytes_out,
             client = self.client.as_ref().map(tracing::field::display),
             request_id = %self.id.to_str().unwrap_or(""),
-            trace_id = self.traceparent.as_ref().and_then(headers::trace_id),
+            trace_id = self
+                .traceparent
+                .as_ref()
+                .and_then(headers::trace_id)
+                .map(tracing::field::display),
             "request"
         );
     }
