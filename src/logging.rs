@@ -1,14 +1,28 @@
-//! Log setup for the binary: `tracing` to stderr, text or JSON lines.
+//! Log setup for the binary: `tracing` to stderr, text or JSON lines, coloured only when
+//! stderr is a terminal (a file, a pipe or a log collector gets no escape codes).
 
+use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
+
+/// The target of the worker's access log lines, shown at `info` whatever the log level.
+pub const ACCESS_TARGET: &str = "vespa::access";
 
 /// Installs the global subscriber. `level` is a `tracing` filter directive (e.g. `info`);
 /// `RUST_LOG`, when set, wins.
 pub fn init(level: &str, json: bool) {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("warn,vespa={level}")));
+    init_with(level, json, false)
+}
+
+/// [`init`], with the access log ([`ACCESS_TARGET`]) at `info` when `access_log` is set.
+pub fn init_with(level: &str, json: bool, access_log: bool) {
+    let mut directives = format!("warn,vespa={level}");
+    if access_log {
+        directives.push_str(&format!(",{ACCESS_TARGET}=info"));
+    }
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(directives));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = if json {
         builder.json().try_init()

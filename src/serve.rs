@@ -105,7 +105,7 @@ where
         tls,
         ServeLimits::default(),
         std::future::pending(),
-        handler,
+        move |req, _| handler(req),
     )
     .await
 }
@@ -114,7 +114,7 @@ where
 /// accepting (the listener closes) and shuts every connection down gracefully: a response
 /// in progress is written to its end (the last frame, the chunked terminator, HTTP/2's
 /// end of stream), idle keep-alive connections close at once. Returns when every
-/// connection has closed.
+/// connection has closed. The handler is given each request with the client's address.
 pub async fn serve<H, F>(
     listener: TcpListener,
     tls: Option<Tls>,
@@ -122,7 +122,7 @@ pub async fn serve<H, F>(
     stop: impl Future<Output = ()>,
     handler: H,
 ) where
-    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     let mut connections = JoinSet::new();
@@ -188,7 +188,7 @@ enum Protocol {
 
 async fn serve_tls<H, F>(tls: Tls, stream: TcpStream, conn: Conn, handler: H)
 where
-    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     let peer = conn.peer;
@@ -215,7 +215,7 @@ where
 async fn serve_connection<I, H, F>(io: I, conn: Conn, protocol: Protocol, handler: H)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     let Conn {
@@ -224,7 +224,7 @@ where
         mut closing,
     } = conn;
     let service = service_fn(move |req| {
-        let response = handler(req);
+        let response = handler(req, peer);
         async move { Ok::<_, Infallible>(response.await) }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());

@@ -24,6 +24,7 @@ use hyper_util::rt::TokioIo;
 use pin_project_lite::pin_project;
 use rustls::ClientConfig;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -69,6 +70,23 @@ pub enum BackendError {
 struct Conn {
     sender: SendRequest<Body>,
     driver: AbortHandle,
+    _open: OpenConn,
+}
+
+/// Counts a connection as open while it lives (`vespa_backend_connections`).
+struct OpenConn(Arc<AtomicUsize>);
+
+impl OpenConn {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(Arc::clone(count))
+    }
+}
+
+impl Drop for OpenConn {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 struct Idle {
@@ -80,6 +98,8 @@ struct Idle {
 struct Pool {
     idle: Mutex<Vec<Idle>>,
     idle_timeout: Duration,
+    /// Connections made and not yet dropped, idle ones included.
+    open: Arc<AtomicUsize>,
 }
 
 impl Pool {
@@ -267,6 +287,7 @@ impl Backend {
             pool: Arc::new(Pool {
                 idle: Mutex::new(Vec::new()),
                 idle_timeout,
+                open: Arc::default(),
             }),
             connect_timeout,
             api_key: None,
@@ -313,6 +334,12 @@ impl Backend {
     /// Number of idle pooled connections (for tests and status).
     pub fn idle_connections(&self) -> usize {
         self.pool.idle().len()
+    }
+
+    /// Number of open backend connections: idle ones, and those carrying a request or
+    /// a response.
+    pub fn open_connections(&self) -> usize {
+        self.pool.open.load(Ordering::Relaxed)
     }
 
     /// Closes pooled connections idle for longer than the pool's idle timeout. Runs every
@@ -372,8 +399,9 @@ impl Backend {
         };
         // Small SSE frames must not wait for Nagle.
         let _ = stream.set_nodelay(true);
+        let open = OpenConn::new(&self.pool.open);
         match &self.tls {
-            None => handshake(stream).await,
+            None => handshake(stream, open).await,
             Some(tls) => {
                 let tls_error = |source| BackendError::Connect {
                     addr: self.addr.clone(),
@@ -396,7 +424,7 @@ impl Backend {
                         )));
                     }
                 };
-                handshake(stream).await
+                handshake(stream, open).await
             }
         }
     }
@@ -460,7 +488,7 @@ impl Backend {
     }
 }
 
-async fn handshake<I>(io: I) -> Result<Conn, BackendError>
+async fn handshake<I>(io: I, open: OpenConn) -> Result<Conn, BackendError>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -476,7 +504,11 @@ where
         }
     })
     .abort_handle();
-    Ok(Conn { sender, driver })
+    Ok(Conn {
+        sender,
+        driver,
+        _open: open,
+    })
 }
 
 fn clone_request(req: &Request<Body>, body: Bytes) -> Request<Body> {

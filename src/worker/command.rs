@@ -11,7 +11,7 @@ pub async fn run(args: &WorkerArgs, env: &dyn Env) -> i32 {
         Ok(c) => c,
         Err(e) => return e.eprint(),
     };
-    crate::logging::init(&config.log_level, config.log_json);
+    crate::logging::init_with(&config.log_level, config.log_json, config.access_log);
     log_settings(&config);
     let worker = match Worker::start(config.clone()).await {
         Ok(w) => w,

@@ -117,6 +117,8 @@ pub struct Inbound {
     pub query: Option<String>,
     /// Body to forward.
     pub payload: Payload,
+    /// Bytes of the request body the worker read into memory; `None` for a streamed body.
+    pub body_len: Option<u64>,
 }
 
 impl Inbound {
@@ -239,6 +241,7 @@ pub async fn read(
             auth: Some(auth),
             query: forward_query,
             payload: Payload::Stream(body),
+            body_len: None,
         });
     }
     if !crate::http_util::is_json_content(headers) {
@@ -252,9 +255,11 @@ pub async fn read(
             auth: None,
             query: forward_query,
             payload: Payload::Stream(body),
+            body_len: None,
         });
     }
     let (bytes, held) = collect(body, &rules).await?;
+    let body_len = Some(bytes.len() as u64);
     if bytes.iter().all(u8::is_ascii_whitespace) {
         if !rules.unsecured {
             return Err(WorkerError::InvalidSignature(
@@ -266,6 +271,7 @@ pub async fn read(
             auth: None,
             query: forward_query,
             payload: raw_or_none(bytes),
+            body_len,
         });
     }
     // One pass over the body: the top-level object's values stay raw slices, so a large
@@ -278,6 +284,7 @@ pub async fn read(
             auth: None,
             query: forward_query,
             payload: Payload::Raw(bytes),
+            body_len,
         });
     }
     let Some(top) = top else {
@@ -293,6 +300,7 @@ pub async fn read(
         auth: Some(auth),
         query,
         payload,
+        body_len,
     })
 }
 

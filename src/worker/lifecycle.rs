@@ -32,6 +32,16 @@ pub enum State {
 }
 
 impl State {
+    /// The [`State::name`] of every state, in life order (the `vespa_state` series).
+    pub const NAMES: [&'static str; 6] = [
+        "starting",
+        "waiting_for_backend",
+        "benchmarking",
+        "ready",
+        "errored",
+        "draining",
+    ];
+
     /// Snake-case name, as shown in `/_vespa/status`.
     pub fn name(&self) -> &'static str {
         match self {

@@ -18,6 +18,7 @@ mod handler;
 pub mod ledger;
 pub mod lifecycle;
 pub mod model_log;
+pub mod observe;
 pub mod pubkey;
 pub mod relay;
 pub mod report;
@@ -32,6 +33,7 @@ use config::WorkerConfig;
 use forward::Forward;
 use ledger::{Ledger, Recorder};
 use lifecycle::{Lifecycle, State};
+use observe::{Metrics, Observer};
 use report::{Book, Reporter, Sources};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -54,6 +56,8 @@ pub struct Shared {
     pub backend: Arc<Backend>,
     /// Interval counters and ended requests for the reports.
     pub book: Arc<Book>,
+    /// Metrics, request ids and the access log.
+    pub observer: Arc<Observer>,
     admission: Admission,
     auth: Auth,
     forward: Forward,
@@ -127,7 +131,7 @@ impl Worker {
         let shared = Arc::new(Shared::new(config, reporter, &url));
         let handler = {
             let shared = Arc::clone(&shared);
-            move |req| handler::handle(Arc::clone(&shared), req)
+            move |req, client| handler::handle(Arc::clone(&shared), req, client)
         };
         let mut tasks = Vec::new();
         let tls = tls.map(|tls| {
@@ -298,6 +302,15 @@ impl Shared {
             }))
         };
         let book = Arc::new(Book::new(reporter.is_some()));
+        let reports = match &reporter {
+            Some(r) => r.counters().clone(),
+            None => observe::report_counters(),
+        };
+        let observer = Arc::new(Observer::new(
+            Metrics::new(reports),
+            config.access_log,
+            config.trace_context,
+        ));
         let recorder: Arc<dyn Recorder> = Arc::clone(&book) as Arc<dyn Recorder>;
         let ledger = Ledger::with_recorder(config.max_perf, config.max_wait_time, Some(recorder));
         let lifecycle = Arc::new(Lifecycle::default());
@@ -324,6 +337,7 @@ impl Shared {
             lifecycle,
             backend,
             book,
+            observer,
             auth,
             forward,
             reporter,

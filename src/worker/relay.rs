@@ -1,16 +1,18 @@
 //! Relays a backend response body to the client frame by frame, and settles the request's
-//! accounting when the body ends, fails, or is dropped.
+//! accounting and its record when the body ends, fails, or is dropped.
 //!
-//! The [`Admitted`] guard travels inside the body: the request's place in the working set
-//! and its concurrency slot are released when the last frame is handed to the server
-//! (success), when the backend fails or falls silent for longer than `IDLE_TIMEOUT`
-//! (errored), or when the server drops the body because the client left (cancelled, by the
-//! guard's `Drop`). The backend connection returns itself ([`ResponseBody`]); this module
-//! only does accounting. No code after an `.await` is needed for cleanup.
+//! The [`Admitted`] guard and the request's [`Record`] travel inside the body: the request's
+//! place in the working set and its concurrency slot are released, and its record ended,
+//! when the last frame is handed to the server (success), when the backend fails or falls
+//! silent for longer than `IDLE_TIMEOUT` (errored), or when the server drops the body
+//! because the client left (cancelled and `client_gone`, by the guards' `Drop`). The
+//! backend connection returns itself ([`ResponseBody`]); this module only does accounting.
+//! No code after an `.await` is needed for cleanup.
 
 use super::admission::Admitted;
 use super::backend::{Closer, ResponseBody};
 use super::ledger::Outcome;
+use super::observe::{Ending, Record};
 use crate::http_util::{BoxError, empty, strip_hop_by_hop};
 use crate::serve::stall::StallTimer;
 use bytes::Bytes;
@@ -29,8 +31,9 @@ use std::time::Duration;
 #[error("backend sent nothing for {0:.1} s (IDLE_TIMEOUT)")]
 pub struct IdleTimeout(pub f64);
 
-/// The client's response for the backend's `resp`: hop-by-hop headers stripped, the body
-/// relayed with `admitted` settled at its end.
+/// The client's response for the backend's `resp`: hop-by-hop headers stripped,
+/// `X-Request-Id` and `Server-Timing` added, the body relayed with `admitted` and `record`
+/// settled at its end.
 ///
 /// `stream_send_timeout` is `SEND_TIMEOUT` for an HTTP/2 stream: there the connection can
 /// stay writable while the client grants one stream no flow-control window, so the timer on
@@ -40,13 +43,16 @@ pub struct IdleTimeout(pub f64);
 pub fn respond(
     resp: Response<ResponseBody>,
     admitted: Admitted,
+    record: Record,
     idle_timeout: Option<Duration>,
     stream_send_timeout: Option<Duration>,
 ) -> Response<crate::http_util::Body> {
     let (mut head, body) = resp.into_parts();
     strip_hop_by_hop(&mut head.headers);
+    record.stamp(&mut head.headers);
     if body.is_end_stream() {
         // Nothing will poll an empty body (204, 304, HEAD, length 0), so settle now.
+        record.finish(Ending::Relayed);
         admitted.finish(Outcome::Success);
         return Response::from_parts(head, empty());
     }
@@ -63,10 +69,11 @@ pub fn respond(
         _ => Guard::Local(Some(admitted)),
     };
     let relay = Relay {
+        record: Some(record),
+        settle: guard,
         inner: body,
         idle: StallTimer::default(),
         idle_timeout,
-        settle: guard,
     };
     Response::from_parts(head, relay.boxed_unsync())
 }
@@ -84,6 +91,29 @@ impl Guard {
             Guard::Watched(w) => w.guard.lock().unwrap_or_else(|p| p.into_inner()).take(),
         }
     }
+}
+
+/// Settles the request once: its record, then its ledger outcome. Returns whether this
+/// call settled the ledger; when the send watchdog did it first (the client stopped
+/// reading), the record ends as `client_gone` whatever `ending` says.
+fn settle(guard: &mut Guard, record: &mut Option<Record>, ending: Ending) -> bool {
+    let admitted = guard.take();
+    let ending = match admitted {
+        Some(_) => ending,
+        None => Ending::ClientGone,
+    };
+    if let Some(r) = record.take() {
+        r.finish(ending);
+    }
+    let Some(admitted) = admitted else {
+        return false;
+    };
+    admitted.finish(match ending {
+        Ending::Relayed => Outcome::Success,
+        Ending::BackendFailed | Ending::BackendIdle => Outcome::Errored,
+        Ending::ClientGone => Outcome::Cancelled,
+    });
+    true
 }
 
 /// What the send watchdog of one HTTP/2 stream sees of its relay.
@@ -126,23 +156,29 @@ async fn watchdog(watch: Weak<SendWatch>, closer: Closer, limit: Duration) {
 
 pin_project! {
     /// A backend response body on its way to the client.
+    ///
+    /// Internal: fields drop in order, so a relay dropped mid-body (the client left) ends
+    /// its record, then its ledger entry, then the backend connection: whoever sees the
+    /// connection close or the ledger settle finds the request already counted.
     pub struct Relay<B = ResponseBody> {
+        record: Option<Record>,
+        settle: Guard,
         #[pin]
         inner: B,
         idle: StallTimer,
         idle_timeout: Option<Duration>,
-        settle: Guard,
     }
 }
 
 impl<B> Relay<B> {
-    /// Wraps `inner`; `settle` is finished when the body ends.
-    pub fn new(inner: B, idle_timeout: Option<Duration>, settle: Admitted) -> Self {
+    /// Wraps `inner`; `settle` and `record` are finished when the body ends.
+    pub fn new(inner: B, idle_timeout: Option<Duration>, settle: Admitted, record: Record) -> Self {
         Self {
+            record: Some(record),
+            settle: Guard::Local(Some(settle)),
             inner,
             idle: StallTimer::default(),
             idle_timeout,
-            settle: Guard::Local(Some(settle)),
         }
     }
 }
@@ -170,26 +206,24 @@ where
                     w.awaiting.store(true, Ordering::Relaxed);
                 }
                 this.idle.progress();
+                if let (Some(r), Some(data)) = (this.record.as_mut(), frame.data_ref()) {
+                    r.frame(data.len());
+                }
                 // The server may stop polling once the body reports its end (a known
                 // length reached), so settle as soon as the last frame is handed over.
-                if this.inner.is_end_stream()
-                    && let Some(s) = this.settle.take()
-                {
-                    s.finish(Outcome::Success);
+                if this.inner.is_end_stream() {
+                    settle(this.settle, this.record, Ending::Relayed);
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {
-                if let Some(s) = this.settle.take() {
+                if settle(this.settle, this.record, Ending::BackendFailed) {
                     tracing::warn!(error = %e, "backend response body failed mid-stream");
-                    s.finish(Outcome::Errored);
                 }
                 Poll::Ready(Some(Err(e.into())))
             }
             Poll::Ready(None) => {
-                if let Some(s) = this.settle.take() {
-                    s.finish(Outcome::Success);
-                }
+                settle(this.settle, this.record, Ending::Relayed);
                 Poll::Ready(None)
             }
             Poll::Pending => {
@@ -198,13 +232,12 @@ where
                 let timed_out = this
                     .idle_timeout
                     .is_some_and(|limit| this.idle.expired(limit, cx));
-                if timed_out && let Some(s) = this.settle.take() {
+                if timed_out && settle(this.settle, this.record, Ending::BackendIdle) {
                     let secs = this.idle_timeout.unwrap_or_default().as_secs_f64();
                     tracing::warn!(
                         idle_timeout = secs,
                         "backend response went idle; aborting it"
                     );
-                    s.finish(Outcome::Errored);
                     return Poll::Ready(Some(Err(Box::new(IdleTimeout(secs)))));
                 }
                 Poll::Pending
@@ -242,7 +275,8 @@ mod tests {
             .await
             .unwrap();
         let (tx, rx) = mpsc::channel(1);
-        let relay = Box::pin(Relay::new(Frames(rx), Some(idle_timeout), admitted));
+        let record = crate::worker::observe::tests::record();
+        let relay = Box::pin(Relay::new(Frames(rx), Some(idle_timeout), admitted, record));
         (tx, relay, ledger)
     }
 

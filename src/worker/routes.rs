@@ -1,12 +1,20 @@
 //! Routes the worker answers itself. They live under `/_vespa/` so they never shadow a
 //! backend path; `GET /ping` and `POST /pyworker/update` are kept for PyWorker
-//! compatibility. Health and ready are open to anyone; the status document (request
-//! indexes, report errors) needs `Authorization: Bearer $MASTER_TOKEN` when a token is set.
+//! compatibility. Health, ready and metrics are open to anyone; the status document
+//! (request indexes, report errors) needs `Authorization: Bearer $MASTER_TOKEN` when a token
+//! is set.
+//!
+//! Internal: `/_vespa/metrics` stays open, as Knative's queue-proxy serves its own, because
+//! it holds only aggregates (counts by status and outcome, timings, load, capacity, state)
+//! that a client can already infer from 429s and `Retry-After`: no request index, payload,
+//! address, token or error text. Scrapers (Prometheus, KEDA through Prometheus) then need
+//! no credential; on Vast, `MASTER_TOKEN` is the platform's, not the user's.
 
 use super::Shared;
 use super::error::WorkerError;
 use super::lifecycle::State;
-use crate::http_util::{Body, json_response, text_response};
+use super::observe::{Format, Scrape};
+use crate::http_util::{Body, full, json_response, text_response};
 use http::{Method, Request, StatusCode};
 use hyper::body::Incoming;
 use serde_json::json;
@@ -28,6 +36,7 @@ pub fn own_route(shared: &Shared, req: &Request<Incoming>) -> Option<http::Respo
     Some(match (route, readable) {
         ("health", true) => json_response(StatusCode::OK, &json!({"status": "alive"})),
         ("ready", true) => ready(shared),
+        ("metrics", true) => metrics(shared, req.headers()),
         ("status", true) => match holds_master_token(shared, req.headers()) {
             Ok(()) => json_response(StatusCode::OK, &status(shared)),
             Err(e) => e.into_response(),
@@ -88,6 +97,29 @@ fn ready(shared: &Shared) -> http::Response<Body> {
     };
     // Open to anyone: the state only; the error's text is in `/_vespa/status`.
     json_response(status, &json!({"state": state.name()}))
+}
+
+/// `/_vespa/metrics`: OpenMetrics text when the scraper asks for it, Prometheus text 0.0.4
+/// otherwise ([`Format::negotiate`]).
+fn metrics(shared: &Shared, headers: &http::HeaderMap) -> http::Response<Body> {
+    let snap = shared.ledger.snapshot();
+    let now = Scrape {
+        in_flight: snap.in_flight,
+        queued: snap.queued,
+        working_set_workload: snap.cur_load,
+        max_perf: snap.max_perf,
+        estimated_wait: snap.estimated_wait,
+        state: shared.lifecycle.state().name(),
+        idle_connections: shared.backend.idle_connections(),
+        open_connections: shared.backend.open_connections(),
+    };
+    let format = Format::negotiate(headers);
+    let mut resp = http::Response::new(full(shared.observer.metrics.encode(&now, format)));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(format.content_type()),
+    );
+    resp
 }
 
 /// The `/_vespa/status` document.

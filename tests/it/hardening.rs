@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 use vespa::http_util::BoxError;
@@ -327,77 +327,18 @@ async fn an_h2_stream_the_client_stops_taking_frees_the_gpu_after_the_send_timeo
 
 // ---------------------------------------------------------------- drain
 
-/// `vespa worker` in front of `backend`, on a free port; returns the child, its address
-/// and its log lines.
-async fn spawn_worker(
-    backend: &Backend,
-    report_addr: Option<&str>,
-) -> (
-    tokio::process::Child,
-    std::net::SocketAddr,
-    tokio::io::Lines<BufReader<tokio::process::ChildStderr>>,
-) {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_vespa"));
-    cmd.args(["worker", "--listen", "127.0.0.1:0"])
-        .env_clear()
-        .env("BACKEND_URL", backend.url().to_string())
-        .env("BENCHMARK", "none")
-        .env("MAX_PERF", "1000")
-        .env("UNSECURED", "true")
-        .env("DRAIN_TIMEOUT", "10")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true);
-    if let Some(url) = report_addr {
-        cmd.env("REPORT_ADDR", url).env("CONTAINER_ID", "7");
-    }
-    let mut child = cmd.spawn().unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = tokio::time::timeout(PATIENCE, stdout.next_line())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let addr = line
-        .strip_prefix("listening on http://")
-        .unwrap_or_else(|| panic!("{line}"))
-        .parse()
-        .unwrap();
-    let logs = BufReader::new(child.stderr.take().unwrap()).lines();
-    (child, addr, logs)
-}
-
-/// Waits for a log line containing every one of `words`.
-async fn wait_log(
-    logs: &mut tokio::io::Lines<BufReader<tokio::process::ChildStderr>>,
-    words: &[&str],
-) {
-    let wait = async {
-        while let Some(line) = logs.next_line().await.unwrap() {
-            if words.iter().all(|w| line.contains(w)) {
-                return;
-            }
-        }
-        panic!("the worker exited before logging {words:?}");
-    };
-    tokio::time::timeout(PATIENCE, wait)
-        .await
-        .unwrap_or_else(|_| panic!("no log line with {words:?}"));
-}
-
 async fn a_stream_in_flight_at_sigterm_arrives_whole(report_addr: Option<&str>) {
     let (backend, chunks) = streaming_backend("sse").await;
-    let (mut child, addr, mut logs) = spawn_worker(&backend, report_addr).await;
+    let mut env = vec![("DRAIN_TIMEOUT", "10")];
+    if let Some(url) = report_addr {
+        env.extend([("REPORT_ADDR", url), ("CONTAINER_ID", "7")]);
+    }
+    let (mut child, addr, mut logs) = spawn_worker(&backend, &env).await;
     wait_log(&mut logs, &["state changed", "ready"]).await;
     let mut client = RawClient::post(addr, "/v1/completions", &serde_json::json!({})).await;
     chunks.send(Bytes::from_static(b"data: 1\n\n")).unwrap();
     client.read_until(b"data: 1\n\n").await;
-    let pid = child.id().unwrap().to_string();
-    let kill = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(kill.success());
+    sigterm(&child);
     wait_log(&mut logs, &["state changed", "draining"]).await;
     chunks
         .send(Bytes::from_static(b"data: [DONE]\n\n"))

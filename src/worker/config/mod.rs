@@ -14,6 +14,7 @@ use crate::serve::ServeLimits;
 use crate::signing::SignatureForm;
 use crate::tls::server::TlsFiles;
 use crate::worker::model_log::{Engine, Markers, marker_list};
+use crate::worker::observe::TraceContext;
 use http::Uri;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -132,6 +133,11 @@ pub struct WorkerConfig {
     pub log_level: String,
     /// Emit JSON log lines. Default is `false`.
     pub log_json: bool,
+    /// One log line per finished proxied request. Default is `true`.
+    pub access_log: bool,
+    /// Create a `traceparent` for requests without one. Default is
+    /// [`TraceContext::Passthrough`].
+    pub trace_context: TraceContext,
     /// Model name for benchmark payloads. Default is `model`.
     pub model_name: String,
     /// Vast.ai identity and reporting settings.
@@ -308,6 +314,8 @@ impl WorkerConfig {
             "text" => false,
             _ => return Err(raw.error("expected text or json")),
         };
+        let access_log = args.access_log().get(env).bool()?;
+        let trace_context = parse::trace_context(&args.trace_context().get(env))?;
         let model_name = {
             let raw = args.model_name().get(env);
             match raw.source {
@@ -368,6 +376,8 @@ impl WorkerConfig {
             pool_idle_timeout,
             log_level,
             log_json,
+            access_log,
+            trace_context,
             model_name,
             vast,
             signature_form,

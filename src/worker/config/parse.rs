@@ -4,6 +4,7 @@
 use super::{Benchmark, Readiness};
 use crate::env::{ConfigError, Raw, Source};
 use crate::profile::Profile;
+use crate::worker::observe::TraceContext;
 use http::Uri;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -76,6 +77,15 @@ pub(super) fn log_level(raw: &Raw) -> Result<String, ConfigError> {
         _ => return Err(raw.error("expected trace, debug, info, warning or error")),
     };
     Ok(level.to_string())
+}
+
+/// `TRACE_CONTEXT`: whether the worker creates a `traceparent` for requests without one.
+pub(super) fn trace_context(raw: &Raw) -> Result<TraceContext, ConfigError> {
+    match raw.value.trim().to_ascii_lowercase().as_str() {
+        "passthrough" => Ok(TraceContext::Passthrough),
+        "generate" => Ok(TraceContext::Generate),
+        _ => Err(raw.error("expected passthrough or generate")),
+    }
 }
 
 /// `READINESS`: how the worker decides the model is loaded.

@@ -42,6 +42,23 @@ fn worker_port_selects_the_vast_public_port_variable() {
 }
 
 #[test]
+fn access_log_and_trace_context_are_read() {
+    let base = [("MAX_PERF", "1"), ("UNSECURED", "1")];
+    let c = load(&base).unwrap();
+    assert!(c.access_log);
+    assert_eq!(c.trace_context, TraceContext::Passthrough);
+    let c = load(&[
+        base[0],
+        base[1],
+        ("ACCESS_LOG", "false"),
+        ("TRACE_CONTEXT", "generate"),
+    ])
+    .unwrap();
+    assert!(!c.access_log);
+    assert_eq!(c.trace_context, TraceContext::Generate);
+}
+
+#[test]
 fn flags_win_over_environment() {
     let args = WorkerArgs {
         max_perf: Some("7".into()),
@@ -99,6 +116,22 @@ fn bad_values_name_their_variable() {
             "SIGNATURE_FORM",
         ),
         (&[("MAX_PERF", "1")], "REPORT_ADDR"),
+        (
+            &[
+                ("MAX_PERF", "1"),
+                ("UNSECURED", "1"),
+                ("ACCESS_LOG", "maybe"),
+            ],
+            "ACCESS_LOG",
+        ),
+        (
+            &[
+                ("MAX_PERF", "1"),
+                ("UNSECURED", "1"),
+                ("TRACE_CONTEXT", "invent"),
+            ],
+            "TRACE_CONTEXT",
+        ),
     ];
     for (env, var) in cases {
         let err = load(env).unwrap_err();

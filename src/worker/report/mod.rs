@@ -16,6 +16,9 @@ pub mod wire;
 
 use crate::worker::ledger::Ledger;
 use crate::worker::lifecycle::{Lifecycle, State};
+use crate::worker::observe::{
+    ReportCounters, ReportKind, ReportLabels, ReportResult, report_counters,
+};
 pub use book::{Book, Interval};
 use serde::Serialize;
 use std::sync::{Arc, Mutex};
@@ -106,6 +109,7 @@ pub struct Reporter {
     target: ReportTarget,
     client: reqwest::Client,
     outcome: Arc<Mutex<ReportOutcome>>,
+    counters: ReportCounters,
 }
 
 fn unix_now() -> f64 {
@@ -122,7 +126,24 @@ impl Reporter {
             target,
             client,
             outcome: Arc::default(),
+            counters: report_counters(),
         }
+    }
+
+    /// `vespa_reports_total`: every report sent, by kind and result.
+    pub fn counters(&self) -> &ReportCounters {
+        &self.counters
+    }
+
+    fn count(&self, kind: ReportKind, ok: bool) {
+        let result = if ok {
+            ReportResult::Ok
+        } else {
+            ReportResult::Error
+        };
+        self.counters
+            .get_or_create(&ReportLabels { kind, result })
+            .inc();
     }
 
     /// The HTTP client used for control-plane calls (reports and the public key).
@@ -164,6 +185,7 @@ impl Reporter {
     }
 
     fn record(&self, result: &Result<String, String>) {
+        self.count(ReportKind::Status, result.is_ok());
         let mut o = self.outcome.lock().unwrap_or_else(|p| p.into_inner());
         match result {
             Ok(addr) => {
@@ -235,7 +257,9 @@ impl Reporter {
             mtoken: &self.target.mtoken,
             requests: &batch,
         };
-        match self.post("/delete_requests/", &body).await {
+        let sent = self.post("/delete_requests/", &body).await;
+        self.count(ReportKind::DeleteRequests, sent.is_ok());
+        match sent {
             Ok(_) => book.ack_finished(last),
             Err(e) => tracing::warn!(error = %e, "delete_requests report failed on every address"),
         }

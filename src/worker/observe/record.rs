@@ -1,0 +1,291 @@
+//! The request record: what the worker knows of one proxied request, classified once when
+//! the request ends, feeding both the metrics and the access log.
+//!
+//! A [`Record`] is made when the request arrives and travels with it, like the admission
+//! guard: in the handler's future while the request is read, admitted and sent, then in the
+//! response body while it is relayed. It ends exactly once: [`Record::refuse`] when the
+//! worker answers itself, [`Record::finish`] when the relay ends, or its `Drop` when the
+//! client went away and hyper dropped whatever held it (counted `client_gone`).
+
+use super::Observer;
+use super::headers::{self, SERVER_TIMING, X_REQUEST_ID};
+use super::metrics::RequestOutcome;
+use crate::http_util::Body;
+use crate::worker::error::WorkerError;
+use crate::worker::ledger::RequestInfo;
+use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, Uri};
+use http_body::Body as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The `code` label and log status of a request whose client left before any response head
+/// was sent (nginx's convention).
+pub const CLIENT_CLOSED_REQUEST: u16 = 499;
+
+/// How a relayed response ended, as the relay saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// The body was handed over to its last frame.
+    Relayed,
+    /// The backend's body failed mid-way.
+    BackendFailed,
+    /// The backend sent nothing for longer than `IDLE_TIMEOUT`.
+    BackendIdle,
+    /// The client went away (or stopped reading, past `SEND_TIMEOUT`).
+    ClientGone,
+}
+
+/// The outcome of a request the worker answered itself with `error`.
+///
+/// Internal: every variant is listed, so a new error must be given an outcome here.
+pub fn refused_outcome(error: &WorkerError) -> RequestOutcome {
+    match error {
+        WorkerError::InvalidSignature(_) | WorkerError::Unauthorized => {
+            RequestOutcome::Unauthorized
+        }
+        WorkerError::BodyTooLarge { .. }
+        | WorkerError::InvalidRequest { .. }
+        | WorkerError::NotFound(_) => RequestOutcome::Invalid,
+        WorkerError::QueueFull { .. }
+        | WorkerError::NotReady { .. }
+        | WorkerError::Draining
+        | WorkerError::Overloaded => RequestOutcome::Rejected,
+        WorkerError::BackendUnavailable(_) | WorkerError::UpdateFailed(_) => {
+            RequestOutcome::BackendError
+        }
+        WorkerError::BackendTimeout(_) | WorkerError::RequestTimeout(_) => RequestOutcome::Timeout,
+    }
+}
+
+/// The outcome of a relayed response with status `status` that ended as `ending`.
+pub fn relayed_outcome(status: Option<StatusCode>, ending: Ending) -> RequestOutcome {
+    match ending {
+        Ending::Relayed if status.is_some_and(|s| s.is_server_error()) => {
+            RequestOutcome::BackendError
+        }
+        Ending::Relayed => RequestOutcome::Ok,
+        Ending::BackendFailed => RequestOutcome::BackendError,
+        Ending::BackendIdle => RequestOutcome::Timeout,
+        Ending::ClientGone => RequestOutcome::ClientGone,
+    }
+}
+
+/// One proxied request, from arrival to its end. Dropped unfinished, it records
+/// `client_gone`.
+#[derive(Debug)]
+pub struct Record {
+    observer: Arc<Observer>,
+    started: Instant,
+    method: Method,
+    uri: Uri,
+    client: Option<SocketAddr>,
+    id: HeaderValue,
+    traceparent: Option<HeaderValue>,
+    status: Option<StatusCode>,
+    workload: Option<f64>,
+    request_idx: Option<u64>,
+    queue: Option<Duration>,
+    ttfb: Option<Duration>,
+    bytes_in: Option<u64>,
+    bytes_out: u64,
+    last_frame: Option<Instant>,
+    done: bool,
+}
+
+impl Record {
+    pub(super) fn new(
+        observer: Arc<Observer>,
+        parts: &http::request::Parts,
+        client: Option<SocketAddr>,
+        id: HeaderValue,
+    ) -> Self {
+        let bytes_in = parts
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse().ok());
+        Self {
+            observer,
+            started: Instant::now(),
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            client,
+            id,
+            traceparent: parts.headers.get(&headers::TRACEPARENT).cloned(),
+            status: None,
+            workload: None,
+            request_idx: None,
+            queue: None,
+            ttfb: None,
+            bytes_in,
+            bytes_out: 0,
+            last_frame: None,
+            done: false,
+        }
+    }
+
+    /// The request id (`X-Request-Id`), as sent to the backend and returned to the client.
+    pub fn id(&self) -> &HeaderValue {
+        &self.id
+    }
+
+    /// The request's identity and workload, once admission sized it.
+    pub fn describe(&mut self, info: &RequestInfo) {
+        self.workload = Some(info.workload);
+        self.request_idx = Some(info.request_idx);
+    }
+
+    /// The request body was read into memory: `len` bytes.
+    pub fn body_read(&mut self, len: u64) {
+        self.bytes_in = Some(len);
+    }
+
+    /// The request got its backend slot after waiting `wait`.
+    pub fn queued(&mut self, wait: Duration) {
+        self.queue = Some(wait);
+        self.observer.metrics.queue_wait(wait.as_secs_f64());
+    }
+
+    /// The backend's response head (`status`) arrived `ttfb` after the request was sent.
+    pub fn answered(&mut self, status: StatusCode, ttfb: Duration) {
+        self.status = Some(status);
+        self.ttfb = Some(ttfb);
+        self.observer.metrics.time_to_first_byte(ttfb.as_secs_f64());
+    }
+
+    /// A body frame of `len` bytes was handed to the client.
+    pub fn frame(&mut self, len: usize) {
+        let now = Instant::now();
+        if let Some(prev) = self.last_frame {
+            let gap = now.saturating_duration_since(prev);
+            self.observer.metrics.stream_gap(gap.as_secs_f64());
+        }
+        self.last_frame = Some(now);
+        self.bytes_out += len as u64;
+    }
+
+    /// Adds `X-Request-Id` and the worker's `Server-Timing` to a response head.
+    pub fn stamp(&self, headers: &mut HeaderMap) {
+        headers.insert(X_REQUEST_ID.clone(), self.id.clone());
+        if let Some(timing) = headers::server_timing(self.queue, self.ttfb) {
+            headers.append(SERVER_TIMING.clone(), timing);
+        }
+    }
+
+    /// The worker's own answer for `error`; the request ends here.
+    pub fn refuse(mut self, error: WorkerError) -> Response<Body> {
+        let outcome = refused_outcome(&error);
+        let mut resp = error.into_response();
+        self.stamp(resp.headers_mut());
+        self.status = Some(resp.status());
+        self.bytes_out = resp.body().size_hint().exact().unwrap_or(0);
+        self.end(outcome);
+        resp
+    }
+
+    /// Ends a relayed request.
+    pub fn finish(mut self, ending: Ending) {
+        self.end(relayed_outcome(self.status, ending));
+    }
+
+    fn end(&mut self, outcome: RequestOutcome) {
+        if std::mem::replace(&mut self.done, true) {
+            return;
+        }
+        let total = self.started.elapsed();
+        let code = self.status.map_or(CLIENT_CLOSED_REQUEST, |s| s.as_u16());
+        self.observer
+            .metrics
+            .request(code, outcome, total.as_secs_f64());
+        if self.observer.access_log {
+            self.log(code, outcome, total);
+        }
+    }
+
+    fn log(&self, status: u16, outcome: RequestOutcome, total: Duration) {
+        let ms = |d: Duration| d.as_micros() as f64 / 1000.0;
+        tracing::info!(
+            target: crate::logging::ACCESS_TARGET,
+            method = %self.method,
+            path = %self.uri.path(),
+            status,
+            outcome = %outcome,
+            workload = self.workload,
+            request_idx = self.request_idx,
+            queue_ms = self.queue.map(ms),
+            ttfb_ms = self.ttfb.map(ms),
+            total_ms = ms(total),
+            bytes_in = self.bytes_in,
+            bytes_out = self.bytes_out,
+            client = self.client.as_ref().map(tracing::field::display),
+            request_id = %self.id.to_str().unwrap_or(""),
+            trace_id = self
+                .traceparent
+                .as_ref()
+                .and_then(headers::trace_id)
+                .map(tracing::field::display),
+            "request"
+        );
+    }
+}
+
+impl Drop for Record {
+    fn drop(&mut self) {
+        self.end(RequestOutcome::ClientGone);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relayed_backend_5xx_is_a_backend_error_and_4xx_is_ok() {
+        let s = |c| Some(StatusCode::from_u16(c).unwrap());
+        assert_eq!(
+            relayed_outcome(s(500), Ending::Relayed),
+            RequestOutcome::BackendError
+        );
+        assert_eq!(relayed_outcome(s(404), Ending::Relayed), RequestOutcome::Ok);
+        assert_eq!(
+            relayed_outcome(s(200), Ending::BackendIdle),
+            RequestOutcome::Timeout
+        );
+        assert_eq!(
+            relayed_outcome(None, Ending::ClientGone),
+            RequestOutcome::ClientGone
+        );
+    }
+
+    #[test]
+    fn worker_refusals_are_classified_by_cause() {
+        let cases = [
+            (
+                WorkerError::QueueFull {
+                    wait: 2.0,
+                    limit: 1.0,
+                    retry_after: 1,
+                },
+                RequestOutcome::Rejected,
+            ),
+            (WorkerError::Draining, RequestOutcome::Rejected),
+            (
+                WorkerError::InvalidSignature("bad".into()),
+                RequestOutcome::Unauthorized,
+            ),
+            (
+                WorkerError::BodyTooLarge { limit: 1 },
+                RequestOutcome::Invalid,
+            ),
+            (
+                WorkerError::BackendUnavailable("refused".into()),
+                RequestOutcome::BackendError,
+            ),
+            (WorkerError::BackendTimeout(1.0), RequestOutcome::Timeout),
+            (WorkerError::RequestTimeout(1.0), RequestOutcome::Timeout),
+        ];
+        for (error, outcome) in cases {
+            assert_eq!(refused_outcome(&error), outcome, "{error:?}");
+        }
+    }
+}
