@@ -241,7 +241,10 @@ async fn prefill_case(answer: u64, ms_per_token: f64) {
     let answer = answer as f64;
     let truth = batch as f64 * answer / (prefill + answer / 250.0);
     let decode_only = batch as f64 * 250.0;
-    assert!(truth < decode_only * 0.85, "the case needs a prefill that matters");
+    assert!(
+        truth < decode_only * 0.85,
+        "the case needs a prefill that matters"
+    );
     let report = Bench::new(Arc::new(profile), &sim.url(), "m")
         .run(&|_| {})
         .await

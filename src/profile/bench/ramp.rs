@@ -285,8 +285,18 @@ impl<'a> Ramp<'a> {
         // Work reported within the window but still queued.
         while let Ok(m) = self.rx.try_recv() {
             let window = window_start.map(|ws| ws..window_end);
-            let prefill = self.prefill.or(first_unit).unwrap_or_default().as_secs_f64();
-            tally.add(m, window.as_ref(), prefill, &mut self.answers, &mut self.run);
+            let prefill = self
+                .prefill
+                .or(first_unit)
+                .unwrap_or_default()
+                .as_secs_f64();
+            tally.add(
+                m,
+                window.as_ref(),
+                prefill,
+                &mut self.answers,
+                &mut self.run,
+            );
         }
         if self.prefill.is_none() {
             self.prefill = first_unit;
