@@ -14,6 +14,7 @@ mod fake_autoscaler;
 mod hardening;
 mod load;
 mod metrics;
+mod operations_guide;
 mod pool;
 mod profiles;
 mod properties;

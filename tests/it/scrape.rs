@@ -5,10 +5,9 @@
 
 #![allow(dead_code)]
 
-use crate::support::{LOCAL_MASTER_TOKEN, local_autoscaler, python};
+use crate::support::{LOCAL_MASTER_TOKEN, local_autoscaler, python_output};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
 use vespa::autoscaler::Autoscaler;
 use vespa::sim::{Sim, SimConfig};
 
@@ -101,23 +100,12 @@ pub fn sample_names(family: &str, kind: &str) -> Vec<String> {
 /// `check_metrics.py`; every family must be named `prefix…`. Fails the test, with the
 /// parser's reason, unless the answer is 200 OpenMetrics text both parsers read alike.
 pub async fn scrape(url: &str, bearer: Option<&str>, prefix: &str) -> Exposition {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/check_metrics.py");
-    let mut cmd = tokio::process::Command::new(python());
-    cmd.arg(script).arg(url).arg("--prefix").arg(prefix);
+    let mut args = vec![url, "--prefix", prefix];
     if let Some(token) = bearer {
-        cmd.arg("--bearer").arg(token);
+        args.extend(["--bearer", token]);
     }
-    let out = tokio::time::timeout(Duration::from_secs(60), cmd.kill_on_drop(true).output())
-        .await
-        .expect("check_metrics.py within a minute")
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "check_metrics.py {url} failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).expect("check_metrics.py prints JSON");
+    let out = python_output("check_metrics.py", &args).await;
+    let v: Value = serde_json::from_slice(&out).expect("check_metrics.py prints JSON");
     let families = v["families"]
         .as_object()
         .unwrap()
