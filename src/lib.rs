@@ -14,6 +14,7 @@ pub mod demo;
 pub mod env;
 pub mod http_util;
 pub mod logging;
+pub mod openmetrics;
 pub mod profile;
 pub mod serve;
 pub mod signing;

@@ -29,6 +29,9 @@ pub enum AutoscalerError {
     /// 401: `mtoken` is not the configured master token.
     #[error("missing or wrong mtoken")]
     InvalidToken,
+    /// 401: `Authorization: Bearer` does not hold the master token (`GET /metrics`).
+    #[error("missing or wrong master token: send Authorization: Bearer <master token>")]
+    InvalidBearerToken,
     /// 404: no endpoint of that name is configured.
     #[error("unknown endpoint: {0:?}")]
     UnknownEndpoint(String),
@@ -55,7 +58,9 @@ impl AutoscalerError {
             Self::BadJson(_) => StatusCode::BAD_REQUEST,
             Self::InvalidRequest(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::InvalidApiKey(_) | Self::InvalidToken => StatusCode::UNAUTHORIZED,
+            Self::InvalidApiKey(_) | Self::InvalidToken | Self::InvalidBearerToken => {
+                StatusCode::UNAUTHORIZED
+            }
             Self::UnknownEndpoint(_) | Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::Signing(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -69,7 +74,7 @@ impl AutoscalerError {
             Self::InvalidRequest(_) => "invalid_request",
             Self::BodyTooLarge { .. } => "body_too_large",
             Self::InvalidApiKey(_) => "invalid_api_key",
-            Self::InvalidToken => "invalid_token",
+            Self::InvalidToken | Self::InvalidBearerToken => "invalid_token",
             Self::UnknownEndpoint(_) => "unknown_endpoint",
             Self::NotFound(_) => "not_found",
             Self::MethodNotAllowed { .. } => "method_not_allowed",

@@ -19,6 +19,7 @@
 mod config;
 pub mod error;
 pub mod messages;
+pub mod metrics;
 mod pending;
 pub mod registry;
 pub mod routes;
@@ -38,6 +39,7 @@ use tokio::task::JoinHandle;
 pub struct Shared {
     config: AutoscalerConfig,
     registry: Mutex<Registry>,
+    metrics: metrics::Metrics,
     request_ids: AtomicU64,
     /// Random per-process prefix of `__request_id`, so ids stay unique across restarts.
     nonce: String,
@@ -50,6 +52,7 @@ impl Shared {
         let _ = aws_lc_rs::rand::fill(&mut bytes);
         Shared {
             registry: Mutex::new(Registry::new(config.limits())),
+            metrics: metrics::Metrics::new(config.endpoints.keys()),
             config,
             request_ids: AtomicU64::new(1),
             nonce: bytes.iter().map(|b| format!("{b:02x}")).collect(),
@@ -59,6 +62,11 @@ impl Shared {
     /// The configuration the autoscaler was started with.
     pub fn config(&self) -> &AutoscalerConfig {
         &self.config
+    }
+
+    /// The live counters served at `GET /metrics`.
+    pub fn metrics(&self) -> &metrics::Metrics {
+        &self.metrics
     }
 
     /// The worker pool. Never hold the guard across an `.await`.

@@ -316,6 +316,21 @@ impl Registry {
         c
     }
 
+    /// Load and capacity of `endpoint`'s ready workers: the sum of their reported
+    /// `cur_load` plus what was routed to them since, and the sum of their `max_perf`.
+    /// Their ratio is the wait routing works from, taken over the whole endpoint.
+    pub fn ready_load(&self, endpoint: &str, now: Instant) -> (f64, f64) {
+        self.workers
+            .values()
+            .filter(|w| w.serves(endpoint) && self.status(w, now) == Status::Ready)
+            .fold((0.0, 0.0), |(load, perf), w| {
+                (
+                    load + w.report.cur_load + w.pending.units(),
+                    perf + w.report.max_perf,
+                )
+            })
+    }
+
     /// The `get_endpoint_workers` list for `endpoint`, by id (after pruning).
     pub fn list(&mut self, endpoint: &str, now: Instant) -> Vec<Value> {
         self.prune(now);
@@ -523,6 +538,24 @@ mod tests {
         let listed = r.list("e", now);
         assert_eq!(listed[0]["finished"]["Success"], 1);
         assert_eq!(listed[0]["routed"], 2);
+    }
+
+    #[test]
+    fn ready_load_sums_ready_workers_and_what_was_routed_to_them() {
+        let now = Instant::now();
+        let mut errored = report(3, 40.0, 10.0);
+        errored.error_msg = "down".into();
+        let mut r = pool(
+            vec![report(1, 5.0, 10.0), report(2, 0.0, 30.0), errored],
+            now,
+        );
+        r.route("e", 1, 7.0, now).unwrap(); // worker 2: the least wait
+        assert_eq!(r.ready_load("e", now), (12.0, 40.0));
+        assert_eq!(
+            r.ready_load("e", now + STALE),
+            (0.0, 0.0),
+            "stale is not ready"
+        );
     }
 
     fn limits() -> Limits {

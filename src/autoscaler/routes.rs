@@ -1,13 +1,15 @@
 //! HTTP handlers: `/pubkey/`, `/route/`, `/worker_status/`, `/delete_requests/`,
-//! `/get_endpoint_workers/`. The trailing slash is optional.
+//! `/get_endpoint_workers/`, `/metrics`. The trailing slash is optional.
 //!
 //! Every handler returns `Result<_, AutoscalerError>`; [`handle`] turns errors into their
-//! JSON answers in one place.
+//! JSON answers in one place. `/route/` and the reports count their result in
+//! [`Metrics`](super::metrics::Metrics) whether they succeed or not.
 
 use super::Shared;
 use super::config::WorkerAuth;
 use super::error::AutoscalerError;
 use super::messages::{DeleteRequests, Report, RouteRequest};
+use super::metrics::{ReportKind, ReportResult, RouteResult, pool_snapshot};
 use crate::http_util::{Body, full, json_response};
 use crate::signing::{SignatureForm, legacy_message, url_message};
 use bytes::Bytes;
@@ -46,15 +48,22 @@ async fn dispatch(
         }
         "/worker_status" => {
             allow(method, &[Method::POST], "POST")?;
-            worker_status(shared, req).await
+            let taken = worker_status(shared, req).await;
+            report_answer(shared, ReportKind::Status, taken)
         }
         "/delete_requests" => {
             allow(method, &[Method::POST], "POST")?;
-            delete_requests(shared, req).await
+            let taken = delete_requests(shared, req).await;
+            report_answer(shared, ReportKind::DeleteRequests, taken)
         }
         "/get_endpoint_workers" => {
             allow(method, &[Method::GET, Method::POST], "GET, POST")?;
             endpoint_workers(shared, req).await
+        }
+        "/metrics" => {
+            allow(method, &[Method::GET, Method::HEAD], "GET, HEAD")?;
+            holds_master_token(shared, req.headers())?;
+            Ok(metrics(shared))
         }
         _ => Err(AutoscalerError::NotFound(req.uri().path().to_string())),
     }
@@ -83,11 +92,16 @@ fn pubkey(shared: &Shared) -> Response<Body> {
 
 /// `POST /route/` (PROTOCOL.md §1).
 async fn route(shared: &Shared, req: Request<Incoming>) -> Result<Response<Body>, AutoscalerError> {
+    let metrics = &shared.metrics;
     let (parts, body) = req.into_parts();
-    let body = read_object(body, MAX_BODY, false).await?;
-    let r = RouteRequest::parse(&body)?;
+    let r = match read_object(body, MAX_BODY, false).await {
+        Ok(body) => RouteRequest::parse(&body),
+        Err(e) => Err(e),
+    }
+    .inspect_err(|e| metrics.route(None, RouteResult::of(e)))?;
     let key = bearer(&parts.headers).or(r.api_key.as_deref());
-    authenticate(shared, &r.endpoint, key)?;
+    authenticate(shared, &r.endpoint, key)
+        .inspect_err(|e| metrics.route(Some(&r.endpoint), RouteResult::of(e)))?;
 
     let (request_idx, routed) = {
         let mut registry = shared.registry();
@@ -101,6 +115,7 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Result<Response<Body>
         Ok(a) => a,
         Err(census) => {
             tracing::debug!(endpoint = %r.endpoint, request_idx, ?census, "no worker ready");
+            metrics.route(Some(&r.endpoint), RouteResult::NoWorker);
             let answer =
                 json!({"endpoint": r.endpoint, "request_idx": request_idx, "status": census});
             return Ok(json_response(StatusCode::OK, &answer));
@@ -116,7 +131,13 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Result<Response<Body>
         SignatureForm::Legacy => legacy_message(&auth),
         SignatureForm::Url | SignatureForm::Any => url_message(&auth),
     };
-    let signature = shared.config.signing_key.sign(message.as_bytes())?;
+    let signed = shared.config.signing_key.sign(message.as_bytes());
+    let result = match signed {
+        Ok(_) => RouteResult::Routed,
+        Err(_) => RouteResult::Error,
+    };
+    metrics.route(auth.get("endpoint").and_then(Value::as_str), result);
+    let signature = signed?;
     auth.insert("signature".into(), Value::String(signature));
     auth.insert(
         "__request_id".into(),
@@ -131,11 +152,25 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Result<Response<Body>
     Ok(json_response(StatusCode::OK, &Value::Object(auth)))
 }
 
+/// Counts a report of `kind` that was `taken` (or refused) and answers it: `{}` when taken.
+fn report_answer(
+    shared: &Shared,
+    kind: ReportKind,
+    taken: Result<ReportResult, AutoscalerError>,
+) -> Result<Response<Body>, AutoscalerError> {
+    let result = match &taken {
+        Ok(r) => *r,
+        Err(e) => ReportResult::of(e),
+    };
+    shared.metrics.report(kind, result);
+    taken.map(|_| json_response(StatusCode::OK, &json!({})))
+}
+
 /// `POST /worker_status/` (PROTOCOL.md §5.1).
 async fn worker_status(
     shared: &Shared,
     req: Request<Incoming>,
-) -> Result<Response<Body>, AutoscalerError> {
+) -> Result<ReportResult, AutoscalerError> {
     let body = read_object(req.into_body(), shared.config.max_report_body, false).await?;
     check_token(shared, &body)?;
     let report = Report::parse(body)?;
@@ -148,24 +183,36 @@ async fn worker_status(
     if shared.registry().report(report, Instant::now()) {
         tracing::info!(worker = id, %url, "worker joined");
     }
-    Ok(json_response(StatusCode::OK, &json!({})))
+    Ok(ReportResult::Ok)
 }
 
 /// `POST /delete_requests/` (PROTOCOL.md §5.2).
 async fn delete_requests(
     shared: &Shared,
     req: Request<Incoming>,
-) -> Result<Response<Body>, AutoscalerError> {
+) -> Result<ReportResult, AutoscalerError> {
     let body = read_object(req.into_body(), shared.config.max_delete_body, false).await?;
     check_token(shared, &body)?;
     let d = DeleteRequests::parse(&body)?;
+    shared.metrics.finished(d.requests.iter().map(|r| r.status));
     if !shared.registry().finished(d.worker_id, &d.requests) {
         tracing::debug!(
             worker = d.worker_id,
             "finished requests from a worker that never reported"
         );
+        return Ok(ReportResult::UnknownWorker);
     }
-    Ok(json_response(StatusCode::OK, &json!({})))
+    Ok(ReportResult::Ok)
+}
+
+/// `GET /metrics`: the live counters, then the pool's gauges read now.
+fn metrics(shared: &Shared) -> Response<Body> {
+    let snapshot = pool_snapshot(
+        &mut shared.registry(),
+        shared.config.endpoints.keys(),
+        Instant::now(),
+    );
+    crate::openmetrics::response(&[shared.metrics.registry(), &snapshot])
 }
 
 /// `GET|POST /get_endpoint_workers/`: the endpoint's workers. The endpoint comes from
@@ -288,6 +335,18 @@ fn check_token(shared: &Shared, body: &Map<String, Value>) -> Result<(), Autosca
     match body.get("mtoken").and_then(Value::as_str) {
         Some(token) if same_secret(token, expected) => Ok(()),
         _ => Err(AutoscalerError::InvalidToken),
+    }
+}
+
+/// 401 unless `Authorization: Bearer` holds the master token (or the autoscaler is
+/// `--insecure`): the rule for what only the fleet's operator reads.
+fn holds_master_token(shared: &Shared, headers: &HeaderMap) -> Result<(), AutoscalerError> {
+    let WorkerAuth::MasterToken(expected) = &shared.config.worker_auth else {
+        return Ok(());
+    };
+    match bearer(headers) {
+        Some(token) if same_secret(token, expected) => Ok(()),
+        _ => Err(AutoscalerError::InvalidBearerToken),
     }
 }
 

@@ -8,6 +8,7 @@
 
 use super::Shared;
 use super::error::SimError;
+use super::metrics::Api;
 use super::stats::Job;
 use crate::http_util::{Body, json_response};
 use base64::Engine as _;
@@ -87,7 +88,7 @@ pub(crate) async fn runsync(
         Some(_) => return Err(SimError::BadRequest("input must be an object".into())),
     };
     let id = shared.next_id();
-    let job = Job::queued(&shared.stats);
+    let job = Job::queued(&shared.stats, Api::RunSync);
     shared
         .model
         .render(job, size.width, size.height, size.steps)

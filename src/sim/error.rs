@@ -49,6 +49,12 @@ impl SimError {
         }
     }
 
+    /// Whether the client sent a request the sim cannot take (400, 413): counted as
+    /// `invalid`.
+    pub fn is_invalid_request(&self) -> bool {
+        matches!(self, Self::BadRequest(_) | Self::BodyTooLarge(_))
+    }
+
     /// The stable `type` of the JSON answer.
     pub fn kind(&self) -> &'static str {
         match self {

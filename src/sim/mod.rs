@@ -11,12 +11,15 @@
 //! - [`stream`]: the token-by-token SSE body;
 //! - [`faults`]: start-up delay, health switch, injected errors, hangs, broken streams;
 //! - [`stats`]: the counters at `GET /_sim/stats`, kept by guards that travel with each
-//!   request, so a client that leaves frees its slot at once.
+//!   request, so a client that leaves frees its slot at once;
+//! - [`metrics`]: the same counters by API, and the slot gauges, at `GET /_sim/metrics`
+//!   (OpenMetrics text).
 
 mod comfyui;
 mod config;
 mod error;
 mod faults;
+mod metrics;
 mod model;
 mod openai;
 mod routes;

@@ -8,6 +8,7 @@
 
 use super::Shared;
 use super::error::SimError;
+use super::metrics::Api;
 use super::model::{completion_text, count_words, token_text};
 use super::stats::Job;
 use super::stream::{Events, TokenStream};
@@ -88,7 +89,11 @@ pub(crate) async fn completions(
         Kind::Chat => format!("chatcmpl-sim-{}", shared.next_id()),
     };
     let created = super::unix_now();
-    let job = Job::queued(&shared.stats);
+    let api = match kind {
+        Kind::Text => Api::Completions,
+        Kind::Chat => Api::ChatCompletions,
+    };
+    let job = Job::queued(&shared.stats, api);
     if ask.stream {
         let events = Chunks {
             id,

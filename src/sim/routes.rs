@@ -1,9 +1,11 @@
 //! Routing: the sim's own routes (`/health`, `/v1/models`, `/_sim/*`) and the API routes,
-//! which pass the start-up gate and the fault draw before reaching their handler.
+//! which pass the start-up gate and the fault draw before reaching their handler. Every
+//! API request ends counted under its API: refused here, or by its [`Job`].
 
 use super::Shared;
 use super::error::SimError;
 use super::faults::{Fate, Health};
+use super::metrics::{Api, Ended};
 use super::stats::Job;
 use super::{comfyui, openai, tgi};
 use crate::http_util::{Body, json_response};
@@ -14,16 +16,6 @@ use serde_json::{Map, Value, json};
 
 /// Largest request body the sim reads (ComfyUI graphs can be large).
 pub const MAX_BODY: usize = 16 << 20;
-
-/// The APIs served through the capacity model.
-#[derive(Debug, Clone, Copy)]
-enum Api {
-    Completions,
-    ChatCompletions,
-    Generate,
-    GenerateStream,
-    RunSync,
-}
 
 /// Serves one request. Never fails: errors become JSON answers.
 pub(crate) async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
@@ -48,6 +40,10 @@ async fn dispatch(shared: &Shared, req: Request<Incoming>) -> Result<Response<Bo
             let stats = serde_json::to_value(shared.stats.snapshot()).unwrap_or_default();
             return Ok(json_response(StatusCode::OK, &stats));
         }
+        "/_sim/metrics" => {
+            allow(req.method(), Method::GET)?;
+            return Ok(metrics(shared));
+        }
         "/_sim/health" => {
             allow(req.method(), Method::POST)?;
             return set_health(shared, req).await;
@@ -60,20 +56,35 @@ async fn dispatch(shared: &Shared, req: Request<Incoming>) -> Result<Response<Bo
         other => return Err(SimError::NotFound(other.to_string())),
     };
     allow(req.method(), Method::POST)?;
+    let answer = serve_api(shared, api, req).await;
+    if let Err(e) = &answer
+        && e.is_invalid_request()
+    {
+        shared.stats.refused(api, Ended::Invalid);
+    }
+    answer
+}
+
+/// An API request past routing: the start-up gate, the fault draw, then its handler.
+async fn serve_api(
+    shared: &Shared,
+    api: Api,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, SimError> {
     if !shared.faults.started() {
-        shared.stats.update(|s| s.rejected += 1);
+        shared.stats.refused(api, Ended::Rejected);
         return Err(SimError::Starting);
     }
     let body = read_object(req).await?;
     match shared.faults.fate() {
         Fate::Serve => {}
         Fate::Fail => {
-            shared.stats.update(|s| s.errored += 1);
+            shared.stats.refused(api, Ended::Errored);
             return Err(SimError::Injected);
         }
         Fate::Hang => {
             // Counted as hanging until the client gives up and drops this future.
-            let _job = Job::hanging(&shared.stats);
+            let _job = Job::hanging(&shared.stats, api);
             return std::future::pending().await;
         }
     }
@@ -128,6 +139,13 @@ fn health(shared: &Shared) -> Response<Body> {
         Health::Unhealthy => (StatusCode::SERVICE_UNAVAILABLE, "unhealthy"),
     };
     json_response(status, &json!({"status": text}))
+}
+
+/// `GET /_sim/metrics`: the counters by API, then the gauges read now.
+fn metrics(shared: &Shared) -> Response<Body> {
+    let healthy = shared.faults.health() == Health::Healthy;
+    let snapshot = super::metrics::snapshot(&shared.stats.snapshot(), &shared.config, healthy);
+    crate::openmetrics::response(&[shared.stats.metrics().registry(), &snapshot])
 }
 
 /// `POST /_sim/health` with `{"healthy": bool}`: switches what `/health` answers.

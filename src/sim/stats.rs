@@ -1,4 +1,5 @@
-//! Counters of the simulated server, served at `GET /_sim/stats`.
+//! Counters of the simulated server, served at `GET /_sim/stats` (and by API at
+//! `GET /_sim/metrics`, [`SimMetrics`]).
 //!
 //! Every request the capacity model serves is a [`Job`]: a guard that moves the request
 //! through the gauges (`queued` → `active`) and into exactly one total (`completed`,
@@ -7,6 +8,7 @@
 //! batch slot in the same step. Counters live in a [`watch`] channel, so tests wait for a
 //! condition instead of polling.
 
+use super::metrics::{Api, Ended, SimMetrics};
 use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
@@ -28,6 +30,9 @@ pub struct SimStats {
     pub errored: u64,
     /// API requests refused with 503 during the start-up delay.
     pub rejected: u64,
+    /// API requests refused with 4xx: a body that is not JSON, too large, or a field of
+    /// the wrong type.
+    pub invalid: u64,
     /// Completion tokens produced: all of a completed non-streaming answer, each chunk sent
     /// of a stream.
     pub tokens_generated: u64,
@@ -37,13 +42,33 @@ pub struct SimStats {
 #[derive(Debug)]
 pub(crate) struct Stats {
     tx: watch::Sender<SimStats>,
+    metrics: SimMetrics,
 }
 
 impl Stats {
     pub(crate) fn new() -> Stats {
         Stats {
             tx: watch::Sender::new(SimStats::default()),
+            metrics: SimMetrics::new(),
         }
+    }
+
+    /// The counters by API.
+    pub(crate) fn metrics(&self) -> &SimMetrics {
+        &self.metrics
+    }
+
+    /// Counts a request of `api` refused before it became a [`Job`]: `Rejected` (start-up),
+    /// `Errored` (an injected failure) or `Invalid`.
+    pub(crate) fn refused(&self, api: Api, how: Ended) {
+        self.metrics.ended(api, how);
+        self.update(|s| match how {
+            Ended::Rejected => s.rejected += 1,
+            Ended::Errored => s.errored += 1,
+            Ended::Invalid => s.invalid += 1,
+            Ended::Completed => s.completed += 1,
+            Ended::Cancelled => s.cancelled += 1,
+        });
     }
 
     pub(crate) fn snapshot(&self) -> SimStats {
@@ -79,6 +104,7 @@ pub(crate) enum Outcome {
 #[derive(Debug)]
 pub(crate) struct Job {
     stats: std::sync::Arc<Stats>,
+    api: Api,
     phase: Phase,
     // Internal: released with the job, never separately, so a slot cannot outlive its
     // request nor be freed twice.
@@ -86,21 +112,23 @@ pub(crate) struct Job {
 }
 
 impl Job {
-    /// A request entering the queue.
-    pub(crate) fn queued(stats: &std::sync::Arc<Stats>) -> Job {
+    /// A request of `api` entering the queue.
+    pub(crate) fn queued(stats: &std::sync::Arc<Stats>, api: Api) -> Job {
         stats.update(|s| s.queued += 1);
         Job {
             stats: std::sync::Arc::clone(stats),
+            api,
             phase: Phase::Queued,
             permit: None,
         }
     }
 
-    /// A request that will never be answered.
-    pub(crate) fn hanging(stats: &std::sync::Arc<Stats>) -> Job {
+    /// A request of `api` that will never be answered.
+    pub(crate) fn hanging(stats: &std::sync::Arc<Stats>, api: Api) -> Job {
         stats.update(|s| s.hanging += 1);
         Job {
             stats: std::sync::Arc::clone(stats),
+            api,
             phase: Phase::Hanging,
             permit: None,
         }
@@ -125,6 +153,7 @@ impl Job {
     /// Counts `n` generated tokens.
     pub(crate) fn tokens(&self, n: u64) {
         if n > 0 {
+            self.stats.metrics.tokens(self.api, n);
             self.stats.update(|s| s.tokens_generated += n);
         }
     }
@@ -141,6 +170,12 @@ impl Job {
         if phase == Phase::Done {
             return;
         }
+        let ended = match outcome {
+            Some(Outcome::Completed) => Ended::Completed,
+            Some(Outcome::Errored) => Ended::Errored,
+            None => Ended::Cancelled,
+        };
+        self.stats.metrics.ended(self.api, ended);
         self.stats.update(|s| {
             match phase {
                 Phase::Queued => s.queued -= 1,
@@ -166,13 +201,14 @@ impl Drop for Job {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::openmetrics::assert_samples;
     use std::sync::Arc;
 
     #[tokio::test]
     async fn a_job_moves_through_the_gauges_into_one_total() {
         let stats = Arc::new(Stats::new());
         let slots = Arc::new(Semaphore::new(1));
-        let job = Job::queued(&stats);
+        let job = Job::queued(&stats, Api::Completions);
         assert_eq!(stats.snapshot().queued, 1);
         let job = job.admit(&slots).await;
         assert_eq!((stats.snapshot().queued, stats.snapshot().active), (0, 1));
@@ -188,13 +224,48 @@ mod tests {
     async fn a_dropped_job_is_cancelled_and_frees_its_slot() {
         let stats = Arc::new(Stats::new());
         let slots = Arc::new(Semaphore::new(1));
-        let active = Job::queued(&stats).admit(&slots).await;
-        let waiting = Job::queued(&stats);
+        let active = Job::queued(&stats, Api::Completions).admit(&slots).await;
+        let waiting = Job::queued(&stats, Api::Completions);
         drop(waiting);
         drop(active);
-        drop(Job::hanging(&stats));
+        drop(Job::hanging(&stats, Api::Generate));
         let s = stats.snapshot();
         assert_eq!((s.active, s.queued, s.hanging, s.cancelled), (0, 0, 0, 3));
         assert_eq!(slots.available_permits(), 1);
+    }
+
+    #[tokio::test]
+    async fn each_end_is_counted_once_under_its_api_in_the_metrics_too() {
+        let stats = Arc::new(Stats::new());
+        let slots = Arc::new(Semaphore::new(1));
+        let job = Job::queued(&stats, Api::ChatCompletions)
+            .admit(&slots)
+            .await;
+        job.tokens(3);
+        job.finish(Outcome::Completed);
+        drop(Job::hanging(&stats, Api::Generate));
+        stats.refused(Api::RunSync, Ended::Rejected);
+        stats.refused(Api::Completions, Ended::Invalid);
+        let s = stats.snapshot();
+        assert_eq!(
+            (
+                s.completed,
+                s.cancelled,
+                s.rejected,
+                s.invalid,
+                s.tokens_generated
+            ),
+            (1, 1, 1, 1, 3)
+        );
+        assert_samples(
+            stats.metrics().registry(),
+            &[
+                r#"vespa_sim_requests_total{api="chat_completions",outcome="completed"} 1"#,
+                r#"vespa_sim_requests_total{api="generate",outcome="cancelled"} 1"#,
+                r#"vespa_sim_requests_total{api="runsync",outcome="rejected"} 1"#,
+                r#"vespa_sim_requests_total{api="completions",outcome="invalid"} 1"#,
+                r#"vespa_sim_tokens_generated_total{api="chat_completions"} 3"#,
+            ],
+        );
     }
 }

@@ -6,6 +6,7 @@
 
 use super::Shared;
 use super::error::SimError;
+use super::metrics::Api;
 use super::model::{completion_text, count_words, token_text};
 use super::stats::Job;
 use super::stream::{Events, TokenStream};
@@ -57,7 +58,7 @@ pub(crate) async fn generate(
 ) -> Result<Response<Body>, SimError> {
     let ask = Ask::parse(body)?;
     let tokens = shared.model.completion_tokens(ask.max_new_tokens);
-    let job = Job::queued(&shared.stats);
+    let job = Job::queued(&shared.stats, Api::Generate);
     shared.model.generate(job, ask.prompt_tokens, tokens).await;
     let answer = json!({"generated_text": completion_text(tokens), "details": details(tokens)});
     Ok(json_response(StatusCode::OK, &answer))
@@ -70,7 +71,7 @@ pub(crate) fn generate_stream(
 ) -> Result<Response<Body>, SimError> {
     let ask = Ask::parse(body)?;
     let tokens = shared.model.completion_tokens(ask.max_new_tokens);
-    let job = Job::queued(&shared.stats);
+    let job = Job::queued(&shared.stats, Api::GenerateStream);
     let stream = TokenStream::new(
         shared.model.admit_stream(job, ask.prompt_tokens),
         tokens,

