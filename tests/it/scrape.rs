@@ -130,8 +130,9 @@ pub async fn scrape(url: &str, bearer: Option<&str>, prefix: &str) -> Exposition
     Exposition { families, samples }
 }
 
-/// Every metric name Vespa serves, with its sample names: scraped from a live autoscaler
-/// and sim, plus [`WORKER_METRICS`].
+/// Every metric name Vespa serves, with its sample names: scraped from a live autoscaler,
+/// sim and worker (which must serve every family of [`WORKER_METRICS`]), plus the sample
+/// names of those families (labelled counters have no sample before their first event).
 pub async fn known_metric_names() -> BTreeSet<String> {
     let autoscaler = Autoscaler::start(local_autoscaler("ep", "key"))
         .await
@@ -148,6 +149,26 @@ pub async fn known_metric_names() -> BTreeSet<String> {
     names.extend(found.names());
     let found = scrape(&format!("{}/_sim/metrics", sim.url()), None, "vespa_sim_").await;
     names.extend(found.names());
+    let worker = crate::support::start_worker(vespa::worker::config::WorkerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        unsecured: true,
+        ..vespa::worker::config::WorkerConfig::new(sim.url().parse().unwrap(), 1000.0)
+    })
+    .await;
+    let found = scrape(
+        &crate::support::url(&worker, "/_vespa/metrics"),
+        None,
+        "vespa_",
+    )
+    .await;
+    let live = found.names();
+    for (family, kind) in WORKER_METRICS {
+        assert!(
+            live.iter().any(|n| n.starts_with(family)),
+            "the worker does not serve {family} ({kind})"
+        );
+    }
+    names.extend(live);
     names.extend(WORKER_METRICS.iter().flat_map(|(f, t)| sample_names(f, t)));
     names
 }
