@@ -155,20 +155,33 @@ pub async fn known_metric_names() -> BTreeSet<String> {
         ..vespa::worker::config::WorkerConfig::new(sim.url().parse().unwrap(), 1000.0)
     })
     .await;
-    let found = scrape(
-        &crate::support::url(&worker, "/_vespa/metrics"),
-        None,
-        "vespa_",
-    )
-    .await;
-    let live = found.names();
+    // `vespa_requests_total` has a series per code and outcome once one is seen.
+    let answer = reqwest::Client::new()
+        .post(crate::support::url(&worker, "/v1/completions"))
+        .json(&serde_json::json!({"prompt": "a", "max_tokens": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    answer.bytes().await.unwrap();
+    // The request is counted once its response is sent, just after the client has it.
+    let metrics = crate::support::url(&worker, "/_vespa/metrics");
+    let deadline = std::time::Instant::now() + crate::support::PATIENCE;
+    let found = loop {
+        let found = scrape(&metrics, None, "vespa_").await;
+        if found.families.contains_key("vespa_requests") || std::time::Instant::now() > deadline {
+            break found;
+        }
+    };
     for (family, kind) in WORKER_METRICS {
-        assert!(
-            live.iter().any(|n| n.starts_with(family)),
-            "the worker does not serve {family} ({kind})"
+        assert_eq!(
+            found.families.get(*family).map(String::as_str),
+            Some(*kind),
+            "the worker does not serve {family} as a {kind}: {:?}",
+            found.families
         );
     }
-    names.extend(live);
+    names.extend(found.names());
     names.extend(WORKER_METRICS.iter().flat_map(|(f, t)| sample_names(f, t)));
     names
 }

@@ -35,6 +35,12 @@ def fail(msg):
 
 def fetch(url, bearer):
     req = urllib.request.Request(url)
+    # What Prometheus sends: OpenMetrics preferred (the worker negotiates; the others always
+    # answer it).
+    req.add_header(
+        "Accept",
+        "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+    )
     if bearer:
         req.add_header("Authorization", f"Bearer {bearer}")
     # Loopback only: no proxy from the environment may stand in between.
