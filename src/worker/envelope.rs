@@ -153,6 +153,33 @@ pub struct EnvelopeRules<'a> {
     pub budget: Option<&'a Arc<Semaphore>>,
 }
 
+/// Whether a body read failed because the client's connection ended before the body did.
+fn client_closed(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if let Some(h) = c.downcast_ref::<hyper::Error>()
+            && (h.is_incomplete_message() || h.is_canceled() || h.is_closed())
+        {
+            return true;
+        }
+        // hyper reports a body cut short as an I/O error: end of file before the length
+        // the client announced, or a reset connection.
+        if let Some(io) = c.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::UnexpectedEof
+                    | std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe
+            )
+        {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
+
 /// Reads a body into memory within `MAX_BODY_SIZE`, taking its share of the shared
 /// `MAX_BUFFERED_BYTES` budget as it arrives (in KiB): bodies are buffered before their
 /// signature can be checked, so without a shared bound many large ones at once could
@@ -177,6 +204,7 @@ async fn collect(
                 let limit = rules.body_read_timeout.unwrap_or_default();
                 return Err(WorkerError::RequestTimeout(limit.as_secs_f64()));
             }
+            Err(e) if client_closed(&*e) => return Err(WorkerError::ClientGone),
             Err(e) => {
                 return Err(WorkerError::InvalidRequest {
                     message: format!("could not read the request body: {e}"),

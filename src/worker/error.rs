@@ -7,6 +7,12 @@ use crate::http_util::{Body, json_response};
 use http::{HeaderValue, Response, StatusCode, header};
 use serde_json::{Value, json};
 
+/// 499, nginx's status for a client that closed its request before the answer.
+pub const CLIENT_CLOSED_REQUEST: StatusCode = match StatusCode::from_u16(499) {
+    Ok(s) => s,
+    Err(_) => panic!("499 is a valid status code"),
+};
+
 /// Why the worker answered a request itself instead of relaying the backend's answer.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -73,6 +79,10 @@ pub enum WorkerError {
     /// `BODY_READ_TIMEOUT`. The connection is closed after the answer.
     #[error("the client sent no request body bytes for {0:.1} s")]
     RequestTimeout(f64),
+    /// 499 (nginx's "client closed request"): the client closed its connection before its
+    /// request body was complete. Nobody reads this answer; it is counted `client_gone`.
+    #[error("the client closed the connection before its request body was complete")]
+    ClientGone,
 }
 
 impl WorkerError {
@@ -92,6 +102,7 @@ impl WorkerError {
             Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::UpdateFailed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::ClientGone => CLIENT_CLOSED_REQUEST,
         }
     }
 
@@ -111,6 +122,7 @@ impl WorkerError {
             Self::Overloaded => "overloaded",
             Self::UpdateFailed(_) => "update_failed",
             Self::RequestTimeout(_) => "request_timeout",
+            Self::ClientGone => "client_gone",
         }
     }
 

@@ -271,3 +271,51 @@ async fn metrics_show_requests_in_flight_and_queued_while_they_wait() {
         assert_eq!(a.await.unwrap().0.status, 200);
     }
 }
+
+#[tokio::test]
+async fn a_client_that_leaves_mid_upload_is_counted_client_gone() {
+    use tokio::io::AsyncWriteExt;
+    let (mut backend, _release, _chunks) = outcome_backend().await;
+    let worker = start_worker(config(&backend)).await;
+    let addr = worker.local_addr().to_string();
+    let mut tcp = tokio::net::TcpStream::connect(worker.local_addr())
+        .await
+        .unwrap();
+    tcp.write_all(
+        b"POST /v1/x HTTP/1.1\r\nhost: a\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{\"prompt\": ",
+    )
+    .await
+    .unwrap();
+    drop(tcp);
+    let client = h1_client();
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let samples = loop {
+        let (_, text) = scrape(&client, &addr, true).await;
+        let samples = parse(&text, "openmetrics").await;
+        let gone = samples.iter().any(|s| {
+            s.name == "vespa_requests_total"
+                && s.labels.get("outcome").map(String::as_str) == Some("client_gone")
+        });
+        if gone || std::time::Instant::now() > deadline {
+            break samples;
+        }
+    };
+    let counted: Vec<_> = samples
+        .iter()
+        .filter(|s| s.name == "vespa_requests_total")
+        .collect();
+    let labels = [("code", "499"), ("outcome", "client_gone")];
+    assert_eq!(
+        value(&samples, "vespa_requests_total", &labels),
+        1.0,
+        "{counted:?}"
+    );
+    assert!(
+        !samples.iter().any(
+            |s| s.labels.get("outcome").map(String::as_str) == Some("invalid")
+                && s.name == "vespa_requests_total"
+        ),
+        "a cut upload is not an invalid request"
+    );
+    backend.assert_quiet();
+}

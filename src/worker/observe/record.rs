@@ -55,6 +55,7 @@ pub fn refused_outcome(error: &WorkerError) -> RequestOutcome {
             RequestOutcome::BackendError
         }
         WorkerError::BackendTimeout(_) | WorkerError::RequestTimeout(_) => RequestOutcome::Timeout,
+        WorkerError::ClientGone => RequestOutcome::ClientGone,
     }
 }
 
