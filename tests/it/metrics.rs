@@ -1,5 +1,5 @@
 //! `/_vespa/metrics`: known traffic gives exact counts, and both exposition formats pass the
-//! official Prometheus client's parsers (tests/python/parse_metrics.py).
+//! official Prometheus client's parsers (tests/python/check_metrics.py).
 
 use crate::fake_autoscaler::FakeAutoscaler;
 use crate::support::*;
@@ -26,20 +26,9 @@ async fn parse(text: &str, format: &str) -> Vec<Sample> {
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), text).unwrap();
     let path = file.path().to_str().unwrap();
-    let out = run_python_script(
-        "parse_metrics.py",
-        &[
-            ("VESPA_METRICS_FILE", path),
-            ("VESPA_METRICS_FORMAT", format),
-        ],
-    )
-    .await;
-    let families: Vec<Value> = serde_json::from_str(out.lines().next().unwrap()).unwrap();
-    families
-        .iter()
-        .flat_map(|f| f["samples"].as_array().unwrap().clone())
-        .map(|s| serde_json::from_value(s).unwrap())
-        .collect()
+    let out = python_output("check_metrics.py", &[path, "--format", format]).await;
+    let parsed: Value = serde_json::from_slice(&out).expect("check_metrics.py prints JSON");
+    serde_json::from_value(parsed["samples"].clone()).unwrap()
 }
 
 /// The value of the sample `name` with exactly `labels`, failing when there is none.

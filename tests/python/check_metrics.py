@@ -3,12 +3,14 @@ samples as JSON, so Rust tests can assert on exact values without a parser of th
 
     check_metrics.py URL [--bearer TOKEN] [--prefix vespa_sim_]
     check_metrics.py - [--prefix vespa_]            # the text on standard input
+    check_metrics.py FILE --format prometheus       # Prometheus text 0.0.4 in a file
 
-From a URL the answer must be 200 with an OpenMetrics Content-Type. The text must parse
-with the strict OpenMetrics parser (prometheus_client.openmetrics.parser: `# EOF`, counter
-suffixes, label syntax) and with the classic text parser
-(prometheus_client.parser.text_string_to_metric_families), and both must read the same
-samples; no sample may appear twice. With --prefix, every family name must start with it.
+From a URL the answer must be 200 with an OpenMetrics Content-Type. OpenMetrics text (the
+default --format) must parse with the strict OpenMetrics parser
+(prometheus_client.openmetrics.parser: `# EOF`, counter suffixes, label syntax) and with the
+classic text parser (prometheus_client.parser.text_string_to_metric_families), and both must
+read the same samples; `--format prometheus` text is read by the classic parser alone. No
+sample may appear twice. With --prefix, every family name must start with it.
 
 Prints one JSON object: {"families": {NAME: {"type", "help"}}, "samples": [{"name",
 "labels", "value"}]}. Exits 1 with the reason on standard error when a check fails.
@@ -33,7 +35,7 @@ def fail(msg):
     sys.exit(1)
 
 
-def fetch(url, bearer):
+def fetch(url, bearer, openmetrics):
     req = urllib.request.Request(url)
     # What Prometheus sends: OpenMetrics preferred (the worker negotiates; the others always
     # answer it).
@@ -53,7 +55,7 @@ def fetch(url, bearer):
         content_type = resp.headers.get("Content-Type", "")
         if resp.status != 200:
             fail(f"{url} answered {resp.status}")
-        if not content_type.startswith(OPENMETRICS):
+        if openmetrics and not content_type.startswith(OPENMETRICS):
             fail(f"{url}: Content-Type {content_type!r} is not {OPENMETRICS}")
         return resp.read().decode("utf-8")
 
@@ -68,20 +70,31 @@ def sample_set(families):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("source", help="a URL, or - for standard input")
+    ap.add_argument("source", help="a URL, a file, or - for standard input")
     ap.add_argument("--bearer", help="sent as Authorization: Bearer")
     ap.add_argument("--prefix", help="every family name must start with this")
+    ap.add_argument("--format", choices=["openmetrics", "prometheus"], default="openmetrics")
     args = ap.parse_args()
+    openmetrics = args.format == "openmetrics"
 
-    text = sys.stdin.read() if args.source == "-" else fetch(args.source, args.bearer)
-    try:
-        strict = list(openmetrics_families(text))
-    except Exception as e:  # the parser raises ValueError and others
-        fail(f"not valid OpenMetrics: {e}")
+    if args.source == "-":
+        text = sys.stdin.read()
+    elif args.source.startswith(("http://", "https://")):
+        text = fetch(args.source, args.bearer, openmetrics)
+    else:
+        with open(args.source, encoding="utf-8") as f:
+            text = f.read()
     try:
         classic = list(text_families(text))
     except Exception as e:
         fail(f"the classic text parser refuses it: {e}")
+    if not openmetrics:
+        strict = classic
+    else:
+        try:
+            strict = list(openmetrics_families(text))
+        except Exception as e:  # the parser raises ValueError and others
+            fail(f"not valid OpenMetrics: {e}")
     if sample_set(strict) != sample_set(classic):
         fail(
             "the two parsers read different samples:\n"
