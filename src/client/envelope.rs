@@ -40,12 +40,21 @@ pub(crate) fn shape(method: &Method, headers: &HeaderMap, body: &[u8]) -> Shape 
     }
 }
 
-/// `{"auth_data": <auth>, "payload": <payload bytes>}`. `payload` must be valid JSON.
-pub(crate) fn envelope(auth: &Map<String, Value>, payload: &[u8]) -> Bytes {
+/// Query parameter naming the session a query-form request belongs to (the envelope's
+/// `session_id`).
+pub(crate) const SESSION_QUERY_KEY: &str = "serverless_session_id";
+
+/// `{"auth_data": <auth>, "session_id": <session>, "payload": <payload bytes>}`, without
+/// `session_id` when there is no session. `payload` must be valid JSON.
+pub(crate) fn envelope(auth: &Map<String, Value>, session: Option<&str>, payload: &[u8]) -> Bytes {
     let auth = serde_json::to_vec(auth).expect("a JSON map serialises");
-    let mut out = Vec::with_capacity(auth.len() + payload.len() + 32);
+    let mut out = Vec::with_capacity(auth.len() + payload.len() + 64);
     out.extend_from_slice(b"{\"auth_data\":");
     out.extend_from_slice(&auth);
+    if let Some(id) = session {
+        out.extend_from_slice(b",\"session_id\":");
+        out.extend_from_slice(&serde_json::to_vec(id).expect("a string serialises"));
+    }
     out.extend_from_slice(b",\"payload\":");
     out.extend_from_slice(payload);
     out.push(b'}');
@@ -54,7 +63,12 @@ pub(crate) fn envelope(auth: &Map<String, Value>, payload: &[u8]) -> Bytes {
 
 /// `path` with the `serverless_*` parameters appended to its query. Numbers are written
 /// so the worker parses them back to the same JSON type (`2.5` → float, `7` → int).
-pub(crate) fn with_query_auth(path: &str, auth: &Map<String, Value>) -> String {
+/// With `session`, `serverless_session_id` is appended too.
+pub(crate) fn with_query_auth(
+    path: &str,
+    auth: &Map<String, Value>,
+    session: Option<&str>,
+) -> String {
     let mut q = form_urlencoded::Serializer::new(String::new());
     for key in AUTH_KEYS {
         let text = match auth.get(key) {
@@ -63,6 +77,9 @@ pub(crate) fn with_query_auth(path: &str, auth: &Map<String, Value>) -> String {
             Some(other) => other.to_string(),
         };
         q.append_pair(&format!("serverless_{key}"), &text);
+    }
+    if let Some(id) = session {
+        q.append_pair(SESSION_QUERY_KEY, id);
     }
     let sep = if path.contains('?') { '&' } else { '?' };
     format!("{path}{sep}{}", q.finish())
@@ -83,7 +100,7 @@ mod tests {
     #[test]
     fn envelope_splices_the_payload_bytes_unchanged() {
         let payload = br#"{"max_tokens": 10, "z": 1.50, "a": [1]}"#;
-        let body = envelope(&auth(), payload);
+        let body = envelope(&auth(), None, payload);
         let text = std::str::from_utf8(&body).unwrap();
         assert!(text.ends_with(r#","payload":{"max_tokens": 10, "z": 1.50, "a": [1]}}"#));
         let v: Value = serde_json::from_slice(&body).unwrap();
@@ -92,13 +109,23 @@ mod tests {
 
     #[test]
     fn query_auth_carries_the_six_keys_and_keeps_the_callers_query() {
-        let url = with_query_auth("/v1/models?x=1", &auth());
+        let url = with_query_auth("/v1/models?x=1", &auth(), None);
         assert_eq!(
             url,
             "/v1/models?x=1&serverless_cost=2.5&serverless_endpoint=my+ep&serverless_reqnum=3\
              &serverless_request_idx=4&serverless_signature=c2ln%2B%2F%3D&serverless_url=http%3A%2F%2Fw%3A1"
         );
-        assert!(with_query_auth("/a", &auth()).starts_with("/a?serverless_cost="));
+        assert!(with_query_auth("/a", &auth(), None).starts_with("/a?serverless_cost="));
+    }
+
+    #[test]
+    fn a_session_id_travels_in_the_envelope_or_the_query() {
+        let body = envelope(&auth(), Some("s\"1"), b"[1]");
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["session_id"], "s\"1");
+        assert_eq!(v["payload"], json!([1]));
+        let url = with_query_auth("/ws", &auth(), Some("abc-_1"));
+        assert!(url.ends_with("&serverless_session_id=abc-_1"), "{url}");
     }
 
     #[test]

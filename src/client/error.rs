@@ -106,9 +106,30 @@ pub enum ClientError {
     /// console (or the CA given cannot be used).
     #[error("no CA to verify https workers with: {0}; give one with --ca-cert or VAST_CA_CERT")]
     WorkerCa(#[source] TlsError),
+    /// The worker refused a session call: `/session/create` on every attempt (at
+    /// `MAX_SESSIONS`, draining), or `/session/health` / `/session/end` with an error.
+    #[error("the worker at {url} refused the session call (HTTP {status}): {message}")]
+    SessionRefused {
+        /// The worker URL.
+        url: String,
+        /// Its status.
+        status: u16,
+        /// Its explanation.
+        message: String,
+    },
 }
 
 impl ClientError {
+    /// The same error, counting `n` attempts when it counts them.
+    pub(crate) fn after_attempts(mut self, n: u32) -> Self {
+        if let Self::WorkerUnavailable { attempts, .. } | Self::WorkerTls { attempts, .. } =
+            &mut self
+        {
+            *attempts = n;
+        }
+        self
+    }
+
     /// The configuration is invalid.
     pub fn is_config(&self) -> bool {
         matches!(self, Self::Config(_))
@@ -148,6 +169,11 @@ impl ClientError {
     /// not verify), after every retry.
     pub fn is_worker_tls(&self) -> bool {
         matches!(self, Self::WorkerTls { .. })
+    }
+
+    /// A worker refused a session call.
+    pub fn is_session_refused(&self) -> bool {
+        matches!(self, Self::SessionRefused { .. })
     }
 
     /// There is no CA to verify https workers with (the download failed).

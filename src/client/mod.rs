@@ -27,12 +27,14 @@ pub mod load;
 pub mod proxy;
 mod route;
 mod send;
+mod session;
 mod workers;
 
 pub use backoff::Backoff;
 pub use error::ClientError;
 pub use route::RouteAnswer;
 pub use send::{ClientRequest, SERVED_BY_HEADER, ServedBy};
+pub use session::{Session, SessionSpec};
 
 use crate::profile::Profile;
 use crate::tls::client::WorkerCa;

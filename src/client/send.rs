@@ -8,6 +8,7 @@
 //! the caller it is never replayed: an error mid-stream surfaces from the body.
 
 use super::envelope::{self, Shape};
+use super::session::worker_of;
 use super::workers::tls_failure;
 use super::{COST_HEADER, Client, ClientError};
 use crate::http_util::{Body, BoxError, strip_hop_by_hop};
@@ -97,12 +98,7 @@ impl Client {
     /// `Retry-After`), not as an error.
     pub async fn request(&self, req: ClientRequest) -> Result<Response<Body>, ClientError> {
         let c = &self.inner.config;
-        if !req.path.starts_with('/') {
-            return Err(ClientError::Config(format!(
-                "request path must start with / (got {:?})",
-                req.path
-            )));
-        }
+        check_path(&req.path)?;
         let cost = self.cost_of(&req);
         let shape = envelope::shape(&req.method, &req.headers, &req.body);
         let headers = forward_headers(&req.headers, shape);
@@ -110,39 +106,14 @@ impl Client {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let auth = match &c.debug_worker_url {
-                Some(url) => self.synthetic_auth(url, cost),
-                None => self.route_until_assigned(cost, request_idx).await?,
-            };
+            let auth = self.assign(cost, request_idx).await?;
             request_idx = auth
                 .get("request_idx")
                 .and_then(Value::as_u64)
                 .unwrap_or(request_idx);
-            let worker = auth
-                .get("url")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .trim_end_matches('/')
-                .to_string();
-            let (target, body) = match shape {
-                Shape::Envelope => (
-                    format!("{worker}{}", req.path),
-                    envelope::envelope(&auth, &req.body),
-                ),
-                Shape::Query => (
-                    format!("{worker}{}", envelope::with_query_auth(&req.path, &auth)),
-                    req.body.clone(),
-                ),
-            };
+            let worker = worker_of(&auth);
             let sent = self
-                .inner
-                .workers
-                .for_url(&worker)
-                .await?
-                .request(req.method.clone(), &target)
-                .headers(headers.clone())
-                .body(body)
-                .send()
+                .send_to(&worker, &auth, &req, shape, &headers, None)
                 .await;
             let last = attempt >= c.max_attempts;
             match sent {
@@ -151,33 +122,55 @@ impl Client {
                         "worker refused before responding; routing again");
                 }
                 Ok(resp) => return Ok(into_response(resp, worker)),
-                Err(e) if !last => {
+                Err(e) if !last && (e.is_worker_unavailable() || e.is_worker_tls()) => {
                     tracing::info!(worker = %worker, error = %e, attempt,
                         "worker unreachable; routing again");
                 }
-                Err(e) => {
-                    return Err(match tls_failure(&e) {
-                        Some(tls) => ClientError::WorkerTls {
-                            url: worker,
-                            attempts: attempt,
-                            reason: tls.to_string(),
-                            source: e,
-                        },
-                        None => ClientError::WorkerUnavailable {
-                            url: worker,
-                            attempts: attempt,
-                            source: e,
-                        },
-                    });
-                }
+                Err(e) => return Err(e.after_attempts(attempt)),
             }
             tokio::time::sleep(c.retry_backoff.delay(attempt - 1)).await;
         }
     }
 
+    /// Sends `req` once to `worker` with `auth` in the given shape; `session` adds the
+    /// session id (`session_id` in the envelope, `serverless_session_id` in the query).
+    pub(super) async fn send_to(
+        &self,
+        worker: &str,
+        auth: &Map<String, Value>,
+        req: &ClientRequest,
+        shape: Shape,
+        headers: &HeaderMap,
+        session: Option<&str>,
+    ) -> Result<reqwest::Response, ClientError> {
+        let (target, body) = match shape {
+            Shape::Envelope => (
+                format!("{worker}{}", req.path),
+                envelope::envelope(auth, session, &req.body),
+            ),
+            Shape::Query => (
+                format!(
+                    "{worker}{}",
+                    envelope::with_query_auth(&req.path, auth, session)
+                ),
+                req.body.clone(),
+            ),
+        };
+        self.inner
+            .workers
+            .for_url(worker)
+            .await?
+            .request(req.method.clone(), &target)
+            .headers(headers.clone())
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| unreachable(worker.to_string(), 1, e))
+    }
+
     /// `auth_data` for a debug worker: unsigned, with a reqnum/request_idx unique to this
     /// client (never 0, which an unsecured worker would treat as "none").
-    fn synthetic_auth(&self, url: &str, cost: f64) -> Map<String, Value> {
+    pub(super) fn synthetic_auth(&self, url: &str, cost: f64) -> Map<String, Value> {
         let n = self.inner.synthetic.fetch_add(1, Ordering::Relaxed);
         let v = json!({
             "cost": cost, "endpoint": self.inner.config.endpoint, "reqnum": n,
@@ -190,13 +183,40 @@ impl Client {
     }
 }
 
+/// A request path must start with `/`.
+pub(super) fn check_path(path: &str) -> Result<(), ClientError> {
+    if path.starts_with('/') {
+        return Ok(());
+    }
+    Err(ClientError::Config(format!(
+        "request path must start with / (got {path:?})"
+    )))
+}
+
+/// A worker that could not be reached (or whose TLS failed) on attempt `attempts`.
+pub(super) fn unreachable(url: String, attempts: u32, e: reqwest::Error) -> ClientError {
+    match tls_failure(&e) {
+        Some(tls) => ClientError::WorkerTls {
+            url,
+            attempts,
+            reason: tls.to_string(),
+            source: e,
+        },
+        None => ClientError::WorkerUnavailable {
+            url,
+            attempts,
+            source: e,
+        },
+    }
+}
+
 /// Statuses a worker answers when it did no work: try another worker.
-fn retryable(status: StatusCode) -> bool {
+pub(super) fn retryable(status: StatusCode) -> bool {
     status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE
 }
 
 /// The caller's headers as the worker should see them.
-fn forward_headers(headers: &HeaderMap, shape: Shape) -> HeaderMap {
+pub(super) fn forward_headers(headers: &HeaderMap, shape: Shape) -> HeaderMap {
     let mut out = headers.clone();
     strip_hop_by_hop(&mut out);
     for name in [
@@ -225,7 +245,7 @@ pub const SERVED_BY_HEADER: &str = "x-vespa-worker";
 
 /// The worker's response with its body streaming, hop-by-hop headers removed, and the
 /// worker's URL as a [`ServedBy`] extension.
-fn into_response(resp: reqwest::Response, worker: String) -> Response<Body> {
+pub(super) fn into_response(resp: reqwest::Response, worker: String) -> Response<Body> {
     let status = resp.status();
     let mut headers = resp.headers().clone();
     strip_hop_by_hop(&mut headers);

@@ -1,7 +1,7 @@
 //! `vespa proxy` flags and the validated configuration built from them.
 
 use crate::client::discovery::DEFAULT_CONSOLE_URL;
-use crate::client::{ClientConfig, DEFAULT_AUTOSCALER_URL};
+use crate::client::{ClientConfig, DEFAULT_AUTOSCALER_URL, SessionSpec};
 use crate::env::{ConfigError, Env, NoEnv, Raw};
 use crate::profile::Profile;
 use crate::tls::client::WorkerCa;
@@ -50,6 +50,15 @@ crate::env::settings! {
     max_attempts: "max-attempts" "N", default "3";
     /// Largest request body (held in memory for retries), e.g. 64MiB.
     max_body_size: "max-body-size" "BYTES", default "256MiB";
+    /// Pin requests without an X-Vespa-Session header to the session of this name (opened
+    /// on the first request, reopened if it ends).
+    session: "session" "NAME", unset "only requests with an X-Vespa-Session header use sessions";
+    /// Workload each session holds on its worker while open (the cost of its route call).
+    session_cost: "session-cost" "UNITS", unset "the profile's or default cost of 1";
+    /// Seconds a session lives without requests; each request extends it.
+    session_lifetime: "session-lifetime" "SECS", default "60";
+    /// Most sessions the proxy holds open at once; a request naming one more gets 429.
+    max_sessions: "max-sessions" "N", default "256";
 }
 
 /// Where to look up the endpoint's API key at start.
@@ -73,6 +82,29 @@ pub struct ProxyConfig {
     pub discovery: Option<Discovery>,
     /// Largest request body, bytes; larger ones get 413. Default is 256 MiB.
     pub max_body_size: u64,
+    /// Sessions requests are pinned to. Default is [`SessionsConfig::default`].
+    pub sessions: SessionsConfig,
+}
+
+/// How `vespa proxy` uses sessions (the `X-Vespa-Session` header).
+#[derive(Debug, Clone)]
+pub struct SessionsConfig {
+    /// Session of requests without the header. Default is `None`: no session.
+    pub default: Option<String>,
+    /// What each session asks for. Default is [`SessionSpec::default`] (lifetime 60 s).
+    pub spec: SessionSpec,
+    /// Most sessions held at once. Default is 256.
+    pub max: usize,
+}
+
+impl Default for SessionsConfig {
+    fn default() -> Self {
+        Self {
+            default: None,
+            spec: SessionSpec::default(),
+            max: 256,
+        }
+    }
 }
 
 impl ProxyConfig {
@@ -88,6 +120,7 @@ impl ProxyConfig {
                 .get(&NoEnv)
                 .bytes()
                 .expect("a valid default"),
+            sessions: SessionsConfig::default(),
         }
     }
 
@@ -149,13 +182,43 @@ impl ProxyConfig {
         client.max_attempts = u32::try_from(raw.u64_min(1)?)
             .map_err(|_| raw.error("expected a small whole number"))?;
         let max_body_size = args.max_body_size().get(env).bytes()?;
+        let sessions = sessions(args, env)?;
         Ok(ProxyConfig {
             listen,
             client,
             discovery,
             max_body_size,
+            sessions,
         })
     }
+}
+
+fn sessions(args: &ProxyArgs, env: &dyn Env) -> Result<SessionsConfig, ConfigError> {
+    let default = match args.session().get(env) {
+        Some(raw) if raw.value.trim().is_empty() => return Err(raw.error("must not be empty")),
+        Some(raw) => Some(raw.value.trim().to_string()),
+        None => None,
+    };
+    let cost = match args.session_cost().get(env) {
+        Some(raw) => Some(raw.f64_min(0.0)?),
+        None => None,
+    };
+    let raw = args.session_lifetime().get(env);
+    let lifetime = raw.f64_min(0.0)?;
+    if lifetime <= 0.0 {
+        return Err(raw.error("expected a number of seconds > 0"));
+    }
+    let raw = args.max_sessions().get(env);
+    let max = usize::try_from(raw.u64_min(1)?).map_err(|_| raw.error("too large"))?;
+    Ok(SessionsConfig {
+        default,
+        spec: SessionSpec {
+            cost,
+            lifetime,
+            ..SessionSpec::default()
+        },
+        max,
+    })
 }
 
 fn listen(raw: &Raw) -> Result<SocketAddr, ConfigError> {
@@ -299,6 +362,34 @@ mod tests {
                     a.profile = Some("/no/such.toml".into())
                 }),
                 "--profile",
+            ),
+            (
+                args(|a| {
+                    key(a);
+                    a.session_lifetime = Some("0".into())
+                }),
+                "--session-lifetime",
+            ),
+            (
+                args(|a| {
+                    key(a);
+                    a.session_cost = Some("-1".into())
+                }),
+                "--session-cost",
+            ),
+            (
+                args(|a| {
+                    key(a);
+                    a.max_sessions = Some("0".into())
+                }),
+                "--max-sessions",
+            ),
+            (
+                args(|a| {
+                    key(a);
+                    a.session = Some(" ".into())
+                }),
+                "--session",
             ),
         ];
         for (a, flag) in cases {

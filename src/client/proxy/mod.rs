@@ -12,9 +12,12 @@
 //! fault it was; [`error_response`] is the one place that mapping lives.
 
 mod config;
+mod sessions;
 
 pub(crate) use config::ca_file;
-pub use config::{DEFAULT_LISTEN, Discovery, ProxyArgs, ProxyConfig};
+pub use config::{DEFAULT_LISTEN, Discovery, ProxyArgs, ProxyConfig, SessionsConfig};
+use sessions::Sessions;
+pub use sessions::{SESSION_HEADER, SessionError};
 
 use super::discovery::{self, DiscoveryError};
 use super::send::{SERVED_BY_HEADER, ServedBy};
@@ -31,6 +34,8 @@ use tokio::task::JoinHandle;
 
 /// The proxy's health route.
 pub const HEALTH_PATH: &str = "/_vespa/proxy/health";
+/// The proxy's sessions: `GET` lists them, `DELETE {SESSIONS_PATH}/NAME` ends one.
+pub const SESSIONS_PATH: &str = "/_vespa/proxy/sessions";
 /// `Retry-After` of a `503 no_worker`, seconds: the longest poll interval.
 pub const NO_WORKER_RETRY_AFTER: &str = "5";
 
@@ -59,11 +64,14 @@ pub enum ProxyError {
 pub struct Proxy {
     addr: SocketAddr,
     task: JoinHandle<()>,
+    state: Arc<State>,
 }
 
+#[derive(Debug)]
 struct State {
     client: Client,
     max_body_size: u64,
+    sessions: Sessions,
 }
 
 impl Proxy {
@@ -90,12 +98,19 @@ impl Proxy {
         let state = Arc::new(State {
             client,
             max_body_size: config.max_body_size,
+            sessions: Sessions::new(config.sessions),
         });
+        let shared = Arc::clone(&state);
         let task = tokio::spawn(crate::serve::accept_loop(listener, move |req| {
-            let state = Arc::clone(&state);
+            let state = Arc::clone(&shared);
             async move { handle(&state, req).await }
         }));
-        Ok(Proxy { addr, task })
+        Ok(Proxy { addr, task, state })
+    }
+
+    /// Ends every session the proxy holds (before it exits).
+    pub async fn close_sessions(&self) {
+        self.state.sessions.close_all(&self.state.client).await;
     }
 
     /// The bound address.
@@ -123,7 +138,14 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Body> {
             &json!({"status": "healthy", "endpoint": c.endpoint}),
         );
     }
-    let (parts, body) = req.into_parts();
+    if let Some(rest) = req.uri().path().strip_prefix(SESSIONS_PATH) {
+        return session_route(state, req.method(), rest).await;
+    }
+    let (mut parts, body) = req.into_parts();
+    let session = match state.sessions.name_of(&mut parts.headers) {
+        Ok(s) => s,
+        Err(e) => return session_error(&e),
+    };
     let body = match Limited::new(body, state.max_body_size as usize)
         .collect()
         .await
@@ -154,7 +176,15 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Body> {
         body,
         cost: None,
     };
-    match state.client.request(request).await {
+    let sent = match &session {
+        None => state.client.request(request).await,
+        Some(name) => match state.sessions.request(&state.client, name, request).await {
+            Ok(resp) => Ok(resp),
+            Err(SessionError::Client(e)) => Err(e),
+            Err(e) => return session_error(&e),
+        },
+    };
+    match sent {
         Ok(mut resp) => {
             let served_by = resp.extensions().get::<ServedBy>().map(|s| s.0.clone());
             if let Some(v) = served_by.and_then(|w| HeaderValue::from_str(&w).ok()) {
@@ -166,6 +196,51 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Body> {
             tracing::warn!(error = %e, "request failed");
             error_response(&e)
         }
+    }
+}
+
+/// `GET /_vespa/proxy/sessions` and `DELETE /_vespa/proxy/sessions/NAME`.
+async fn session_route(state: &State, method: &Method, rest: &str) -> Response<Body> {
+    match (method, rest.strip_prefix('/')) {
+        (&Method::GET, None | Some("")) => {
+            json_response(StatusCode::OK, &state.sessions.list().await)
+        }
+        (&Method::DELETE, Some(name)) if !name.is_empty() => {
+            let name = percent_decode(name);
+            match state.sessions.close(&state.client, &name).await {
+                Ok(true) => json_response(StatusCode::OK, &json!({"ended": name})),
+                Ok(false) => refusal(
+                    StatusCode::NOT_FOUND,
+                    "unknown_session",
+                    format!("the proxy holds no session named {name:?}"),
+                ),
+                Err(e) => error_response(&e),
+            }
+        }
+        _ => refusal(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "bad_request",
+            format!("use GET {SESSIONS_PATH} or DELETE {SESSIONS_PATH}/NAME"),
+        ),
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    form_urlencoded::parse(format!("n={s}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+fn session_error(e: &SessionError) -> Response<Body> {
+    match e {
+        SessionError::BadName => refusal(StatusCode::BAD_REQUEST, "bad_request", e.to_string()),
+        SessionError::TooMany(_) => refusal(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_sessions",
+            e.to_string(),
+        ),
+        SessionError::Client(e) => error_response(e),
     }
 }
 
@@ -182,6 +257,8 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Body> {
 /// | TLS with an https worker failed (certificate not verified) | 502 | `worker_tls` |
 /// | no CA for https workers (download failed) | 502 | `worker_ca` |
 /// | bad request path | 400 | `bad_request` |
+/// | a worker refused to open a session (full, draining) on every attempt | 503 + `Retry-After` | `session_unavailable` |
+/// | a worker refused another session call | 502 | `session_refused` |
 pub fn error_response(e: &ClientError) -> Response<Body> {
     let (status, code) = match e {
         ClientError::Auth { .. } => (StatusCode::UNAUTHORIZED, "endpoint_auth"),
@@ -195,9 +272,13 @@ pub fn error_response(e: &ClientError) -> Response<Body> {
         ClientError::WorkerTls { .. } => (StatusCode::BAD_GATEWAY, "worker_tls"),
         ClientError::WorkerCa(_) => (StatusCode::BAD_GATEWAY, "worker_ca"),
         ClientError::Config(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+        ClientError::SessionRefused {
+            status: 429 | 503, ..
+        } => (StatusCode::SERVICE_UNAVAILABLE, "session_unavailable"),
+        ClientError::SessionRefused { .. } => (StatusCode::BAD_GATEWAY, "session_refused"),
     };
     let mut resp = refusal(status, code, e.to_string());
-    if e.is_no_worker() {
+    if status == StatusCode::SERVICE_UNAVAILABLE {
         resp.headers_mut().insert(
             header::RETRY_AFTER,
             HeaderValue::from_static(NO_WORKER_RETRY_AFTER),
@@ -242,5 +323,6 @@ pub async fn run(args: &ProxyArgs, env: &dyn Env) -> i32 {
     let stop = crate::serve::shutdown_signal();
     println!("listening on {}", proxy.url());
     stop.await;
+    proxy.close_sessions().await;
     0
 }
