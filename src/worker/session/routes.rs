@@ -62,7 +62,8 @@ pub async fn serve(
     match answer(shared, route, parts, body, &mut record).await {
         Ok(resp) => record.answer(resp),
         Err(e) => {
-            tracing::debug!(status = %e.status(), error = %e, "session request refused");
+            // The code, not the text: a "not found" text names the id the client sent.
+            tracing::debug!(status = %e.status(), code = e.code(), "session request refused");
             record.refuse(e)
         }
     }
