@@ -9,7 +9,7 @@
 
 use super::envelope::Inbound;
 use super::error::WorkerError;
-use super::ledger::{Ledger, Outcome, RequestInfo, Ticket};
+use super::ledger::{Kind, Ledger, Outcome, RequestInfo, Ticket};
 use super::lifecycle::{Lifecycle, State};
 use crate::profile::Profile;
 use std::sync::Arc;
@@ -73,10 +73,15 @@ impl Admission {
 
     /// Identity and workload of a request: the client's cost, else the profile's workload
     /// rule, else `DEFAULT_COST`, clamped to `MAX_COST`. Unsigned requests get synthetic ids.
+    /// A request inside a session is sized without its `auth_data.cost`: that is the
+    /// session's, which the client sends again with every request of the session.
     /// Call it only once the request passed auth: it reads the cost and the payload.
     pub fn describe(&self, inbound: &Inbound) -> Result<RequestInfo, WorkerError> {
-        let workload = inbound
-            .cost()?
+        let cost = match inbound.session {
+            Some(_) => None,
+            None => inbound.cost()?,
+        };
+        let workload = cost
             .or_else(|| {
                 self.workload
                     .profile
@@ -94,6 +99,7 @@ impl Admission {
                 request_idx: auth.request_idx(),
                 reqnum: auth.reqnum(),
                 workload,
+                kind: Kind::Request,
             },
             None => {
                 let id = self.synthetic_ids.fetch_add(1, Ordering::Relaxed);
@@ -101,6 +107,7 @@ impl Admission {
                     request_idx: id,
                     reqnum: id,
                     workload,
+                    kind: Kind::Request,
                 }
             }
         })
@@ -133,10 +140,7 @@ impl Admission {
     /// Admits the request: `ready`, within the wait limit, then its turn for a backend slot.
     /// Every refusal is counted as rejected.
     pub async fn admit(&self, info: &RequestInfo) -> Result<Admitted, WorkerError> {
-        if let Err(e) = self.accepting() {
-            self.ledger.reject(info);
-            return Err(e);
-        }
+        self.ready_for(info)?;
         let mut ticket = self.ledger.admit(info)?;
         // Waiting here is the queue: FIFO, and a client that leaves drops its place.
         let permit = match &self.limiter {
@@ -150,6 +154,12 @@ impl Admission {
         };
         ticket.start();
         Ok(Admitted { ticket, permit })
+    }
+
+    /// Whether the worker takes new work (`ready`); when it does not, the refusal (503) is
+    /// recorded as the rejection of `info`.
+    pub fn ready_for(&self, info: &RequestInfo) -> Result<(), WorkerError> {
+        self.accepting().inspect_err(|_| self.ledger.reject(info))
     }
 
     fn accepting(&self) -> Result<(), WorkerError> {

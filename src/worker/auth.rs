@@ -32,9 +32,21 @@ pub enum Auth {
 impl Auth {
     /// Checks one request.
     pub fn check(&self, inbound: &Inbound) -> Result<(), WorkerError> {
+        self.check_with(inbound, true)
+    }
+
+    /// Checks a request of an open session that carries the session's own `auth_data`, as
+    /// the official client sends every request of a session: the signature, without the
+    /// replay rules, which would refuse the second request of every session.
+    pub fn check_in_session(&self, inbound: &Inbound) -> Result<(), WorkerError> {
+        self.check_with(inbound, false)
+    }
+
+    fn check_with(&self, inbound: &Inbound, replay: bool) -> Result<(), WorkerError> {
         match (self, &inbound.auth) {
             (Auth::Unsecured, _) => Ok(()),
-            (Auth::Signed(v), Some(auth)) => v.verify(auth),
+            (Auth::Signed(v), Some(auth)) if replay => v.verify(auth),
+            (Auth::Signed(v), Some(auth)) => v.verify_signature(auth),
             (Auth::Signed(_), None) => Err(WorkerError::InvalidSignature(
                 "request carries no auth_data".into(),
             )),
@@ -106,6 +118,19 @@ impl Verifier {
 
     /// Verifies `auth`: the signature over the configured message form, then replay rules.
     pub fn verify(&self, auth: &AuthData) -> Result<(), WorkerError> {
+        self.verify_signature(auth)?;
+        if let Some(replay) = &self.replay {
+            replay
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .check(auth)?;
+        }
+        Ok(())
+    }
+
+    /// Verifies the signature of `auth` (and, in the `url` form, that it was issued for
+    /// this worker), without the replay rules.
+    pub fn verify_signature(&self, auth: &AuthData) -> Result<(), WorkerError> {
         let key = self.key.read().unwrap_or_else(|p| p.into_inner()).clone();
         let Some(key) = key else {
             return Err(WorkerError::InvalidSignature(
@@ -137,12 +162,6 @@ impl Verifier {
             return Err(WorkerError::InvalidSignature(
                 "the signature was issued for another worker's url".into(),
             ));
-        }
-        if let Some(replay) = &self.replay {
-            replay
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .check(auth)?;
         }
         Ok(())
     }
@@ -302,6 +321,24 @@ mod tests {
             "older than the last two accepted"
         );
         assert!(v.verify(&signed(&key, SignatureForm::Legacy, 11)).is_ok());
+    }
+
+    #[test]
+    fn a_session_reusing_its_auth_data_is_not_a_replay_but_a_bad_signature_still_fails() {
+        let key = SigningKey::generate().unwrap();
+        let v = verifier(&key, SignatureForm::Legacy, 2);
+        let session = signed(&key, SignatureForm::Legacy, 10);
+        assert!(v.verify(&session).is_ok(), "the create request");
+        for _ in 0..3 {
+            assert!(
+                v.verify_signature(&session).is_ok(),
+                "requests of the session"
+            );
+        }
+        assert!(v.verify(&session).is_err(), "outside the session, a replay");
+        let mut forged = session.clone();
+        forged.fields.insert("signature".into(), json!("AAAA"));
+        assert!(v.verify_signature(&forged).is_err());
     }
 
     #[test]

@@ -75,6 +75,8 @@ fn log_settings(c: &WorkerConfig) {
         max_queued_workload = c.max_perf * c.max_wait_time,
         concurrency = %concurrency,
         max_body_size = c.max_body_size,
+        max_sessions = c.sessions.max_sessions.unwrap_or(0),
+        max_session_lifetime_secs = c.sessions.max_lifetime.as_secs_f64(),
         "worker configured"
     );
     if !c.vast.report_addrs.is_empty() {

@@ -6,6 +6,12 @@
 //! - in unsecured mode only, a plain request ("passthrough"), forwarded as it is with a
 //!   synthetic `auth_data`.
 //!
+//! A request inside a session (PROTOCOL.md §8) names it with the envelope's top-level
+//! `session_id` (a string, or null for none, as the official client always sends it) or,
+//! in the query form, with `serverless_session_id`, which is never forwarded. That
+//! parameter alone makes a query-form request: its body goes through unchanged, and the
+//! open session it names authenticates it.
+//!
 //! The payload is forwarded as the exact bytes the client sent (`RawValue`), so numbers and
 //! key order reach the backend untouched.
 
@@ -32,6 +38,8 @@ pub const AUTH_KEYS: [&str; 6] = [
 ];
 
 const QUERY_PREFIX: &str = "serverless_";
+/// The query parameter naming the session of a query-form request.
+pub const SESSION_QUERY_KEY: &str = "serverless_session_id";
 
 /// Signed request metadata as the autoscaler issued it. `fields` keeps every key with the
 /// JSON type it arrived with, since the signature covers those exact values.
@@ -111,8 +119,11 @@ pub enum Payload {
 pub struct Inbound {
     /// This request's share of `MAX_BUFFERED_BYTES` while its body is held in memory.
     pub held: Option<OwnedSemaphorePermit>,
-    /// `auth_data` from the client, or `None` for an unsecured passthrough request.
+    /// `auth_data` from the client, or `None` for an unsecured passthrough request (or a
+    /// query-form request that names a session and nothing else).
     pub auth: Option<AuthData>,
+    /// The session the request belongs to (`session_id`, `serverless_session_id`), if any.
+    pub session: Option<String>,
     /// Query string to forward (without `serverless_*` and `api_key`), if any.
     pub query: Option<String>,
     /// Body to forward.
@@ -242,6 +253,28 @@ async fn collect(
     Ok((bytes, held))
 }
 
+/// Reads a whole body into memory within `MAX_BODY_SIZE`, `BODY_READ_TIMEOUT` and the
+/// `MAX_BUFFERED_BYTES` budget, for the routes the worker answers itself (`/session/*`).
+pub async fn read_all(
+    headers: &HeaderMap,
+    body: Incoming,
+    rules: EnvelopeRules<'_>,
+) -> Result<(Bytes, Option<OwnedSemaphorePermit>), WorkerError> {
+    if declared_too_large(headers, rules.max_body_size) {
+        return Err(WorkerError::BodyTooLarge {
+            limit: rules.max_body_size,
+        });
+    }
+    collect(ReadTimeout::new(body, rules.body_read_timeout), &rules).await
+}
+
+fn declared_too_large(headers: &HeaderMap, limit: u64) -> bool {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .is_some_and(|len| len > limit)
+}
+
 /// Reads the envelope of a request. Errors are 401, 413 or 422 answers.
 pub async fn read(
     method: &Method,
@@ -253,20 +286,20 @@ pub async fn read(
     let too_large = WorkerError::BodyTooLarge {
         limit: rules.max_body_size,
     };
-    if let Some(len) = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-        && len > rules.max_body_size
-    {
+    if declared_too_large(headers, rules.max_body_size) {
         return Err(too_large);
     }
     let body = ReadTimeout::new(body, rules.body_read_timeout);
     let (query_auth, forward_query) = split_query(query)?;
-    if let Some(auth) = query_auth {
+    let query_session = query
+        .filter(|q| q.contains(SESSION_QUERY_KEY))
+        .and_then(query_session);
+    if query_auth.is_some() || query_session.is_some() {
         // Query auth: the body, whatever it is, goes through unchanged.
         return Ok(Inbound {
             held: None,
-            auth: Some(auth),
+            auth: query_auth,
+            session: query_session,
             query: forward_query,
             payload: Payload::Stream(body),
             body_len: None,
@@ -281,6 +314,7 @@ pub async fn read(
         return Ok(Inbound {
             held: None,
             auth: None,
+            session: None,
             query: forward_query,
             payload: Payload::Stream(body),
             body_len: None,
@@ -297,6 +331,7 @@ pub async fn read(
         return Ok(Inbound {
             held,
             auth: None,
+            session: None,
             query: forward_query,
             payload: raw_or_none(bytes),
             body_len,
@@ -310,6 +345,7 @@ pub async fn read(
         return Ok(Inbound {
             held,
             auth: None,
+            session: None,
             query: forward_query,
             payload: Payload::Raw(bytes),
             body_len,
@@ -322,10 +358,12 @@ pub async fn read(
         });
     };
     let (auth, payload) = parse_envelope(&bytes, &top)?;
+    let session = envelope_session(&top)?;
     let (query, payload) = place_payload(method, forward_query, payload)?;
     Ok(Inbound {
         held,
         auth: Some(auth),
+        session,
         query,
         payload,
         body_len,
@@ -409,6 +447,29 @@ fn parse_envelope(
     }
 }
 
+/// The envelope's `session_id`: a string, or null or absent for none.
+fn envelope_session(top: &RawObject<'_>) -> Result<Option<String>, WorkerError> {
+    let Some(raw) = top.get("session_id") else {
+        return Ok(None);
+    };
+    match serde_json::from_str::<Value>(raw.get()) {
+        Ok(Value::Null) => Ok(None),
+        Ok(Value::String(id)) => Ok(Some(id)),
+        _ => Err(WorkerError::InvalidRequest {
+            message: "session_id must be a string or null".into(),
+            fields: None,
+        }),
+    }
+}
+
+/// The value of `serverless_session_id` in `query`, when it is there and not empty.
+fn query_session(query: &str) -> Option<String> {
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == SESSION_QUERY_KEY)
+        .map(|(_, v)| v.into_owned())
+        .filter(|v| !v.is_empty())
+}
+
 /// GET and HEAD carry an object payload as query parameters; other methods as a JSON body.
 fn place_payload(
     method: &Method,
@@ -444,7 +505,8 @@ fn place_payload(
 
 /// Splits the query into `serverless_*` auth (when present) and the rest to forward.
 /// The forwarded part keeps its original encoding; `api_key` is dropped (the official
-/// client adds it, and it must not reach the backend).
+/// client adds it, and it must not reach the backend), and so is `serverless_session_id`
+/// (read by [`query_session`]), which is not part of the auth.
 fn split_query(query: Option<&str>) -> Result<(Option<AuthData>, Option<String>), WorkerError> {
     let Some(query) = query else {
         return Ok((None, None));
@@ -455,6 +517,9 @@ fn split_query(query: Option<&str>) -> Result<(Option<AuthData>, Option<String>)
         let (key, value) = form_urlencoded::parse(pair.as_bytes())
             .next()
             .unwrap_or_default();
+        if key == SESSION_QUERY_KEY {
+            continue;
+        }
         if let Some(name) = key.strip_prefix(QUERY_PREFIX) {
             auth.insert(name.to_string(), value.into_owned());
         } else if key != "api_key" {
@@ -580,6 +645,28 @@ mod tests {
         assert_eq!(auth.str("url"), Some("http://w"));
         let (auth, _) = split_query(Some(q.replace("2.5", "2").as_str())).unwrap();
         assert!(auth.unwrap().fields["cost"].is_i64());
+    }
+
+    #[test]
+    fn a_session_id_is_read_from_the_envelope_or_the_query_and_never_forwarded() {
+        let top = |body: &'static [u8]| parse_top(body).unwrap().unwrap();
+        assert_eq!(
+            envelope_session(&top(br#"{"session_id": null}"#)).unwrap(),
+            None
+        );
+        assert_eq!(envelope_session(&top(br#"{"a": 1}"#)).unwrap(), None);
+        assert_eq!(
+            envelope_session(&top(br#"{"session_id": "s1"}"#)).unwrap(),
+            Some("s1".into())
+        );
+        let err = envelope_session(&top(br#"{"session_id": 5}"#)).unwrap_err();
+        assert!(err.to_string().contains("session_id"), "{err}");
+        let q = "a=1&serverless_session_id=s%2D1&b=2";
+        assert_eq!(query_session(q).as_deref(), Some("s-1"));
+        let (auth, fwd) = split_query(Some(q)).unwrap();
+        assert!(auth.is_none(), "a session id alone is no auth_data");
+        assert_eq!(fwd.as_deref(), Some("a=1&b=2"));
+        assert_eq!(query_session("serverless_session_id="), None);
     }
 
     #[test]

@@ -83,6 +83,26 @@ pub enum WorkerError {
     /// request body was complete. Nobody reads this answer; it is counted `client_gone`.
     #[error("the client closed the connection before its request body was complete")]
     ClientGone,
+    /// 400: `/session/end` or `/session/get` names a session this worker does not hold; the
+    /// text is the `vastai` worker's for each route.
+    #[error("{0}")]
+    SessionNotFound(String),
+    /// 401: `session_auth` is not the `auth_data` the session was created with.
+    #[error("session_auth is not valid")]
+    InvalidSessionAuth,
+    /// 410: the request names a session that is not open (never was, ended or expired).
+    #[error("invalid session")]
+    InvalidSession,
+    /// 410: the request's session closed (ended, expired, or the worker drained) before the
+    /// backend's answer started; the backend request was cancelled.
+    #[error("the session closed before the backend answered; the request was cancelled")]
+    SessionClosed,
+    /// 429: `MAX_SESSIONS` sessions are open.
+    #[error("too many open sessions: this worker holds at most {max} (MAX_SESSIONS)")]
+    TooManySessions {
+        /// `MAX_SESSIONS`.
+        max: usize,
+    },
 }
 
 impl WorkerError {
@@ -103,6 +123,10 @@ impl WorkerError {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::UpdateFailed(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::ClientGone => CLIENT_CLOSED_REQUEST,
+            Self::SessionNotFound(_) => StatusCode::BAD_REQUEST,
+            Self::InvalidSessionAuth => StatusCode::UNAUTHORIZED,
+            Self::InvalidSession | Self::SessionClosed => StatusCode::GONE,
+            Self::TooManySessions { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -123,6 +147,11 @@ impl WorkerError {
             Self::UpdateFailed(_) => "update_failed",
             Self::RequestTimeout(_) => "request_timeout",
             Self::ClientGone => "client_gone",
+            Self::SessionNotFound(_) => "session_not_found",
+            Self::InvalidSessionAuth => "invalid_session_auth",
+            Self::InvalidSession => "invalid_session",
+            Self::SessionClosed => "session_closed",
+            Self::TooManySessions { .. } => "too_many_sessions",
         }
     }
 

@@ -5,13 +5,19 @@
 //! for the backend's headers, or mid-body. The [`Admitted`] guard carried along records
 //! that as `cancelled`, the request's [`Record`] as `client_gone`, and dropping the backend
 //! future or body closes the backend connection.
+//!
+//! `POST /session/*` is answered by [`session::routes`]. A request inside a session carries
+//! the session's [`Entered`] guard along the same path; its close is raced with the wait for
+//! a slot and for the backend's head (410 `session_closed`), then watched by the relay,
+//! which cuts the body. Requests outside sessions carry none and pay nothing for it.
 
 use super::admission::Admitted;
 use super::backend::ResponseBody;
-use super::envelope::{self, EnvelopeRules};
+use super::envelope::{self, EnvelopeRules, Inbound};
 use super::error::WorkerError;
-use super::ledger::Outcome;
+use super::ledger::{Kind, Outcome, RequestInfo};
 use super::observe::Record;
+use super::session::{self, Entered};
 use super::{Shared, relay, routes};
 use crate::http_util::Body;
 use http::request::Parts;
@@ -32,17 +38,22 @@ pub async fn handle(
     }
     let (mut parts, body) = req.into_parts();
     let mut record = shared.observer.record(&mut parts, Some(client));
+    if let Some(route) = session::routes::Route::of(&parts.method, parts.uri.path()) {
+        return session::routes::serve(&shared, route, &parts, body, record).await;
+    }
     match proxy(&shared, &parts, body, &mut record).await {
         Ok(Answer {
             resp,
             admitted,
             stream_send_timeout,
+            session,
         }) => relay::respond(
             resp,
             admitted,
             record,
             shared.config.idle_timeout,
             stream_send_timeout,
+            session,
         ),
         Err(e) => {
             tracing::debug!(status = %e.status(), error = %e, "request answered by the worker");
@@ -56,6 +67,7 @@ struct Answer {
     resp: Response<ResponseBody>,
     admitted: Admitted,
     stream_send_timeout: Option<Duration>,
+    session: Option<Entered>,
 }
 
 async fn proxy(
@@ -71,7 +83,7 @@ async fn proxy(
         body_read_timeout: cfg.body_read_timeout,
         budget: Some(&shared.buffered),
     };
-    let mut inbound = envelope::read(
+    let inbound = envelope::read(
         &parts.method,
         parts.uri.query(),
         &parts.headers,
@@ -84,16 +96,77 @@ async fn proxy(
     }
     // Auth first: nothing of a forged request's cost or payload is read, and it never
     // reaches the books (PROTOCOL.md §4).
-    if let Err(e) = shared.auth.check(&inbound) {
+    if let Err(e) = authenticate(shared, &inbound) {
         shared.admission.unauthorized(&e);
         return Err(e);
     }
-    let info = shared.admission.describe(&inbound)?;
+    let mut session = match &inbound.session {
+        Some(id) => Some(shared.sessions.enter(id)?),
+        None => None,
+    };
+    let mut info = shared.admission.describe(&inbound)?;
+    if let Some(s) = &session {
+        info = RequestInfo {
+            request_idx: s.request_idx(),
+            reqnum: s.reqnum(),
+            kind: Kind::InSession,
+            ..info
+        };
+    }
     record.describe(&info);
+    let sent = match session.as_mut() {
+        None => admit_and_send(shared, parts, inbound, &info, record).await,
+        // The session may close while the request waits for a slot or the backend's head:
+        // dropping that future cancels both (the backend connection is closed).
+        Some(s) => tokio::select! {
+            biased;
+            () = s.closed() => Err(WorkerError::SessionClosed),
+            sent = admit_and_send(shared, parts, inbound, &info, record) => sent,
+        },
+    };
+    let (admitted, resp) = sent?;
+    // HTTP/1 connections carry SEND_TIMEOUT on their writes; an HTTP/2 stream can stall
+    // alone, so it gets its own watchdog.
+    let stream_send_timeout = (parts.version == http::Version::HTTP_2)
+        .then_some(cfg.serve_limits.send_timeout)
+        .flatten();
+    Ok(Answer {
+        resp,
+        admitted,
+        stream_send_timeout,
+        session,
+    })
+}
+
+/// The auth stage. A request of an open session that carries the session's own
+/// `auth_data` is checked without the replay rules (the official client sends it again
+/// with every request of the session), and so is one naming a session that is not open
+/// (it is answered 410 and served nothing); a query-form request that names a session and
+/// nothing else is authenticated by the session's id, a 128-bit secret handed only to the
+/// client whose create request was verified ([`Shared::sessions`] refuses it with 410 when
+/// no such session is open).
+fn authenticate(shared: &Shared, inbound: &Inbound) -> Result<(), WorkerError> {
+    match (&inbound.session, &inbound.auth) {
+        (Some(_), None) => Ok(()),
+        (Some(id), Some(auth)) if shared.sessions.holds(id, auth) != Some(false) => {
+            shared.auth.check_in_session(inbound)
+        }
+        _ => shared.auth.check(inbound),
+    }
+}
+
+/// Admission, then the backend up to its response head.
+async fn admit_and_send(
+    shared: &Shared,
+    parts: &Parts,
+    mut inbound: Inbound,
+    info: &RequestInfo,
+    record: &mut Record,
+) -> Result<(Admitted, Response<ResponseBody>), WorkerError> {
     // The buffered body's share of MAX_BUFFERED_BYTES, until the backend has taken it.
     let held = inbound.held.take();
     let arrived = Instant::now();
-    let admitted = shared.admission.admit(&info).await?;
+    let admitted = shared.admission.admit(info).await?;
     let sent_at = Instant::now();
     record.queued(sent_at - arrived);
     let sent = shared.forward.send(parts, inbound).await;
@@ -101,16 +174,7 @@ async fn proxy(
     match sent {
         Ok(resp) => {
             record.answered(resp.status(), sent_at.elapsed());
-            // HTTP/1 connections carry SEND_TIMEOUT on their writes; an HTTP/2 stream can
-            // stall alone, so it gets its own watchdog.
-            let stream_send_timeout = (parts.version == http::Version::HTTP_2)
-                .then_some(cfg.serve_limits.send_timeout)
-                .flatten();
-            Ok(Answer {
-                resp,
-                admitted,
-                stream_send_timeout,
-            })
+            Ok((admitted, resp))
         }
         Err(e) => {
             admitted.finish(Outcome::Errored);

@@ -10,6 +10,12 @@
 //!
 //! Every event also goes to an optional [`Recorder`] (the autoscaler reports keep their own
 //! interval counters and records there), so the ledger knows nothing about reporting.
+//!
+//! Sessions (PROTOCOL.md §8) are entries too, of their own [`Kind`], counted as the `vastai`
+//! worker reports them: an open session is one working request of its cost (in `cur_load`
+//! and the working `request_idx`s) that holds no backend slot and is out of the wait; a
+//! request inside a session uses the backend (in the wait, queued then in flight) but shares
+//! the session's `request_idx`, so it is neither a working `request_idx` nor in `cur_load`.
 
 use super::error::WorkerError;
 use serde::Serialize;
@@ -19,15 +25,46 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 use tokio::sync::watch;
 
+/// What an entry of the working set is, towards sessions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// A request of its own: in `cur_load`, the wait and the working `request_idx`s; one
+    /// `/delete_requests/` record when it ends.
+    #[default]
+    Request,
+    /// An open session: in `cur_load` and the working `request_idx`s, one record when it
+    /// closes, but out of the wait and never queued or in flight (it holds no backend slot).
+    Session,
+    /// A request inside a session: in the wait, queued then in flight, but it shares the
+    /// session's `request_idx`, so it is not in `cur_load` nor a working `request_idx`, and
+    /// leaves no record of its own.
+    InSession,
+}
+
+impl Kind {
+    /// Counted in `cur_load` and listed in the working `request_idx`s.
+    pub fn reported(self) -> bool {
+        self != Kind::InSession
+    }
+
+    /// Counted in the estimated wait (it uses the backend).
+    pub fn waits(self) -> bool {
+        self != Kind::Session
+    }
+}
+
 /// Identity and workload of one request, as the envelope stage determined them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RequestInfo {
-    /// `auth_data.request_idx` (or a synthetic one).
+    /// `auth_data.request_idx` (or a synthetic one; a session's for a request inside it).
     pub request_idx: u64,
-    /// `auth_data.reqnum` (or a synthetic one).
+    /// `auth_data.reqnum` (or a synthetic one; a session's for a request inside it).
     pub reqnum: u64,
     /// Workload units.
     pub workload: f64,
+    /// A request, a session, or a request inside a session.
+    pub kind: Kind,
 }
 
 #[cfg(test)]
@@ -38,6 +75,7 @@ impl RequestInfo {
             request_idx: idx,
             reqnum: idx,
             workload,
+            kind: Kind::Request,
         }
     }
 }
@@ -91,15 +129,20 @@ pub struct Totals {
 pub struct Snapshot {
     /// Capacity, workload units per second.
     pub max_perf: f64,
-    /// Σ workload of the working set.
+    /// Σ workload of the working set as reported (`cur_load`): requests and open sessions,
+    /// not the requests inside sessions.
     pub cur_load: f64,
-    /// Estimated wait for a new request, seconds.
+    /// Estimated wait for a new request, seconds: the workload of the requests (inside
+    /// sessions or not) over the capacity; open sessions are out of it.
     pub estimated_wait: f64,
     /// Admitted requests waiting for a backend slot.
     pub queued: usize,
     /// Requests being served by the backend.
     pub in_flight: usize,
-    /// `request_idx` of every request in the working set.
+    /// Open sessions.
+    pub sessions: usize,
+    /// `request_idx` of every request and open session in the working set (requests inside
+    /// a session share its `request_idx` and are not listed again).
     #[serde(skip)]
     pub working_request_idxs: Vec<u64>,
     /// Totals since start.
@@ -107,7 +150,8 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Size of the working set (queued + in flight).
+    /// Requests in the working set (queued + in flight), open sessions not included: what a
+    /// drain waits for.
     pub fn working(&self) -> usize {
         self.queued + self.in_flight
     }
@@ -117,14 +161,20 @@ impl Snapshot {
 struct Entry {
     request_idx: u64,
     workload: f64,
+    kind: Kind,
     started: bool,
 }
 
 #[derive(Debug, Default)]
 struct Inner {
     working: HashMap<u64, Entry>,
+    /// Σ workload of the entries that are [`Kind::reported`].
     cur_load: f64,
+    /// Σ workload of the entries that [`Kind::waits`].
+    wait_load: f64,
     in_flight: usize,
+    sessions: usize,
+    in_session: usize,
     next_id: u64,
     totals: Totals,
 }
@@ -134,6 +184,8 @@ struct Inner {
 pub struct Ended {
     /// `request_idx` of the request.
     pub request_idx: u64,
+    /// A request, a session, or a request inside a session.
+    pub kind: Kind,
     /// Its workload.
     pub workload: f64,
     /// How it ended.
@@ -158,11 +210,64 @@ pub trait Recorder: std::fmt::Debug + Send + Sync {
 
 impl Inner {
     fn wait(&self, max_perf: f64) -> f64 {
-        if self.working.is_empty() {
+        if self.working.len() == self.sessions {
             0.0
         } else {
-            self.cur_load / max_perf.max(1e-5)
+            self.wait_load / max_perf.max(1e-5)
         }
+    }
+
+    fn insert(&mut self, info: &RequestInfo) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.working.insert(
+            id,
+            Entry {
+                request_idx: info.request_idx,
+                workload: info.workload,
+                kind: info.kind,
+                started: false,
+            },
+        );
+        match info.kind {
+            Kind::Request => {}
+            Kind::Session => self.sessions += 1,
+            Kind::InSession => self.in_session += 1,
+        }
+        if info.kind.reported() {
+            self.cur_load += info.workload;
+        }
+        if info.kind.waits() {
+            self.wait_load += info.workload;
+        }
+        self.totals.received.add(info.workload);
+        id
+    }
+
+    fn remove(&mut self, id: u64) -> Option<Entry> {
+        let entry = self.working.remove(&id)?;
+        if entry.started {
+            self.in_flight -= 1;
+        }
+        match entry.kind {
+            Kind::Request => {}
+            Kind::Session => self.sessions -= 1,
+            Kind::InSession => self.in_session -= 1,
+        }
+        // Internal: reset each running sum when nothing is left in it, so float drift
+        // cannot accumulate into a phantom load.
+        let n = self.working.len();
+        self.cur_load = match n == self.in_session {
+            true => 0.0,
+            false if entry.kind.reported() => self.cur_load - entry.workload,
+            false => self.cur_load,
+        };
+        self.wait_load = match n == self.sessions {
+            true => 0.0,
+            false if entry.kind.waits() => self.wait_load - entry.workload,
+            false => self.wait_load,
+        };
+        Some(entry)
     }
 }
 
@@ -265,30 +370,38 @@ impl Ledger {
                 retry_after,
             });
         }
-        let id = inner.next_id;
-        inner.next_id += 1;
-        inner.working.insert(
-            id,
-            Entry {
-                request_idx: info.request_idx,
-                workload: info.workload,
-                started: false,
-            },
-        );
-        inner.cur_load += info.workload;
-        inner.totals.received.add(info.workload);
+        let id = inner.insert(info);
         drop(inner);
+        Ok(self.ticket(info, id))
+    }
+
+    /// Enters an open session into the working set, whatever the wait (a session is out of
+    /// it, as it holds no backend slot). Its ticket lives as long as the session.
+    /// The session's work starts at once (`work_started_at` is its creation, as the
+    /// `vastai` worker reports it).
+    pub fn open_session(self: &Arc<Self>, info: &RequestInfo) -> Ticket {
+        let info = RequestInfo {
+            kind: Kind::Session,
+            ..info.clone()
+        };
+        let id = self.lock().insert(&info);
+        let mut ticket = self.ticket(&info, id);
+        ticket.work_started_at = Some(ticket.entered_queue_at);
+        ticket
+    }
+
+    fn ticket(self: &Arc<Self>, info: &RequestInfo, id: u64) -> Ticket {
         if let Some(r) = &self.recorder {
             r.received(info);
         }
         self.bump();
-        Ok(Ticket {
+        Ticket {
             ledger: Arc::clone(self),
             id,
             entered_queue_at: SystemTime::now(),
             work_started_at: None,
             done: false,
-        })
+        }
     }
 
     /// A consistent view of the working set and totals.
@@ -298,9 +411,15 @@ impl Ledger {
             max_perf: self.max_perf(),
             cur_load: inner.cur_load,
             estimated_wait: inner.wait(self.max_perf()),
-            queued: inner.working.len() - inner.in_flight,
+            queued: inner.working.len() - inner.in_flight - inner.sessions,
             in_flight: inner.in_flight,
-            working_request_idxs: inner.working.values().map(|e| e.request_idx).collect(),
+            sessions: inner.sessions,
+            working_request_idxs: inner
+                .working
+                .values()
+                .filter(|e| e.kind.reported())
+                .map(|e| e.request_idx)
+                .collect(),
             totals: inner.totals,
         }
     }
@@ -309,6 +428,7 @@ impl Ledger {
         let mut inner = self.lock();
         if let Some(e) = inner.working.get_mut(&id)
             && !e.started
+            && e.kind != Kind::Session
         {
             e.started = true;
             inner.in_flight += 1;
@@ -319,18 +439,8 @@ impl Ledger {
 
     fn end(&self, id: u64, outcome: Outcome, times: (SystemTime, Option<SystemTime>)) {
         let mut inner = self.lock();
-        let Some(entry) = inner.working.remove(&id) else {
+        let Some(entry) = inner.remove(id) else {
             return;
-        };
-        if entry.started {
-            inner.in_flight -= 1;
-        }
-        // Internal: reset the running sum when the set empties so float drift cannot
-        // accumulate into a phantom load.
-        inner.cur_load = if inner.working.is_empty() {
-            0.0
-        } else {
-            inner.cur_load - entry.workload
         };
         let count = match outcome {
             Outcome::Success => &mut inner.totals.served,
@@ -342,6 +452,7 @@ impl Ledger {
         if let Some(r) = &self.recorder {
             r.ended(&Ended {
                 request_idx: entry.request_idx,
+                kind: entry.kind,
                 workload: entry.workload,
                 outcome,
                 entered_queue_at: times.0,

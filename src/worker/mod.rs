@@ -3,8 +3,8 @@
 //! Data flows one way: accept ([`crate::serve`]) → envelope ([`envelope`]) → auth ([`auth`]) →
 //! admission ([`admission`], over the [`ledger`]) → forward ([`forward`], [`backend`]) →
 //! relay ([`relay`]). Start-up is [`startup`] with its states in [`lifecycle`]; reports to
-//! the autoscaler are [`report`]; the worker's own routes are [`routes`]. This file wires
-//! the parts together.
+//! the autoscaler are [`report`]; the worker's own routes are [`routes`]; sessions are
+//! [`session`]. This file wires the parts together.
 
 pub mod admission;
 pub mod auth;
@@ -23,6 +23,7 @@ pub mod pubkey;
 pub mod relay;
 pub mod report;
 pub mod routes;
+pub mod session;
 mod startup;
 
 use crate::tls::server::ServerTls;
@@ -35,6 +36,7 @@ use ledger::{Ledger, Recorder};
 use lifecycle::{Lifecycle, State};
 use observe::{Metrics, Observer};
 use report::{Book, Reporter, Sources};
+use session::{CloseReason, Sessions};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,6 +60,8 @@ pub struct Shared {
     pub book: Arc<Book>,
     /// Metrics, request ids and the access log.
     pub observer: Arc<Observer>,
+    /// Open sessions.
+    pub sessions: Arc<Sessions>,
     admission: Admission,
     auth: Auth,
     forward: Forward,
@@ -89,6 +93,8 @@ pub enum StartError {
 #[derive(Debug)]
 pub struct Worker {
     addr: SocketAddr,
+    /// The plain-HTTP `/session/end` listener's address, when it is bound.
+    session_end_addr: Option<SocketAddr>,
     shared: Arc<Shared>,
     tasks: Vec<JoinHandle<()>>,
     /// Set to stop accepting and close every connection gracefully.
@@ -143,6 +149,7 @@ impl Worker {
         let (stop, mut stop_rx) = watch::channel(false);
         let (closed_tx, closed) = watch::channel(false);
         let limits = shared.config.serve_limits;
+        let session_end_addr = session_end_listener(&shared, stop.subscribe(), &mut tasks);
         let accept = async move {
             let stopped = async move {
                 let _ = stop_rx.wait_for(|s| *s).await;
@@ -154,6 +161,7 @@ impl Worker {
         tasks.push(tokio::spawn(
             Arc::clone(&shared.backend).reap_idle_forever(),
         ));
+        tasks.push(tokio::spawn(Arc::clone(&shared.sessions).expire_forever()));
         let (key_tx, key_rx) = watch::channel(startup::KeyState::Pending);
         if shared.auth.verifier().is_some() {
             let unit = shared.config.pubkey_backoff_unit;
@@ -173,6 +181,7 @@ impl Worker {
         tasks.push(tokio::spawn(startup::run(Arc::clone(&shared), key_rx)));
         Worker {
             addr,
+            session_end_addr,
             shared,
             tasks,
             stop,
@@ -197,10 +206,12 @@ impl Worker {
     }
 
     /// Graceful shutdown (PROTOCOL.md §6): refuse new work with 503 `draining`, wait up to
-    /// `timeout` for the working set to empty, stop accepting and close every connection
-    /// gracefully (each response in progress is written to its last byte, chunked
-    /// terminator included; [`CLOSE_GRACE`] past the timeout at most), then send a last
-    /// report. Returns whether all in-flight work finished and was written out in time.
+    /// `timeout` for the working set's requests to end (open sessions are not waited for),
+    /// close the sessions still open (their on-close callbacks run, each within
+    /// `SESSION_ON_CLOSE_TIMEOUT`), stop accepting and close every connection gracefully
+    /// (each response in progress is written to its last byte, chunked terminator
+    /// included; [`CLOSE_GRACE`] past the timeout at most), then send a last report.
+    /// Returns whether all in-flight work finished and was written out in time.
     pub async fn drain(&self, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
         self.shared.lifecycle.set(State::Draining);
@@ -221,6 +232,7 @@ impl Worker {
                 "drain timeout passed with requests still in flight"
             );
         }
+        self.shared.sessions.close_all(CloseReason::Drained).await;
         let closed = self
             .close(deadline.max(tokio::time::Instant::now() + CLOSE_GRACE))
             .await;
@@ -249,10 +261,51 @@ impl Worker {
         self.addr
     }
 
+    /// The plain-HTTP `/session/end` listener's address (`WORKER_HTTP_PORT`), when bound.
+    pub fn session_end_addr(&self) -> Option<SocketAddr> {
+        self.session_end_addr
+    }
+
     /// Shared state, for status and tests.
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared
     }
+}
+
+/// Binds and serves the plain-HTTP `/session/end` listener beside the worker, when
+/// `WORKER_HTTP_PORT` asks for one; a port that cannot be bound is logged, the
+/// worker runs on without it. Returns the bound address.
+fn session_end_listener(
+    shared: &Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> Option<SocketAddr> {
+    // The configured port, not the bound one: beside an ephemeral port there is no default.
+    let wanted = shared
+        .config
+        .worker_http_port
+        .resolve(shared.config.listen)?;
+    let listener = match crate::serve::bind(wanted) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(addr = %wanted, error = %e, "cannot listen for POST /session/end on plain HTTP (WORKER_HTTP_PORT); running without it");
+            return None;
+        }
+    };
+    let bound = listener.local_addr().ok()?;
+    tracing::info!(addr = %bound, "POST /session/end also served on plain HTTP (WORKER_HTTP_PORT)");
+    let handler = {
+        let shared = Arc::clone(shared);
+        move |req, client| session::listener::handle(Arc::clone(&shared), req, client)
+    };
+    let limits = shared.config.serve_limits;
+    tasks.push(tokio::spawn(async move {
+        let stopped = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        crate::serve::serve(listener, None, limits, stopped, handler).await;
+    }));
+    Some(bound)
 }
 
 impl Drop for Worker {
@@ -313,6 +366,12 @@ impl Shared {
         ));
         let recorder: Arc<dyn Recorder> = Arc::clone(&book) as Arc<dyn Recorder>;
         let ledger = Ledger::with_recorder(config.max_perf, config.max_wait_time, Some(recorder));
+        let sessions = Arc::new(Sessions::new(
+            config.sessions,
+            Arc::clone(&ledger),
+            Arc::clone(&backend),
+            Arc::clone(&observer),
+        ));
         let lifecycle = Arc::new(Lifecycle::default());
         let rules = AdmissionRules {
             concurrency: match (config.allow_parallel, config.max_concurrency) {
@@ -338,6 +397,7 @@ impl Shared {
             backend,
             book,
             observer,
+            sessions,
             auth,
             forward,
             reporter,

@@ -8,11 +8,16 @@
 //! because the client left (cancelled and `client_gone`, by the guards' `Drop`). The
 //! backend connection returns itself ([`ResponseBody`]); this module only does accounting.
 //! No code after an `.await` is needed for cleanup.
+//!
+//! A response to a request inside a session also carries the session's [`Entered`] guard:
+//! when the session closes mid-body, the relay ends the body with an error (the client sees
+//! it cut, never a clean end), which drops the backend body and closes its connection.
 
 use super::admission::Admitted;
 use super::backend::{Closer, ResponseBody};
 use super::ledger::Outcome;
 use super::observe::{Ending, Record};
+use super::session::Entered;
 use crate::http_util::{BoxError, empty, strip_hop_by_hop};
 use crate::serve::stall::StallTimer;
 use bytes::Bytes;
@@ -31,6 +36,11 @@ use std::time::Duration;
 #[error("backend sent nothing for {0:.1} s (IDLE_TIMEOUT)")]
 pub struct IdleTimeout(pub f64);
 
+/// The request's session closed while its response was being relayed.
+#[derive(Debug, thiserror::Error)]
+#[error("the session closed; the response was cut")]
+pub struct SessionClosed;
+
 /// The client's response for the backend's `resp`: hop-by-hop headers stripped,
 /// `X-Request-Id` and `Server-Timing` added, the body relayed with `admitted` and `record`
 /// settled at its end.
@@ -40,12 +50,16 @@ pub struct IdleTimeout(pub f64);
 /// the connection's writes ([`crate::serve::send_timeout`]) cannot see it. A watchdog then
 /// cancels the request (slot freed, backend connection closed, counted `cancelled`) when the
 /// client has taken no frame for between one and two `SEND_TIMEOUT`s.
+///
+/// `session` is the request's place in its session, if it has one: the body is cut when the
+/// session closes.
 pub fn respond(
     resp: Response<ResponseBody>,
     admitted: Admitted,
     record: Record,
     idle_timeout: Option<Duration>,
     stream_send_timeout: Option<Duration>,
+    session: Option<Entered>,
 ) -> Response<crate::http_util::Body> {
     let (mut head, body) = resp.into_parts();
     strip_hop_by_hop(&mut head.headers);
@@ -74,6 +88,7 @@ pub fn respond(
         inner: body,
         idle: StallTimer::default(),
         idle_timeout,
+        session,
     };
     Response::from_parts(head, relay.boxed_unsync())
 }
@@ -111,7 +126,7 @@ fn settle(guard: &mut Guard, record: &mut Option<Record>, ending: Ending) -> boo
     admitted.finish(match ending {
         Ending::Relayed => Outcome::Success,
         Ending::BackendFailed | Ending::BackendIdle => Outcome::Errored,
-        Ending::ClientGone => Outcome::Cancelled,
+        Ending::ClientGone | Ending::SessionClosed => Outcome::Cancelled,
     });
     true
 }
@@ -167,6 +182,7 @@ pin_project! {
         inner: B,
         idle: StallTimer,
         idle_timeout: Option<Duration>,
+        session: Option<Entered>,
     }
 }
 
@@ -179,6 +195,7 @@ impl<B> Relay<B> {
             inner,
             idle: StallTimer::default(),
             idle_timeout,
+            session: None,
         }
     }
 }
@@ -199,6 +216,14 @@ where
         if let Guard::Watched(w) = &*this.settle {
             w.polls.fetch_add(1, Ordering::Relaxed);
             w.awaiting.store(false, Ordering::Relaxed);
+        }
+        if let Some(session) = this.session.as_mut()
+            && session.poll_closed(cx).is_ready()
+        {
+            if settle(this.settle, this.record, Ending::SessionClosed) {
+                tracing::debug!("the request's session closed mid-response; response cut");
+            }
+            return Poll::Ready(Some(Err(Box::new(SessionClosed))));
         }
         match this.inner.as_mut().poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {

@@ -112,6 +112,7 @@ fn metrics(shared: &Shared, headers: &http::HeaderMap) -> http::Response<Body> {
         state: shared.lifecycle.state().name(),
         idle_connections: shared.backend.idle_connections(),
         open_connections: shared.backend.open_connections(),
+        sessions_open: snap.sessions,
     };
     let format = Format::negotiate(headers);
     let mut resp = http::Response::new(full(shared.observer.metrics.encode(&now, format)));
@@ -137,6 +138,7 @@ pub fn status(shared: &Shared) -> serde_json::Value {
         "queued": snap.queued,
         "in_flight": snap.in_flight,
         "working_request_idxs": snap.working_request_idxs,
+        "sessions": shared.sessions.list(),
         "totals": snap.totals,
         "unauthorized": shared.unauthorized_total(),
         "signatures": match shared.verifier() {

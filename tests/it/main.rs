@@ -25,6 +25,7 @@ mod proxy_cmd;
 mod reports;
 mod request_id;
 mod scrape;
+mod sessions;
 mod signed;
 mod sim;
 mod start_server;

@@ -30,6 +30,8 @@ pub const WORKER_METRICS: &[(&str, &str)] = &[
     ("vespa_state", "gauge"),
     ("vespa_reports", "counter"),
     ("vespa_backend_connections", "gauge"),
+    ("vespa_sessions_open", "gauge"),
+    ("vespa_sessions_closed", "counter"),
 ];
 
 /// One sample as the parser read it.

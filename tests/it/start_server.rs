@@ -153,6 +153,8 @@ fn base_env(cmd: &mut tokio::process::Command, dir: &TempDir, port: u16, report_
         .env("MASTER_TOKEN", "mt-secret")
         .env("PUBLIC_IPADDR", "127.0.0.1")
         .env("WORKER_PORT", port.to_string())
+        // Tests bind no port they did not pick: no plain-HTTP /session/end on port + 1.
+        .env("WORKER_HTTP_PORT", "off")
         .env(format!("VAST_TCP_PORT_{port}"), VAST_PORT)
         .env("UNSECURED", "true")
         .env("BENCHMARK", "none")

@@ -2,21 +2,15 @@
 """End-to-end check: the official Vast client (vastai==1.9.1, vastai.serverless) completes
 requests through `vespa autoscaler` -> `vespa worker` -> backend, unchanged.
 
-Env: VESPA_AUTOSCALER_URL (e.g. http://127.0.0.1:8080, no trailing slash), VESPA_ENDPOINT
-(endpoint name), VESPA_API_KEY; optional VESPA_ENDPOINT_ID (int, default 1; not sent on the
-request path), VESPA_ROUTE (default /v1/completions), VESPA_STREAM (default 1; 0 skips the
-streaming check), VESPA_TIMEOUT (seconds per request, default 120).
-
-Only deviation from stock usage: the client's SSL context is pre-set, because its first call
-would otherwise download Vast's root certificate from console.vast.ai (client.py,
-_ServerlessBase.get_ssl_context). Run: venv/bin/python test_vastai_client.py  (or pytest)."""
+Env: as vastai_env.py (VESPA_AUTOSCALER_URL, VESPA_ENDPOINT, VESPA_API_KEY,
+VESPA_ENDPOINT_ID); optional VESPA_ROUTE (default /v1/completions), VESPA_STREAM (default 1;
+0 skips the streaming check), VESPA_TIMEOUT (seconds per request, default 120).
+Run: venv/bin/python test_vastai_client.py  (or pytest)."""
 import asyncio
 import os
-import ssl
 import sys
 
-from vastai.serverless.client.client import Serverless
-from vastai.serverless.client.endpoint import Endpoint
+from vastai_env import client_and_endpoint
 
 ROUTE = os.environ.get("VESPA_ROUTE", "/v1/completions")
 TIMEOUT = float(os.environ.get("VESPA_TIMEOUT", "120"))
@@ -27,17 +21,9 @@ def say(msg):
 
 
 async def run():
-    url = os.environ["VESPA_AUTOSCALER_URL"]
-    name = os.environ["VESPA_ENDPOINT"]
-    key = os.environ["VESPA_API_KEY"]
-    eid = int(os.environ.get("VESPA_ENDPOINT_ID", "1"))
-
-    client = Serverless(key, autoscaler_url=url)
-    # get_ssl_context() downloads the Vast root cert only while _ssl_context is None.
-    client._ssl_context = ssl.create_default_context()
+    client, endpoint, where = client_and_endpoint()
     async with client:
-        endpoint = Endpoint(client, name=name, id=eid, api_key=key)  # no console listing
-        say(f"autoscaler={url} endpoint={name!r} id={eid} route={ROUTE}")
+        say(f"{where} route={ROUTE}")
 
         # (a) non-streaming
         payload = {"model": "m", "prompt": "hello", "max_tokens": 8}

@@ -154,4 +154,20 @@ crate::env::settings! {
     /// bound reports what it measured (and says so in the log).
     benchmark_max_seconds: "benchmark-max-seconds" "SECS", default "30",
         env "BENCHMARK_MAX_SECONDS";
+    /// Sessions open at once at most; beyond, POST /session/create answers 429. 0 is
+    /// unlimited.
+    max_sessions: "max-sessions" "N", unset "unlimited", env "MAX_SESSIONS";
+    /// Longest lifetime a session may have, in seconds: a session closes when this long
+    /// passes with no request in it; a longer lifetime asked for is cut to this.
+    max_session_lifetime: "max-session-lifetime" "SECS", default "86400",
+        env "MAX_SESSION_LIFETIME";
+    /// Seconds the POST of a closing session's on_close_payload to its on_close_route on the
+    /// backend may take; it is not retried.
+    session_on_close_timeout: "session-on-close-timeout" "SECS", default "10",
+        env "SESSION_ON_CLOSE_TIMEOUT";
+    /// Port of a plain-HTTP listener that serves POST /session/end only, for webhooks and
+    /// jobs on the machine (on the listen address); off disables it. A port that cannot be
+    /// bound is logged, not fatal.
+    worker_http_port: "worker-http-port" "PORT", unset "WORKER_PORT + 1, off when the port is 0",
+        env "WORKER_HTTP_PORT";
 }

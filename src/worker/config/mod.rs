@@ -15,6 +15,8 @@ use crate::signing::SignatureForm;
 use crate::tls::server::TlsFiles;
 use crate::worker::model_log::{Engine, Markers, marker_list};
 use crate::worker::observe::TraceContext;
+use crate::worker::session::SessionRules;
+use crate::worker::session::listener::HttpPort;
 use http::Uri;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -174,6 +176,12 @@ pub struct WorkerConfig {
     pub body_read_timeout: Option<Duration>,
     /// Bytes all buffered request bodies may hold at once. Default is 1 GiB.
     pub max_buffered_bytes: u64,
+    /// `MAX_SESSIONS`, `MAX_SESSION_LIFETIME`, `SESSION_ON_CLOSE_TIMEOUT`
+    /// ([`SessionRules::default`]).
+    pub sessions: SessionRules,
+    /// The plain-HTTP `/session/end` listener (`WORKER_HTTP_PORT`). Default is
+    /// [`HttpPort::Next`].
+    pub worker_http_port: HttpPort,
 }
 
 /// Settings that only matter on Vast.ai (all optional elsewhere).
@@ -351,6 +359,11 @@ impl WorkerConfig {
         let serve_limits = serve_limits(args, env)?;
         let body_read_timeout = args.body_read_timeout().get(env).optional_secs()?;
         let max_buffered_bytes = args.max_buffered_bytes().get(env).bytes()?;
+        let sessions = session_rules(args, env)?;
+        let worker_http_port = match args.worker_http_port().get(env) {
+            Some(raw) => parse::http_port(&raw)?,
+            None => HttpPort::Next,
+        };
         Ok(Self {
             listen,
             backend_url,
@@ -395,8 +408,33 @@ impl WorkerConfig {
             serve_limits,
             body_read_timeout,
             max_buffered_bytes,
+            sessions,
+            worker_http_port,
         })
     }
+}
+
+/// `MAX_SESSIONS` (0 is unlimited), `MAX_SESSION_LIFETIME`, `SESSION_ON_CLOSE_TIMEOUT`.
+fn session_rules(args: &WorkerArgs, env: &dyn Env) -> Result<SessionRules, ConfigError> {
+    let max_sessions = match args.max_sessions().get(env) {
+        Some(raw) => Some(raw.u64_min(0)?)
+            .filter(|n| *n > 0)
+            .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+        None => None,
+    };
+    let raw = args.max_session_lifetime().get(env);
+    let max_lifetime = raw
+        .optional_secs()?
+        .ok_or_else(|| raw.error("expected a number of seconds > 0"))?;
+    let raw = args.session_on_close_timeout().get(env);
+    let on_close_timeout = raw
+        .optional_secs()?
+        .ok_or_else(|| raw.error("expected a number of seconds > 0"))?;
+    Ok(SessionRules {
+        max_sessions,
+        max_lifetime,
+        on_close_timeout,
+    })
 }
 
 /// `HEADER_READ_TIMEOUT`, `SEND_TIMEOUT`, `MAX_CONNECTIONS` and

@@ -5,6 +5,7 @@ use super::{Benchmark, Readiness};
 use crate::env::{ConfigError, Raw, Source};
 use crate::profile::Profile;
 use crate::worker::observe::TraceContext;
+use crate::worker::session::listener::HttpPort;
 use http::Uri;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -96,6 +97,17 @@ pub(super) fn readiness(raw: &Raw) -> Result<Readiness, ConfigError> {
         "both" => Ok(Readiness::Both),
         _ => Err(raw.error("expected healthcheck, logs or both")),
     }
+}
+
+/// `WORKER_HTTP_PORT`: a port, or `off`.
+pub(super) fn http_port(raw: &Raw) -> Result<HttpPort, ConfigError> {
+    let v = raw.value.trim();
+    if v.eq_ignore_ascii_case("off") || v.eq_ignore_ascii_case("none") {
+        return Ok(HttpPort::Off);
+    }
+    v.parse::<u16>()
+        .map(HttpPort::Port)
+        .map_err(|_| raw.error("expected a port number or off"))
 }
 
 #[cfg(test)]

@@ -323,3 +323,43 @@ fn connection_limits_have_defaults_and_can_be_set_or_turned_off() {
         assert!(e.to_string().contains(var), "{e}");
     }
 }
+
+#[test]
+fn session_settings_have_defaults_and_can_be_set() {
+    let base = [("UNSECURED", "true"), ("MAX_PERF", "1")];
+    let c = load(&base).unwrap();
+    assert_eq!(c.sessions, SessionRules::default());
+    assert_eq!(c.sessions.max_sessions, None);
+    assert_eq!(c.worker_http_port, HttpPort::Next);
+    let c = load(&[
+        base[0],
+        base[1],
+        ("MAX_SESSIONS", "3"),
+        ("MAX_SESSION_LIFETIME", "600"),
+        ("SESSION_ON_CLOSE_TIMEOUT", "2.5"),
+        ("WORKER_HTTP_PORT", "off"),
+    ])
+    .unwrap();
+    assert_eq!(c.sessions.max_sessions, Some(3));
+    assert_eq!(c.sessions.max_lifetime, Duration::from_secs(600));
+    assert_eq!(c.sessions.on_close_timeout, Duration::from_millis(2500));
+    assert_eq!(c.worker_http_port, HttpPort::Off);
+    let c = load(&[
+        base[0],
+        base[1],
+        ("MAX_SESSIONS", "0"),
+        ("WORKER_HTTP_PORT", "4001"),
+    ])
+    .unwrap();
+    assert_eq!(c.sessions.max_sessions, None, "0 is unlimited, as vastai");
+    assert_eq!(c.worker_http_port, HttpPort::Port(4001));
+    for (var, value) in [
+        ("MAX_SESSIONS", "-1"),
+        ("MAX_SESSION_LIFETIME", "0"),
+        ("SESSION_ON_CLOSE_TIMEOUT", "none"),
+        ("WORKER_HTTP_PORT", "70000"),
+    ] {
+        let e = load(&[base[0], base[1], (var, value)]).unwrap_err();
+        assert_eq!(e.setting, var, "{e}");
+    }
+}

@@ -8,6 +8,7 @@
 //! Internal: every label value is a fixed enum, a `&'static str` or an integer, so counting a
 //! request builds no string; a family's lock is taken once per request, never per frame.
 
+use crate::worker::session::CloseReason;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -56,11 +57,14 @@ pub enum RequestOutcome {
     /// 504 (no response head within `RESPONSE_START_TIMEOUT`), 408 (`BODY_READ_TIMEOUT`),
     /// or a backend silent mid-body past `IDLE_TIMEOUT`.
     Timeout,
+    /// The request named a session that is not open (410), or its session closed (ended,
+    /// expired, drained) before its response ended.
+    SessionClosed,
 }
 
 impl RequestOutcome {
     /// Every outcome, for series that exist from the start.
-    pub const ALL: [RequestOutcome; 7] = [
+    pub const ALL: [RequestOutcome; 8] = [
         RequestOutcome::Ok,
         RequestOutcome::BackendError,
         RequestOutcome::ClientGone,
@@ -68,6 +72,7 @@ impl RequestOutcome {
         RequestOutcome::Unauthorized,
         RequestOutcome::Invalid,
         RequestOutcome::Timeout,
+        RequestOutcome::SessionClosed,
     ];
 
     /// The label value.
@@ -80,6 +85,7 @@ impl RequestOutcome {
             RequestOutcome::Unauthorized => "unauthorized",
             RequestOutcome::Invalid => "invalid",
             RequestOutcome::Timeout => "timeout",
+            RequestOutcome::SessionClosed => "session_closed",
         }
     }
 }
@@ -172,6 +178,11 @@ struct StateLabels {
     state: &'static str,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
 type F64Gauge = Gauge<f64, AtomicU64>;
 type HistogramFamily<S> = Family<S, Histogram, fn() -> Histogram>;
 
@@ -228,6 +239,8 @@ pub struct Scrape {
     pub idle_connections: usize,
     /// Open backend connections, idle ones included.
     pub open_connections: usize,
+    /// Open sessions.
+    pub sessions_open: usize,
 }
 
 /// Every metric of one worker and the registry that encodes them.
@@ -246,6 +259,8 @@ pub struct Metrics {
     estimated_wait: F64Gauge,
     state: Family<StateLabels, Gauge>,
     backend_connections: Family<StateLabels, Gauge>,
+    sessions_open: Gauge,
+    sessions_closed: Family<ReasonLabels, Counter>,
 }
 
 fn duration_histogram() -> Histogram {
@@ -269,9 +284,16 @@ impl Metrics {
             estimated_wait: F64Gauge::default(),
             state: Family::default(),
             backend_connections: Family::default(),
+            sessions_open: Gauge::default(),
+            sessions_closed: Family::default(),
         };
         for outcome in RequestOutcome::ALL {
             drop(m.duration.get_or_create(&OutcomeLabels { outcome }));
+        }
+        for reason in CloseReason::ALL {
+            drop(m.sessions_closed.get_or_create(&ReasonLabels {
+                reason: reason.as_str(),
+            }));
         }
         m.register(reports)
     }
@@ -348,7 +370,26 @@ impl Metrics {
             "Open backend connections, idle (pooled) or busy",
             self.backend_connections.clone(),
         );
+        r.register(
+            "vespa_sessions_open",
+            "Open sessions (each one working request of its cost in cur_load)",
+            self.sessions_open.clone(),
+        );
+        r.register(
+            "vespa_sessions_closed",
+            "Closed sessions by reason: ended (/session/end), expired, drained",
+            self.sessions_closed.clone(),
+        );
         self
+    }
+
+    /// Counts a closed session.
+    pub fn session_closed(&self, reason: CloseReason) {
+        self.sessions_closed
+            .get_or_create(&ReasonLabels {
+                reason: reason.as_str(),
+            })
+            .inc();
     }
 
     /// Counts a finished request.
@@ -385,6 +426,8 @@ impl Metrics {
         self.working_set_workload.set(now.working_set_workload);
         self.max_perf.set(now.max_perf);
         self.estimated_wait.set(now.estimated_wait);
+        self.sessions_open
+            .set(i64::try_from(now.sessions_open).unwrap_or(i64::MAX));
         for state in crate::worker::lifecycle::State::NAMES {
             let value = i64::from(state == now.state);
             self.state.get_or_create(&StateLabels { state }).set(value);
@@ -424,6 +467,7 @@ mod tests {
             state: "ready",
             idle_connections: 1,
             open_connections: 3,
+            sessions_open: 1,
         }
     }
 
@@ -457,6 +501,7 @@ mod tests {
         m.time_to_first_byte(0.02);
         m.stream_gap(0.004);
         m.queue_wait(0.0);
+        m.session_closed(CloseReason::Expired);
         let prometheus = m.encode(&scrape(), Format::Prometheus);
         insta::assert_snapshot!("prometheus_text", in_stable_order(&prometheus));
         let openmetrics = m.encode(&scrape(), Format::OpenMetrics);
@@ -497,6 +542,8 @@ mod tests {
             "vespa_backend_connections{state=\"idle\"} 1",
             "vespa_backend_connections{state=\"busy\"} 2",
             "vespa_reports_total{kind=\"delete_requests\",result=\"error\"} 0",
+            "vespa_sessions_open 1",
+            "vespa_sessions_closed_total{reason=\"drained\"} 0",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

@@ -34,6 +34,8 @@ pub enum Ending {
     BackendIdle,
     /// The client went away (or stopped reading, past `SEND_TIMEOUT`).
     ClientGone,
+    /// The request's session closed mid-body; the response was cut.
+    SessionClosed,
 }
 
 /// The outcome of a request the worker answered itself with `error`.
@@ -44,13 +46,17 @@ pub fn refused_outcome(error: &WorkerError) -> RequestOutcome {
         WorkerError::InvalidSignature(_) | WorkerError::Unauthorized => {
             RequestOutcome::Unauthorized
         }
+        WorkerError::InvalidSessionAuth => RequestOutcome::Unauthorized,
         WorkerError::BodyTooLarge { .. }
         | WorkerError::InvalidRequest { .. }
-        | WorkerError::NotFound(_) => RequestOutcome::Invalid,
+        | WorkerError::NotFound(_)
+        | WorkerError::SessionNotFound(_) => RequestOutcome::Invalid,
         WorkerError::QueueFull { .. }
         | WorkerError::NotReady { .. }
         | WorkerError::Draining
-        | WorkerError::Overloaded => RequestOutcome::Rejected,
+        | WorkerError::Overloaded
+        | WorkerError::TooManySessions { .. } => RequestOutcome::Rejected,
+        WorkerError::InvalidSession | WorkerError::SessionClosed => RequestOutcome::SessionClosed,
         WorkerError::BackendUnavailable(_) | WorkerError::UpdateFailed(_) => {
             RequestOutcome::BackendError
         }
@@ -69,6 +75,7 @@ pub fn relayed_outcome(status: Option<StatusCode>, ending: Ending) -> RequestOut
         Ending::BackendFailed => RequestOutcome::BackendError,
         Ending::BackendIdle => RequestOutcome::Timeout,
         Ending::ClientGone => RequestOutcome::ClientGone,
+        Ending::SessionClosed => RequestOutcome::SessionClosed,
     }
 }
 
@@ -181,6 +188,16 @@ impl Record {
         self.status = Some(resp.status());
         self.bytes_out = resp.body().size_hint().exact().unwrap_or(0);
         self.end(outcome);
+        resp
+    }
+
+    /// The worker's own successful answer `resp` (a `/session/*` route); the request ends
+    /// here, `ok`.
+    pub fn answer(mut self, mut resp: Response<Body>) -> Response<Body> {
+        self.stamp(resp.headers_mut());
+        self.status = Some(resp.status());
+        self.bytes_out = resp.body().size_hint().exact().unwrap_or(0);
+        self.end(RequestOutcome::Ok);
         resp
     }
 

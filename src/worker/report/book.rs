@@ -1,9 +1,13 @@
 //! What the reports carry between two sends: workload counters since the last successful
 //! `worker_status` (PROTOCOL.md §5.1), distinct reqnums, and ended requests waiting for
 //! `/delete_requests/` (§5.2). The [`Book`] is the ledger's [`Recorder`].
+//!
+//! A request inside a session counts in the workload counters but shares the session's
+//! `request_idx` and `reqnum`: it is no new reqnum and leaves no record of its own (the
+//! session leaves one when it closes), as the `vastai` worker reports it.
 
 use super::wire::{Finished, FinishedStatus};
-use crate::worker::ledger::{Ended, Outcome, Recorder, RequestInfo};
+use crate::worker::ledger::{Ended, Kind, Outcome, Recorder, RequestInfo};
 use serde::Serialize;
 use std::collections::{HashSet, VecDeque};
 use std::sync::Mutex;
@@ -152,11 +156,16 @@ impl Recorder for Book {
     fn received(&self, info: &RequestInfo) {
         let mut inner = self.lock();
         inner.interval.received += info.workload;
-        inner.reqnums.see(info.reqnum);
+        if info.kind != Kind::InSession {
+            inner.reqnums.see(info.reqnum);
+        }
     }
 
     fn rejected(&self, info: &RequestInfo) {
         self.lock().interval.rejected += info.workload;
+        if info.kind == Kind::InSession {
+            return;
+        }
         let now = Some(unix(SystemTime::now()));
         self.push_finished(Finished {
             request_idx: info.request_idx,
@@ -180,6 +189,9 @@ impl Recorder for Book {
             }
             Outcome::Errored => FinishedStatus::Error,
         };
+        if e.kind == Kind::InSession {
+            return;
+        }
         self.push_finished(Finished {
             request_idx: e.request_idx,
             success: e.outcome != Outcome::Errored,
@@ -231,6 +243,40 @@ mod tests {
         book.ack_finished(last.unwrap());
         let (batch, _, dropped) = book.pending_finished(1);
         assert_eq!((batch[0].request_idx, dropped), (5, 0));
+    }
+
+    #[test]
+    fn a_request_inside_a_session_counts_its_workload_but_leaves_no_record_or_reqnum() {
+        let book = Book::new(true);
+        let session = RequestInfo {
+            kind: Kind::Session,
+            ..info(7, 100.0)
+        };
+        let inside = RequestInfo {
+            kind: Kind::InSession,
+            ..info(7, 3.0)
+        };
+        book.received(&session);
+        book.received(&inside);
+        book.rejected(&inside);
+        let ended = |kind| Ended {
+            request_idx: 7,
+            kind,
+            workload: 3.0,
+            outcome: Outcome::Success,
+            entered_queue_at: SystemTime::UNIX_EPOCH,
+            work_started_at: None,
+            completed_at: SystemTime::UNIX_EPOCH,
+        };
+        book.ended(&ended(Kind::InSession));
+        assert!(book.pending_finished(10).0.is_empty());
+        book.ended(&ended(Kind::Session));
+        let (records, _, _) = book.pending_finished(10);
+        assert_eq!(records.len(), 1, "one record, for the session");
+        assert_eq!(records[0].status, FinishedStatus::Success);
+        assert_eq!(book.distinct_reqnums(), 1);
+        let i = book.interval();
+        assert_eq!((i.received, i.rejected, i.served), (103.0, 3.0, 6.0));
     }
 
     #[test]

@@ -220,7 +220,8 @@ impl Reporter {
             },
             cur_perf: interval.served,
             error_msg: state.error().unwrap_or(""),
-            num_requests_working: snap.working(),
+            // Requests and open sessions, as `vastai` counts them (PROTOCOL.md §8).
+            num_requests_working: snap.working_request_idxs.len(),
             num_requests_recieved: src.book.distinct_reqnums(),
             additional_disk_usage,
             working_request_idxs: snap.working_request_idxs,
