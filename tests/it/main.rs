@@ -7,6 +7,7 @@ mod bench_accuracy;
 mod cancel;
 mod cli;
 mod client;
+mod client_sessions;
 mod client_tls;
 mod demo;
 mod docs;
