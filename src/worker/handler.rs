@@ -88,7 +88,7 @@ async fn proxy(
         shared.admission.unauthorized(&e);
         return Err(e);
     }
-    let info = shared.admission.describe(&inbound)?;
+    let info = shared.admission.describe(&inbound, parts)?;
     record.describe(&info);
     // The buffered body's share of MAX_BUFFERED_BYTES, until the backend has taken it.
     let held = inbound.held.take();

@@ -3,8 +3,8 @@
 use crate::support::*;
 use serde_json::{Value, json};
 use std::sync::Arc;
-use vespa::profile::Profile;
 use vespa::profile::bench::Bench;
+use vespa::profile::{Profile, RequestView};
 
 /// The first ```toml block after `heading` in a document.
 fn toml_block(doc: &str, heading: &str) -> String {
@@ -38,10 +38,12 @@ async fn docs_example_profile_benchmarks_an_embeddings_server() {
     .unwrap();
     assert_eq!(profile.name, "embeddings");
     // Requests without a cost count the documented constant.
-    assert_eq!(
-        profile.request_workload(br#"{"input": ["a"]}"#),
-        Some(800.0)
-    );
+    let view = RequestView {
+        path: "/v1/embeddings",
+        body: Some(br#"{"input": ["a"]}"#),
+        body_bytes: Some(16),
+    };
+    assert_eq!(profile.request_workload(&view), Ok(Some(800.0)));
 
     let mut backend = Backend::start(|seen| async move {
         let req: Value = serde_json::from_slice(&seen.body).unwrap();

@@ -24,6 +24,7 @@ mod proxy;
 mod proxy_cmd;
 mod reports;
 mod request_id;
+mod routes;
 mod scrape;
 mod signed;
 mod sim;

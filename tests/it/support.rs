@@ -286,6 +286,13 @@ pub struct ChannelBody {
     signal: Option<DropSignal>,
 }
 
+impl ChannelBody {
+    /// A request body fed from `rx`: a client that sends its upload as it chooses.
+    pub fn new(rx: mpsc::UnboundedReceiver<Bytes>) -> ChannelBody {
+        ChannelBody { rx, signal: None }
+    }
+}
+
 impl http_body::Body for ChannelBody {
     type Data = Bytes;
     type Error = BoxError;
@@ -771,4 +778,55 @@ pub async fn python_output(script: &str, args: &[&str]) -> Vec<u8> {
         String::from_utf8_lossy(&out.stderr)
     );
     out.stdout
+}
+
+// ---------------------------------------------------------------- uploads
+
+/// `n` bytes of a 16 kHz 16-bit mono WAV file: a header, then deterministic noise (every
+/// byte position differs, so a reordered or truncated copy is caught).
+pub fn audio_bytes(n: usize) -> Vec<u8> {
+    let data = n.saturating_sub(44) as u32;
+    let mut out = Vec::with_capacity(n.max(44));
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&(data + 36).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    out.extend_from_slice(&16u32.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    out.extend_from_slice(&1u16.to_le_bytes()); // mono
+    out.extend_from_slice(&16_000u32.to_le_bytes());
+    out.extend_from_slice(&32_000u32.to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&16u16.to_le_bytes());
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&data.to_le_bytes());
+    let mut x: u32 = 0x9e37_79b9;
+    while out.len() < n {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        out.push(x as u8);
+    }
+    out.truncate(n.max(44));
+    out
+}
+
+/// A `multipart/form-data` body as OpenAI's transcription API takes it: a `model` field and
+/// `file`. Returns the `Content-Type` (with its boundary) and the body.
+pub fn multipart_upload(filename: &str, file: &[u8]) -> (String, Bytes) {
+    let boundary = "vespa-test-boundary-7d1f";
+    let mut body = Vec::with_capacity(file.len() + 512);
+    body.extend_from_slice(
+        format!(
+            "--{boundary}\r\ncontent-disposition: form-data; name=\"model\"\r\n\r\nwhisper-1\r\n\
+             --{boundary}\r\ncontent-disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\n\
+             content-type: audio/wav\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    body.extend_from_slice(file);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (
+        format!("multipart/form-data; boundary={boundary}"),
+        Bytes::from(body),
+    )
 }
