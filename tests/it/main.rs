@@ -28,6 +28,7 @@ mod routes;
 mod scrape;
 mod signed;
 mod sim;
+mod sim_media;
 mod start_server;
 mod startup;
 mod support;
