@@ -1,6 +1,9 @@
 //! Workload per route and uploads: each route's request counts by its own rule, and a
-//! multipart upload travels through the worker unchanged, streamed, within `MAX_BODY_SIZE`.
+//! multipart upload travels through the worker unchanged, streamed, within `MAX_BODY_SIZE`;
+//! a mixed load (chat, embeddings, a transcription upload) runs through `vespa autoscaler`,
+//! a signed worker and `vespa sim` with the client library.
 
+use crate::sim_media::sha256_hex;
 use crate::support::*;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -11,7 +14,9 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
+use vespa::client::{Client, ClientError, ClientRequest};
 use vespa::profile::Profile;
+use vespa::sim::SimConfig;
 use vespa::worker::config::{Benchmark, WorkerConfig};
 
 /// `serverless_*` query parameters of an unsigned request with cost 0 (so the worker's rule
@@ -190,4 +195,109 @@ async fn an_upload_over_max_body_size_gets_413_json() {
     assert!(answer.contains(r#""code":"body_too_large""#), "{answer}");
     let snap = assert_settled(&worker).await;
     assert_eq!(snap.totals.served.requests, 0);
+}
+
+/// The answer of a client request: status and JSON body.
+async fn answer(resp: Result<http::Response<vespa::http_util::Body>, ClientError>) -> Value {
+    let resp = resp.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body = tokio::time::timeout(PATIENCE, resp.into_body().collect())
+        .await
+        .unwrap()
+        .unwrap()
+        .to_bytes();
+    serde_json::from_slice(&body).unwrap()
+}
+
+#[tokio::test]
+async fn chat_embeddings_and_an_upload_at_once_each_count_their_route_rule() {
+    let logs = Logs::capture();
+    let sim = crate::sim::start(SimConfig {
+        decode_tps: 1000.0,
+        embed_tps: 1e6,
+        audio_secs: 0.05,
+        ..SimConfig::default()
+    })
+    .await;
+    let (autoscaler, worker) = profile_chain(sim.url().parse().unwrap(), "openai").await;
+
+    let audio = audio_bytes(1_500_000);
+    let (content_type, form) = multipart_upload("meeting.wav", &audio);
+    let chat = ClientRequest::post_json(
+        "/v1/chat/completions",
+        &json!({"messages": [{"role": "user", "content": "hello"}], "max_tokens": 40}),
+    );
+    let embed = ClientRequest::post_json(
+        "/v1/embeddings",
+        &json!({"input": ["x".repeat(900), "y".repeat(300)]}),
+    );
+    let upload = ClientRequest::new(http::Method::POST, "/v1/audio/transcriptions")
+        .body(form.clone(), content_type.parse().unwrap());
+    // What the built-in openai profile counts: max_tokens; 1200 characters against 600;
+    // the upload's bytes against 960,000 (30 s of 16 kHz 16-bit WAV).
+    let want = [
+        ("/v1/chat/completions", 40.0),
+        ("/v1/embeddings", 1000.0),
+        (
+            "/v1/audio/transcriptions",
+            500.0 * (form.len() as f64 / 960_000.0).clamp(0.1, 8.0),
+        ),
+    ];
+
+    // First the client routes with cost 0, so the worker sizes each request by its route's
+    // rule; then it estimates the cost itself by the same profile, which the worker keeps.
+    let mut worker_sized = test_config(&autoscaler.url(), "ep", KEY);
+    worker_sized.default_cost = 0.0;
+    let mut client_sized = test_config(&autoscaler.url(), "ep", KEY);
+    client_sized.profile = Some(Arc::new(Profile::built_in("openai").unwrap()));
+    for config in [worker_sized, client_sized] {
+        let client = Client::new(config).unwrap();
+        let (c, e, u) = tokio::join!(
+            client.request(chat.clone()),
+            client.request(embed.clone()),
+            client.request(upload.clone()),
+        );
+        let (c, e, u) = (answer(c).await, answer(e).await, answer(u).await);
+        let content = c["choices"][0]["message"]["content"].as_str().unwrap();
+        assert_eq!(content.split_whitespace().count(), 40, "{c}");
+        assert_eq!(e["data"].as_array().unwrap().len(), 2, "{e}");
+        assert_eq!(e["usage"]["prompt_tokens"], 2, "{e}");
+        // The sim read the uploaded file whole, and it is the client's, byte for byte.
+        assert_eq!(u["vespa_sim"]["file_bytes"], audio.len(), "{u}");
+        assert_eq!(u["vespa_sim"]["file_sha256"], sha256_hex(&audio), "{u}");
+    }
+
+    // Each request was counted by its route's rule, both times.
+    let lines = logs.access_lines();
+    for (path, units) in want {
+        let counted: Vec<f64> = lines
+            .iter()
+            .filter(|l| l["fields"]["path"] == path)
+            .map(|l| l["fields"]["workload"].as_f64().unwrap())
+            .collect();
+        assert_eq!(counted.len(), 2, "{path}: {lines:?}");
+        for w in counted {
+            assert!(
+                (w - units).abs() < 1e-9,
+                "{path}: counted {w}, rule gives {units}"
+            );
+        }
+    }
+    assert_settled(&worker).await;
+    let mut status = request("GET", &url(&worker, "/_vespa/status"), "");
+    let bearer = format!("Bearer {LOCAL_MASTER_TOKEN}");
+    status
+        .headers_mut()
+        .insert("authorization", bearer.parse().unwrap());
+    let (_, status) = send(&h1_client(), status).await;
+    let status: Value = serde_json::from_slice(&status).unwrap();
+    let total: f64 = want.iter().map(|(_, w)| 2.0 * w).sum();
+    let served = &status["totals"]["served"];
+    assert_eq!(served["requests"], 6, "{status}");
+    assert!(
+        (served["workload"].as_f64().unwrap() - total).abs() < 1e-6,
+        "{status}"
+    );
+    let s = crate::sim::wait_stats(&sim, |s| s.completed == 6).await;
+    assert_eq!(s.invalid + s.errored + s.cancelled, 0);
 }
