@@ -74,8 +74,8 @@ pub struct ClientConfig {
     /// Delay before retrying on another worker, or the autoscaler after a failure. Default
     /// is 0.1 s – min(0.25 s × (2^n + U), 2 s).
     pub retry_backoff: Backoff,
-    /// Profile whose workload rule estimates `cost` from a JSON body when the caller gives
-    /// none. Default is `None`.
+    /// Profile whose workload rules estimate `cost` when the caller gives none: the rule of
+    /// the request's route, on its JSON body or its size. Default is `None`.
     pub profile: Option<Arc<Profile>>,
     /// `cost` when neither the caller nor a profile gives one. Default is 1.
     pub default_cost: f64,

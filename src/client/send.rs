@@ -12,6 +12,7 @@ use super::session::worker_of;
 use super::workers::tls_failure;
 use super::{COST_HEADER, Client, ClientError};
 use crate::http_util::{Body, BoxError, strip_hop_by_hop};
+use crate::profile::RequestView;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, header};
 use http_body_util::BodyExt;
@@ -71,7 +72,7 @@ impl ClientRequest {
 
 impl Client {
     /// The `cost` a request is routed with: the explicit one, else `X-Serverless-Cost`,
-    /// else the profile's workload rule applied to the body, else the default.
+    /// else the workload rule of the request's route in the profile, else the default.
     pub fn cost_of(&self, req: &ClientRequest) -> f64 {
         let c = &self.inner.config;
         let header = || {
@@ -83,7 +84,22 @@ impl Client {
                 .parse::<f64>()
                 .ok()
         };
-        let profile = || c.profile.as_ref()?.request_workload(&req.body);
+        let profile = || {
+            let view = RequestView {
+                path: req.path.split('?').next().unwrap_or_default(),
+                body: Some(&req.body),
+                body_bytes: Some(req.body.len() as u64),
+            };
+            c.profile
+                .as_ref()?
+                .request_workload(&view)
+                .inspect_err(|e| {
+                    tracing::debug!(path = %view.path, error = %e,
+                        "the profile's workload rule cannot size this request; routing it with the default cost");
+                })
+                .ok()
+                .flatten()
+        };
         req.cost
             .or_else(header)
             .or_else(profile)

@@ -3,8 +3,9 @@
 //! Errors carry the line they are about: toml's own (syntax, unknown keys, wrong types)
 //! and ours (unknown generators, bad paths and formulas).
 
+use super::routes::Routes;
 use super::template::Template;
-use super::workload::{Expr, JsonPath, RequestRule, WorkloadRule};
+use super::workload::{BODY_BYTES, Expr, JsonPath, RequestRule, Var, WorkloadRule};
 use super::{BenchMode, BenchRequest, BenchSettings, Profile, ProfileError, StreamCount};
 use crate::env::MAX_SECS;
 use http::Method;
@@ -23,6 +24,7 @@ struct RawProfile {
     request: RawRequest,
     workload: RawWorkload,
     benchmark: Option<RawBench>,
+    routes: Option<BTreeMap<String, Spanned<RawWorkload>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -134,6 +136,11 @@ pub fn parse(text: &str, origin: &str) -> Result<Profile, ProfileError> {
     };
     let workload = workload(&raw.workload, &err)?;
     let benchmark = bench_settings(raw.benchmark.as_ref(), &err)?;
+    let benchmarked = [
+        Some(path.get_ref().as_str()),
+        benchmark.stream.as_ref().and_then(|s| s.path.as_deref()),
+    ];
+    let routes = routes(raw.routes.as_ref(), &benchmarked, &err)?;
     Ok(Profile {
         name: raw.name,
         description: raw.description.unwrap_or_default(),
@@ -146,6 +153,7 @@ pub fn parse(text: &str, origin: &str) -> Result<Profile, ProfileError> {
             body,
         },
         workload,
+        routes,
         benchmark,
     })
 }
@@ -157,47 +165,7 @@ fn json_path(s: &Spanned<String>, what: &str, err: &Err) -> Result<JsonPath, Pro
 }
 
 fn workload(w: &RawWorkload, err: &Err) -> Result<WorkloadRule, ProfileError> {
-    let given = [
-        w.request.is_some(),
-        w.formula.is_some(),
-        w.constant.is_some(),
-    ]
-    .iter()
-    .filter(|b| **b)
-    .count();
-    if given > 1 {
-        return Err(err(
-            None,
-            "[workload]: give only one of request, formula, constant".into(),
-        ));
-    }
-    let request = if let Some(p) = &w.request {
-        Some(RequestRule::Path(json_path(p, "workload.request", err)?))
-    } else if let Some(c) = &w.constant {
-        if !(c.get_ref().is_finite() && *c.get_ref() > 0.0) {
-            return Err(err(Some(c.span()), "workload.constant must be > 0".into()));
-        }
-        Some(RequestRule::Constant(*c.get_ref()))
-    } else if let Some(f) = &w.formula {
-        let expr = Expr::parse(f.get_ref())
-            .map_err(|e| err(Some(f.span()), format!("workload.formula: {e}")))?;
-        let raw_vars = w.vars.clone().unwrap_or_default();
-        let mut used = Vec::new();
-        expr.vars(&mut used);
-        if let Some(missing) = used.iter().find(|v| !raw_vars.contains_key(*v)) {
-            return Err(err(
-                Some(f.span()),
-                format!("workload.formula uses {missing:?}, which [workload.vars] does not define"),
-            ));
-        }
-        let vars = raw_vars
-            .iter()
-            .map(|(k, p)| Ok((k.clone(), json_path(p, &format!("workload.vars.{k}"), err)?)))
-            .collect::<Result<_, ProfileError>>()?;
-        Some(RequestRule::Formula { expr, vars })
-    } else {
-        None
-    };
+    let request = request_rule(w, "workload", err)?;
     let response = w
         .response
         .as_ref()
@@ -210,6 +178,108 @@ fn workload(w: &RawWorkload, err: &Err) -> Result<WorkloadRule, ProfileError> {
         ));
     }
     Ok(WorkloadRule { request, response })
+}
+
+/// The `[routes."PATH"]` tables: each a request rule like `[workload]`'s.
+fn routes(
+    raw: Option<&BTreeMap<String, Spanned<RawWorkload>>>,
+    benchmarked: &[Option<&str>],
+    err: &Err,
+) -> Result<Routes, ProfileError> {
+    let Some(raw) = raw else {
+        return Ok(Routes::default());
+    };
+    let mut rules = Vec::with_capacity(raw.len());
+    for (pattern, table) in raw {
+        let at = Some(table.span());
+        let name = format!("routes.{pattern:?}");
+        Routes::check_pattern(pattern).map_err(|e| err(at.clone(), e))?;
+        if benchmarked.contains(&Some(pattern.as_str())) {
+            return Err(err(
+                at,
+                format!("[{name}]: {pattern} is the benchmarked route, counted by [workload]"),
+            ));
+        }
+        let w = table.get_ref();
+        if let Some(r) = &w.response {
+            return Err(err(
+                Some(r.span()),
+                format!("{name}.response: only [workload] reads the benchmark's response"),
+            ));
+        }
+        let rule = request_rule(w, &name, err)?
+            .ok_or_else(|| err(at, format!("[{name}] needs request, formula or constant")))?;
+        rules.push((pattern.clone(), rule));
+    }
+    Ok(Routes::new(rules))
+}
+
+/// The request rule of a `[workload]` or `[routes."PATH"]` table named `table`.
+fn request_rule(
+    w: &RawWorkload,
+    table: &str,
+    err: &Err,
+) -> Result<Option<RequestRule>, ProfileError> {
+    let given = [
+        w.request.is_some(),
+        w.formula.is_some(),
+        w.constant.is_some(),
+    ]
+    .iter()
+    .filter(|b| **b)
+    .count();
+    if given > 1 {
+        return Err(err(
+            None,
+            format!("[{table}]: give only one of request, formula, constant"),
+        ));
+    }
+    Ok(if let Some(p) = &w.request {
+        Some(RequestRule::Path(json_path(
+            p,
+            &format!("{table}.request"),
+            err,
+        )?))
+    } else if let Some(c) = &w.constant {
+        if !(c.get_ref().is_finite() && *c.get_ref() > 0.0) {
+            return Err(err(Some(c.span()), format!("{table}.constant must be > 0")));
+        }
+        Some(RequestRule::Constant(*c.get_ref()))
+    } else if let Some(f) = &w.formula {
+        let expr = Expr::parse(f.get_ref())
+            .map_err(|e| err(Some(f.span()), format!("{table}.formula: {e}")))?;
+        let raw_vars = w.vars.clone().unwrap_or_default();
+        if let Some(v) = raw_vars.get(BODY_BYTES) {
+            return Err(err(
+                Some(v.span()),
+                format!(
+                    "{table}.vars: {BODY_BYTES} is built in (the request body's size in bytes)"
+                ),
+            ));
+        }
+        let mut used = Vec::new();
+        expr.vars(&mut used);
+        if let Some(missing) = used
+            .iter()
+            .find(|v| *v != BODY_BYTES && !raw_vars.contains_key(*v))
+        {
+            return Err(err(
+                Some(f.span()),
+                format!("{table}.formula uses {missing:?}, which [{table}.vars] does not define"),
+            ));
+        }
+        let vars = raw_vars
+            .iter()
+            .map(|(k, v)| {
+                let var = Var::parse(v.get_ref())
+                    .map_err(|e| err(Some(v.span()), format!("{table}.vars.{k}: {e}")))?;
+                Ok((k.clone(), var))
+            })
+            .collect::<Result<_, ProfileError>>()?;
+        Some(RequestRule::Formula { expr, vars })
+    } else {
+        None
+    })
 }
 
 fn bench_settings(b: Option<&RawBench>, err: &Err) -> Result<BenchSettings, ProfileError> {

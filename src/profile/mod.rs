@@ -1,7 +1,8 @@
 //! Backend profiles: how to benchmark one kind of backend and count its workload.
 //!
 //! A profile is a short TOML file (see `docs/BENCHMARKS.md`): the benchmark request, the
-//! workload rule, and how the benchmark ramps. The built-in ones (`openai`, `openai-chat`,
+//! workload rule (one for the benchmarked route, and one per other route it serves), and
+//! how the benchmark ramps. The built-in ones (`openai`, `openai-chat`,
 //! `tgi`, `comfyui`) are the files in `profiles/`, compiled into the binary. Adding a backend
 //! is writing such a file; no Rust, no rebuild.
 
@@ -9,11 +10,15 @@ pub mod bench;
 pub mod cache;
 pub mod command;
 mod format;
+mod formula;
+mod measure;
+pub mod routes;
 pub mod sse;
 pub mod template;
 pub mod workload;
 
 use http::Method;
+pub use routes::{RequestView, Routes};
 use std::time::Duration;
 use template::Template;
 use workload::{JsonPath, WorkloadRule};
@@ -132,8 +137,11 @@ pub struct Profile {
     pub health: Option<String>,
     /// The benchmark request.
     pub request: BenchRequest,
-    /// How workload is counted.
+    /// How workload is counted on the benchmarked route (and, without `routes`, on every
+    /// route).
     pub workload: WorkloadRule,
+    /// Workload rules of the other routes, in the benchmarked route's units.
+    pub routes: Routes,
     /// How the benchmark runs.
     pub benchmark: BenchSettings,
 }
@@ -180,14 +188,6 @@ impl Profile {
             }),
         }
     }
-
-    /// Workload of an incoming request body by the profile's request rule, when it has one
-    /// and the body is JSON holding what it needs.
-    pub fn request_workload(&self, body: &[u8]) -> Option<f64> {
-        let rule = self.workload.request.as_ref()?;
-        let payload: serde_json::Value = serde_json::from_slice(body).ok()?;
-        rule.eval(&payload)
-    }
 }
 
 fn names() -> String {
@@ -232,10 +232,14 @@ mod tests {
             .unwrap()
             .render(&template::RenderContext { model: "m".into() });
         assert_eq!(p.workload.measured(&body, None), Some(5242.88));
-        assert_eq!(
-            p.request_workload(body.to_string().as_bytes()),
-            Some(5242.88)
-        );
+        let text = body.to_string();
+        let view = RequestView {
+            path: "/prompt",
+            body: Some(text.as_bytes()),
+            body_bytes: Some(text.len() as u64),
+        };
+        // No [routes]: the one rule counts every path.
+        assert_eq!(p.request_workload(&view), Ok(Some(5242.88)));
     }
 
     #[test]
@@ -292,6 +296,51 @@ mod tests {
                 "benchmark.stream.unit",
             ),
             ("name = \"x\"\n[request\n", 2, ""),
+            (
+                "name = \"x\"\n[request]\npath = \"/a\"\n[workload]\nrequest = \"m\"\n[routes.\"b\"]\nconstant = 1\n",
+                6,
+                "must start with /",
+            ),
+            (
+                "name = \"x\"\n[request]\npath = \"/a\"\n[workload]\nrequest = \"m\"\n[routes.\"/a\"]\nconstant = 1\n",
+                6,
+                "benchmarked route",
+            ),
+            (
+                "name = \"x\"\n[request]\npath = \"/a\"\n[workload]\nrequest = \"m\"\n[routes.\"/b\"]\nconstant = 1\nresponse = \"u\"\n",
+                8,
+                "only [workload]",
+            ),
+            (
+                "name = \"x\"\n[request]\npath = \"/a\"\n[workload]\nrequest = \"m\"\n[routes.\"/b\"]\nformula = \"sqrt(x)\"\n",
+                7,
+                "unknown function",
+            ),
+            (
+                "name = \"x\"\n[request]\npath = \"/a\"\n[workload]\nrequest = \"m\"\n[routes.\"/b\"]\nformula = \"c / 600\"\nvars = { c = \"len(input)\" }\n",
+                8,
+                "routes.\"/b\".vars.c: unknown measure",
+            ),
+            (
+                "name = \"x\"\n[request]\npath = \"/a\"\n[workload]\nrequest = \"m\"\n[routes.\"/b\"]\nformula = \"body_bytes\"\n[routes.\"/b\".vars]\nbody_bytes = \"size\"\n",
+                9,
+                "built in",
+            ),
+            (
+                "name = \"x\"\n[request]\npath = \"/a\"\n[workload]\nrequest = \"m\"\n[routes.\"/b\"]\nformula = \"c\"\n",
+                7,
+                "does not define",
+            ),
+            (
+                "name = \"x\"\n[request]\npath = \"/a\"\n[workload]\nrequest = \"m\"\n[routes.\"/b*/c\"]\nconstant = 1\n",
+                6,
+                "may only end",
+            ),
+            (
+                "name = \"x\"\n[request]\npath = \"/a\"\n[workload]\nrequest = \"m\"\n[routes.\"/b\"]\n",
+                6,
+                "needs request, formula or constant",
+            ),
         ];
         for (text, line, needle) in cases {
             let e = Profile::parse(text, "my.toml").unwrap_err();

@@ -1,9 +1,13 @@
 //! Workload rules: how many workload units a request is worth.
 //!
-//! A rule reads the request payload (a JSON path such as `max_tokens`, a constant, or a
-//! formula over named JSON paths such as `width * height * steps / 1000`), and optionally
-//! the response (`usage.completion_tokens`) when the benchmark has one to read.
+//! A rule reads the request (a JSON path such as `max_tokens`, a constant, or a formula
+//! over named values such as `width * height * steps / 1000` or
+//! `500 * clamp(chars / 600, 0.1, 8)`), and optionally the response
+//! (`usage.completion_tokens`) when the benchmark has one to read. A rule that cannot size
+//! a request says why ([`RuleError`]); the caller counts the request as `DEFAULT_COST`.
 
+pub use super::formula::{Expr, Func, MAX_TOKENS};
+pub use super::measure::{BODY_BYTES, CHARS_PER_TOKEN, Measure, Var};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
@@ -35,11 +39,16 @@ impl JsonPath {
 
     /// The number at this path (a numeric string counts).
     pub fn number(&self, v: &Value) -> Option<f64> {
-        match self.get(v)? {
-            Value::Number(n) => n.as_f64(),
-            Value::String(s) => s.trim().parse().ok(),
-            _ => None,
-        }
+        as_number(self.get(v)?)
+    }
+}
+
+/// A JSON number, or a string holding one.
+pub(crate) fn as_number(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
     }
 }
 
@@ -49,165 +58,45 @@ impl std::fmt::Display for JsonPath {
     }
 }
 
-/// Most tokens (numbers, names, operators, parentheses) a formula may have.
-pub const MAX_TOKENS: usize = 256;
-
-/// An arithmetic expression over numbers and named variables: `+ - * /`, parentheses, at
-/// most [`MAX_TOKENS`] tokens.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Expr {
-    /// A literal.
-    Num(f64),
-    /// A variable, bound to a JSON path.
-    Var(String),
-    /// A binary operation.
-    Op(Box<Expr>, char, Box<Expr>),
-    /// Unary minus.
-    Neg(Box<Expr>),
+/// Why a rule gave no workload for a request. The request is counted as `DEFAULT_COST`.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RuleError {
+    /// The rule reads the JSON body and the request has none (a GET, an empty POST):
+    /// nothing to size, not a fault.
+    #[error("the request has no body")]
+    NoBody,
+    /// The rule reads the JSON body and the body is streamed to the backend unread
+    /// (`serverless_*` query auth, a non-JSON upload).
+    #[error("the body is streamed to the backend, not read, so its JSON cannot be sized")]
+    Streamed,
+    /// The rule reads the JSON body and it does not parse.
+    #[error("the body is not JSON: {0}")]
+    NotJson(String),
+    /// A value the rule reads is absent or of the wrong kind; the text says which.
+    #[error("{0}")]
+    Unreadable(String),
+    /// The rule uses `body_bytes` and the request's size is unknown (a chunked upload
+    /// without `Content-Length`).
+    #[error("body_bytes is unknown: the request has no Content-Length")]
+    NoBodySize,
+    /// The formula divides by zero.
+    #[error("the formula divides by zero")]
+    DivisionByZero,
+    /// The result is infinite or NaN.
+    #[error("the result {0} is not a finite number")]
+    NotFinite(f64),
+    /// The result is below zero.
+    #[error("the result {0} is negative")]
+    Negative(f64),
 }
 
-impl Expr {
-    /// Parses an expression.
-    pub fn parse(src: &str) -> Result<Expr, String> {
-        let tokens = tokenize(src)?;
-        if tokens.len() > MAX_TOKENS {
-            // Parsing, evaluating and dropping recurse once per nesting level.
-            return Err(format!(
-                "formula is too long: more than {MAX_TOKENS} tokens"
-            ));
-        }
-        let mut p = Parser { tokens, pos: 0 };
-        let e = p.sum()?;
-        match p.tokens.get(p.pos) {
-            None => Ok(e),
-            Some(t) => Err(format!("unexpected {t:?} in formula {src:?}")),
-        }
-    }
-
-    /// Names of the variables the expression uses.
-    pub fn vars(&self, out: &mut Vec<String>) {
-        match self {
-            Expr::Num(_) => {}
-            Expr::Var(v) => out.push(v.clone()),
-            Expr::Op(a, _, b) => {
-                a.vars(out);
-                b.vars(out);
-            }
-            Expr::Neg(a) => a.vars(out),
-        }
-    }
-
-    /// Evaluates with `var` giving variable values; `None` when a variable has no value.
-    pub fn eval(&self, var: &dyn Fn(&str) -> Option<f64>) -> Option<f64> {
-        Some(match self {
-            Expr::Num(n) => *n,
-            Expr::Var(v) => var(v)?,
-            Expr::Neg(a) => -a.eval(var)?,
-            Expr::Op(a, op, b) => {
-                let (a, b) = (a.eval(var)?, b.eval(var)?);
-                match op {
-                    '+' => a + b,
-                    '-' => a - b,
-                    '*' => a * b,
-                    _ if b == 0.0 => return None,
-                    _ => a / b,
-                }
-            }
-        })
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-enum Tok {
-    Num(f64),
-    Ident(String),
-    Sym(char),
-}
-
-fn tokenize(src: &str) -> Result<Vec<Tok>, String> {
-    let mut out = Vec::new();
-    let chars: Vec<char> = src.chars().collect();
-    let mut i = 0;
-    while i < chars.len() {
-        let c = chars[i];
-        if c.is_whitespace() {
-            i += 1;
-        } else if c.is_ascii_digit() || c == '.' {
-            let start = i;
-            while i < chars.len() && (chars[i].is_ascii_digit() || chars[i] == '.') {
-                i += 1;
-            }
-            let s: String = chars[start..i].iter().collect();
-            out.push(Tok::Num(
-                s.parse()
-                    .map_err(|_| format!("bad number {s:?} in formula"))?,
-            ));
-        } else if c.is_alphabetic() || c == '_' {
-            let start = i;
-            while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_') {
-                i += 1;
-            }
-            out.push(Tok::Ident(chars[start..i].iter().collect()));
-        } else if "+-*/()".contains(c) {
-            out.push(Tok::Sym(c));
-            i += 1;
-        } else {
-            return Err(format!("unexpected character {c:?} in formula {src:?}"));
-        }
-    }
-    Ok(out)
-}
-
-struct Parser {
-    tokens: Vec<Tok>,
-    pos: usize,
-}
-
-impl Parser {
-    fn peek_sym(&self, set: &str) -> Option<char> {
-        match self.tokens.get(self.pos) {
-            Some(Tok::Sym(c)) if set.contains(*c) => Some(*c),
-            _ => None,
-        }
-    }
-
-    fn sum(&mut self) -> Result<Expr, String> {
-        let mut e = self.product()?;
-        while let Some(op) = self.peek_sym("+-") {
-            self.pos += 1;
-            e = Expr::Op(Box::new(e), op, Box::new(self.product()?));
-        }
-        Ok(e)
-    }
-
-    fn product(&mut self) -> Result<Expr, String> {
-        let mut e = self.atom()?;
-        while let Some(op) = self.peek_sym("*/") {
-            self.pos += 1;
-            e = Expr::Op(Box::new(e), op, Box::new(self.atom()?));
-        }
-        Ok(e)
-    }
-
-    fn atom(&mut self) -> Result<Expr, String> {
-        let tok = self.tokens.get(self.pos).cloned();
-        self.pos += 1;
-        match tok {
-            Some(Tok::Num(n)) => Ok(Expr::Num(n)),
-            Some(Tok::Ident(v)) => Ok(Expr::Var(v)),
-            Some(Tok::Sym('-')) => Ok(Expr::Neg(Box::new(self.atom()?))),
-            Some(Tok::Sym('(')) => {
-                let e = self.sum()?;
-                if self.peek_sym(")").is_none() {
-                    return Err("missing ) in formula".into());
-                }
-                self.pos += 1;
-                Ok(e)
-            }
-            Some(t) => Err(format!("unexpected {t:?} in formula")),
-            None => Err("formula ends too early".into()),
-        }
-    }
+/// What a rule may read of one request.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Input<'a> {
+    /// The JSON body, parsed; `None` when the request has none the rule can read.
+    pub json: Option<&'a Value>,
+    /// Size of the body the backend receives, bytes (`body_bytes`), when known.
+    pub body_bytes: Option<u64>,
 }
 
 /// How the workload of a request is counted from its payload.
@@ -217,26 +106,70 @@ pub enum RequestRule {
     Constant(f64),
     /// A number in the payload.
     Path(JsonPath),
-    /// A formula over numbers in the payload.
+    /// A formula over values of the request.
     Formula {
         /// The expression.
         expr: Expr,
-        /// Variable → path in the payload.
-        vars: BTreeMap<String, JsonPath>,
+        /// Variable → where its value comes from. `body_bytes` is built in.
+        vars: BTreeMap<String, Var>,
     },
 }
 
 impl RequestRule {
-    /// The workload of `payload`, when the rule finds what it needs and it is positive.
-    pub fn eval(&self, payload: &Value) -> Option<f64> {
+    /// Whether the rule reads the JSON body (and so the body must be parsed first).
+    pub fn needs_json(&self) -> bool {
+        match self {
+            RequestRule::Constant(_) => false,
+            RequestRule::Path(_) => true,
+            RequestRule::Formula { vars, .. } => !vars.is_empty(),
+        }
+    }
+
+    /// The workload of a request: a finite number >= 0, or why there is none.
+    pub fn evaluate(&self, input: &Input<'_>) -> Result<f64, RuleError> {
+        let json = || input.json.ok_or(RuleError::NoBody);
         let v = match self {
             RequestRule::Constant(c) => *c,
-            RequestRule::Path(p) => p.number(payload)?,
-            RequestRule::Formula { expr, vars } => {
-                expr.eval(&|name| vars.get(name)?.number(payload))?
-            }
+            RequestRule::Path(p) => p
+                .number(json()?)
+                .ok_or_else(|| RuleError::Unreadable(format!("{p}: no number there")))?,
+            RequestRule::Formula { expr, vars } => expr.eval(&|name| {
+                if name == BODY_BYTES {
+                    return input
+                        .body_bytes
+                        .map(|b| b as f64)
+                        .ok_or(RuleError::NoBodySize);
+                }
+                match vars.get(name) {
+                    Some(var) => var.value(json()?),
+                    // The parser checks every variable is bound; this is a rule built in code.
+                    None => Err(RuleError::Unreadable(format!("{name}: not defined"))),
+                }
+            })?,
         };
-        (v.is_finite() && v > 0.0).then_some(v)
+        if !v.is_finite() {
+            return Err(RuleError::NotFinite(v));
+        }
+        if v < 0.0 {
+            return Err(RuleError::Negative(v));
+        }
+        Ok(v)
+    }
+
+    /// The workload of a benchmark `payload` (its `body_bytes` is its JSON text's length),
+    /// when the rule finds what it needs and it is positive.
+    pub fn eval(&self, payload: &Value) -> Option<f64> {
+        let body_bytes = match self {
+            RequestRule::Formula { expr, .. } if expr.mentions(BODY_BYTES) => {
+                serde_json::to_vec(payload).ok().map(|b| b.len() as u64)
+            }
+            _ => None,
+        };
+        let input = Input {
+            json: Some(payload),
+            body_bytes,
+        };
+        self.evaluate(&input).ok().filter(|v| *v > 0.0)
     }
 }
 
@@ -268,29 +201,6 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn formula_follows_precedence_and_parentheses() {
-        let e = Expr::parse("width * height * steps / 1000").unwrap();
-        let vals = |n: &str| match n {
-            "width" | "height" => Some(512.0),
-            "steps" => Some(20.0),
-            _ => None,
-        };
-        assert_eq!(e.eval(&vals), Some(5242.88));
-        assert_eq!(
-            Expr::parse("(1 + 2) * -3").unwrap().eval(&|_| None),
-            Some(-9.0)
-        );
-        assert_eq!(Expr::parse("1 + 2 * 3").unwrap().eval(&|_| None), Some(7.0));
-        assert!(Expr::parse("1 +").is_err());
-        assert!(Expr::parse("a $ b").is_err());
-        assert!(Expr::parse("(1").is_err());
-        // Long formulas are refused before the recursive parser could overflow the stack.
-        let deep = format!("{}1{}", "(".repeat(100_000), ")".repeat(100_000));
-        assert!(Expr::parse(&deep).unwrap_err().contains("too long"));
-        assert!(Expr::parse(&"1+".repeat(200_000)).is_err());
-    }
-
-    #[test]
     fn paths_walk_objects_and_arrays() {
         let v = json!({"usage": {"completion_tokens": 7}, "choices": [{"n": "3"}], "g": {"5": {"w": 512}}});
         assert_eq!(
@@ -306,6 +216,75 @@ mod tests {
         assert_eq!(JsonPath::parse("g.5.w").unwrap().number(&v), Some(512.0));
         assert_eq!(JsonPath::parse("g.6.w").unwrap().number(&v), None);
         assert!(JsonPath::parse("a..b").is_err());
+    }
+
+    fn formula(src: &str, vars: &[(&str, &str)]) -> RequestRule {
+        RequestRule::Formula {
+            expr: Expr::parse(src).unwrap(),
+            vars: vars
+                .iter()
+                .map(|(k, v)| (k.to_string(), Var::parse(v).unwrap()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_rule_fails_on_non_finite_negative_or_undefined_results() {
+        let body = json!({"n": 2, "big": 1e308, "neg": -3, "nan": "NaN"});
+        let input = Input {
+            json: Some(&body),
+            body_bytes: Some(10),
+        };
+        let eval = |src: &str| {
+            formula(
+                src,
+                &[("n", "n"), ("big", "big"), ("neg", "neg"), ("nan", "nan")],
+            )
+            .evaluate(&input)
+        };
+        assert_eq!(eval("n * body_bytes"), Ok(20.0));
+        assert_eq!(eval("big * 10"), Err(RuleError::NotFinite(f64::INFINITY)));
+        assert!(matches!(eval("nan + 1"), Err(RuleError::NotFinite(v)) if v.is_nan()));
+        assert!(matches!(
+            eval("clamp(nan, 0.1, 8)"),
+            Err(RuleError::NotFinite(_))
+        ));
+        assert!(matches!(
+            eval("big * 10 - big * 10"),
+            Err(RuleError::NotFinite(_))
+        ));
+        assert_eq!(eval("neg"), Err(RuleError::Negative(-3.0)));
+        assert_eq!(eval("n / (n - 2)"), Err(RuleError::DivisionByZero));
+        assert_eq!(eval("0 * n"), Ok(0.0));
+        let no_size = Input {
+            json: Some(&body),
+            body_bytes: None,
+        };
+        assert_eq!(
+            formula("body_bytes / 2", &[]).evaluate(&no_size),
+            Err(RuleError::NoBodySize)
+        );
+        assert_eq!(
+            RequestRule::Path(JsonPath::parse("m").unwrap()).evaluate(&no_size),
+            Err(RuleError::Unreadable("m: no number there".into()))
+        );
+        assert_eq!(
+            RequestRule::Path(JsonPath::parse("m").unwrap()).evaluate(&Input::default()),
+            Err(RuleError::NoBody)
+        );
+        // A constant needs nothing of the request; body_bytes needs no JSON.
+        assert_eq!(
+            RequestRule::Constant(3.0).evaluate(&Input::default()),
+            Ok(3.0)
+        );
+        assert!(!formula("body_bytes", &[]).needs_json());
+    }
+
+    #[test]
+    fn a_benchmark_payload_counts_its_json_text_as_body_bytes() {
+        let payload = json!({"a": 1});
+        assert_eq!(formula("body_bytes", &[]).eval(&payload), Some(7.0));
+        assert_eq!(formula("n", &[("n", "n or 0")]).eval(&payload), None);
     }
 
     #[test]

@@ -32,6 +32,10 @@ crate::env::settings! {
     image_secs: "image-secs" "SECS", default "2";
     /// Images rendered at the same time.
     image_parallel: "image-parallel" "N", default "1";
+    /// Input tokens (words) one batch slot embeds or reranks per second.
+    embed_tps: "embed-tps" "N", default "10000";
+    /// Seconds a batch slot takes to transcribe 30 s of 16 kHz 16-bit mono WAV (960,000 bytes) or to speak 500 characters; scales with the size.
+    audio_secs: "audio-secs" "SECS", default "1";
     /// Seconds before `/health` answers 200 and API requests are served.
     startup_delay: "startup-delay" "SECS", default "0";
     /// Probability that an API request is answered with a 500 error.
@@ -65,6 +69,11 @@ pub struct SimConfig {
     pub image_secs: f64,
     /// Images rendered at the same time. Default is 1.
     pub image_parallel: usize,
+    /// Input tokens (words) one batch slot embeds or reranks per second. Default is 10000.
+    pub embed_tps: f64,
+    /// Seconds a batch slot takes to transcribe 960,000 bytes of upload (30 s of 16 kHz
+    /// 16-bit mono WAV) or to speak 500 characters. Default is 1.
+    pub audio_secs: f64,
     /// Time after start during which `/health` and API requests answer 503. Default is 0.
     pub startup_delay: Duration,
     /// Probability of an injected 500 answer per API request. Default is 0.
@@ -129,6 +138,8 @@ impl SimConfig {
             max_output_tokens: optional_u64(args.max_output_tokens().get(env))?,
             image_secs: args.image_secs().get(env).f64_min(0.0)?,
             image_parallel: count(&args.image_parallel().get(env))?,
+            embed_tps: args.embed_tps().get(env).f64_min(MIN_DECODE_TPS)?,
+            audio_secs: args.audio_secs().get(env).f64_min(0.0)?,
             startup_delay: Duration::from_secs_f64(
                 args.startup_delay().get(env).f64_min(0.0)?.min(1e9),
             ),
@@ -164,6 +175,15 @@ impl SimConfig {
         }
         if !(self.image_secs.is_finite() && self.image_secs > 0.0) {
             return Err(ConfigError::new("--image-secs", "expected a number > 0"));
+        }
+        if !(self.embed_tps.is_finite() && self.embed_tps >= MIN_DECODE_TPS) {
+            return Err(ConfigError::new(
+                "--embed-tps",
+                format!("expected a number >= {MIN_DECODE_TPS}"),
+            ));
+        }
+        if !(self.audio_secs.is_finite() && self.audio_secs >= 0.0) {
+            return Err(ConfigError::new("--audio-secs", "expected a number >= 0"));
         }
         if self.image_parallel == 0 || self.image_parallel > tokio::sync::Semaphore::MAX_PERMITS {
             return Err(ConfigError::new(
@@ -283,6 +303,20 @@ mod tests {
                     ..SimArgs::default()
                 },
                 "--image-parallel",
+            ),
+            (
+                SimArgs {
+                    embed_tps: Some("0".into()),
+                    ..SimArgs::default()
+                },
+                "--embed-tps",
+            ),
+            (
+                SimArgs {
+                    audio_secs: Some("-1".into()),
+                    ..SimArgs::default()
+                },
+                "--audio-secs",
             ),
             (
                 SimArgs {

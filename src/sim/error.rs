@@ -37,6 +37,11 @@ pub enum SimError {
 }
 
 impl SimError {
+    /// A 400 with `message`.
+    pub(crate) fn bad(message: impl Into<String>) -> SimError {
+        SimError::BadRequest(message.into())
+    }
+
     /// HTTP status of this error.
     pub fn status(&self) -> StatusCode {
         match self {

@@ -37,16 +37,34 @@ pub(crate) enum Api {
     GenerateStream,
     /// `POST /runsync` (the ComfyUI API wrapper).
     RunSync,
+    /// `POST /v1/embeddings`.
+    Embeddings,
+    /// `POST /v1/rerank`.
+    Rerank,
+    /// `POST /v1/images/generations`.
+    ImageGenerations,
+    /// `POST /v1/audio/transcriptions` (a multipart upload).
+    Transcriptions,
+    /// `POST /v1/audio/speech`.
+    Speech,
 }
+
+/// Number of APIs.
+const APIS: usize = Api::ALL.len();
 
 impl Api {
     /// In declaration order: the discriminant is the index of the API's counters.
-    const ALL: [Api; 5] = [
+    const ALL: [Api; 10] = [
         Self::Completions,
         Self::ChatCompletions,
         Self::Generate,
         Self::GenerateStream,
         Self::RunSync,
+        Self::Embeddings,
+        Self::Rerank,
+        Self::ImageGenerations,
+        Self::Transcriptions,
+        Self::Speech,
     ];
 
     /// The label value.
@@ -57,11 +75,20 @@ impl Api {
             Self::Generate => "generate",
             Self::GenerateStream => "generate_stream",
             Self::RunSync => "runsync",
+            Self::Embeddings => "embeddings",
+            Self::Rerank => "rerank",
+            Self::ImageGenerations => "image_generations",
+            Self::Transcriptions => "transcriptions",
+            Self::Speech => "speech",
         }
     }
 
+    /// Whether the API generates completion tokens (the LLM APIs).
     fn generates_tokens(self) -> bool {
-        self != Self::RunSync
+        matches!(
+            self,
+            Self::Completions | Self::ChatCompletions | Self::Generate | Self::GenerateStream
+        )
     }
 }
 
@@ -108,9 +135,9 @@ type Labels<const N: usize> = [(&'static str, &'static str); N];
 pub(crate) struct SimMetrics {
     registry: Registry,
     /// By API, then outcome (discriminants).
-    requests: [[Counter; 5]; 5],
-    /// By API; the `runsync` one is registered nowhere (images produce no tokens).
-    tokens: [Counter; 5],
+    requests: [[Counter; 5]; APIS],
+    /// By API; only the LLM APIs' are registered (the others produce no tokens).
+    tokens: [Counter; APIS],
 }
 
 impl SimMetrics {
@@ -232,6 +259,7 @@ mod tests {
             ],
         );
         assert!(!text.contains(r#"tokens_generated_total{api="runsync"}"#));
-        assert_eq!(text.matches("vespa_sim_requests_total{").count(), 25);
+        assert_eq!(text.matches("vespa_sim_requests_total{").count(), 50);
+        assert!(!text.contains(r#"tokens_generated_total{api="embeddings"}"#));
     }
 }

@@ -1,13 +1,15 @@
 //! `vespa sim`: a simulated model server with a known capacity and fault knobs.
 //!
-//! It speaks the APIs the worker fronts (OpenAI completions and chat, TGI, the ComfyUI API
-//! wrapper) and takes exactly as long as a GPU server of the configured size would, so a
+//! It speaks the APIs the worker fronts (OpenAI completions and chat, embeddings, rerank,
+//! images and audio; TGI; the ComfyUI API wrapper) and takes exactly as long as a GPU server of the configured size would, so a
 //! benchmark run against it must find `decode_tps × max_batch` tokens per second (or
 //! [`SimConfig::comfyui_units_per_sec`]). That makes the worker's benchmark, admission and
 //! cancellation testable without a GPU, and a whole deployment runnable on a laptop.
 //!
 //! - [`model`]: batch slots and timing (the capacity model);
-//! - [`openai`], [`tgi`], [`comfyui`]: one API each;
+//! - [`openai`], [`tgi`], [`comfyui`]: one API each; [`embeddings`] (and rerank),
+//!   [`images`], [`audio`] (transcriptions, read with [`multipart`], and speech): the other
+//!   OpenAI routes a multi-route worker serves;
 //! - [`stream`]: the token-by-token SSE body;
 //! - [`faults`]: start-up delay, health switch, injected errors, hangs, broken streams;
 //! - [`stats`]: the counters at `GET /_sim/stats`, kept by guards that travel with each
@@ -15,12 +17,16 @@
 //! - [`metrics`]: the same counters by API, and the slot gauges, at `GET /_sim/metrics`
 //!   (OpenMetrics text).
 
+mod audio;
 mod comfyui;
 mod config;
+mod embeddings;
 mod error;
 mod faults;
+mod images;
 mod metrics;
 mod model;
+mod multipart;
 mod openai;
 mod routes;
 mod stats;
@@ -193,6 +199,8 @@ pub async fn run(args: &SimArgs) -> i32 {
         capacity_tokens_per_sec = c.capacity_tokens_per_sec(),
         comfyui_units_per_sec = c.comfyui_units_per_sec(),
         prefill_ms_per_token = c.prefill_ms_per_token,
+        embed_tps = c.embed_tps,
+        audio_secs = c.audio_secs,
         startup_delay_secs = c.startup_delay.as_secs_f64(),
         error_rate = c.error_rate,
         hang_rate = c.hang_rate,

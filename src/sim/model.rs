@@ -7,7 +7,10 @@
 //! bursts to catch up, so long streams do not drift. With every slot busy the server
 //! produces exactly `decode_tps × max_batch` tokens per second, which is what a benchmark
 //! must measure. Images take one of `image_parallel` slots for
-//! `image_secs × width × height × steps / (512 × 512 × 20)`.
+//! `image_secs × width × height × steps / (512 × 512 × 20)`. The other routes share the
+//! batch slots with the LLM, as they would share a GPU: an embedding or rerank holds one
+//! for `input tokens / embed_tps`, a transcription for `audio_secs × bytes / 960,000`
+//! (30 s of 16 kHz 16-bit mono WAV), speech for `audio_secs × characters / 500`.
 
 use super::SimConfig;
 use super::stats::{Job, Outcome};
@@ -19,6 +22,13 @@ use tokio::sync::Semaphore;
 
 /// Pixels × steps of the reference image that takes `image_secs`.
 const REFERENCE_IMAGE: f64 = 512.0 * 512.0 * 20.0;
+
+/// Bytes of the reference upload that takes `audio_secs` to transcribe: 30 s of 16 kHz
+/// 16-bit mono WAV.
+pub(crate) const REFERENCE_AUDIO_BYTES: f64 = 960_000.0;
+
+/// Characters of the reference text that takes `audio_secs` to speak.
+pub(crate) const REFERENCE_SPEECH_CHARS: f64 = 500.0;
 
 /// A job that is waiting for its slot and prefilling; it yields the job once tokens can flow.
 pub(crate) type Admission = Pin<Box<dyn Future<Output = Job> + Send>>;
@@ -32,6 +42,8 @@ pub(crate) struct Model {
     prefill_ms_per_token: f64,
     max_output_tokens: Option<u64>,
     image_secs: f64,
+    embed_tps: f64,
+    audio_secs: f64,
 }
 
 impl Model {
@@ -43,6 +55,8 @@ impl Model {
             prefill_ms_per_token: config.prefill_ms_per_token,
             max_output_tokens: config.max_output_tokens,
             image_secs: config.image_secs,
+            embed_tps: config.embed_tps,
+            audio_secs: config.audio_secs,
         }
     }
 
@@ -93,6 +107,29 @@ impl Model {
             }
             job
         })
+    }
+
+    /// Time to embed (or rerank) `tokens` input tokens: `tokens / embed_tps`.
+    pub(crate) fn embed_time(&self, tokens: u64) -> Duration {
+        secs(tokens as f64 / self.embed_tps)
+    }
+
+    /// Time to transcribe an upload of `bytes`: `audio_secs × bytes / 960,000`.
+    pub(crate) fn transcribe_time(&self, bytes: u64) -> Duration {
+        secs(self.audio_secs * bytes as f64 / REFERENCE_AUDIO_BYTES)
+    }
+
+    /// Time to speak `chars` characters: `audio_secs × chars / 500`.
+    pub(crate) fn speech_time(&self, chars: u64) -> Duration {
+        secs(self.audio_secs * chars as f64 / REFERENCE_SPEECH_CHARS)
+    }
+
+    /// Does `time` of work in a batch slot: waits for one (FIFO), holds it for `time`, and
+    /// completes the job. Dropped midway, the job is cancelled and the slot freed.
+    pub(crate) async fn hold_slot(&self, job: Job, time: Duration) {
+        let job = job.admit(&self.llm_slots).await;
+        tokio::time::sleep(time).await;
+        job.finish(Outcome::Completed);
     }
 
     /// Renders one image: waits for an image slot, then sleeps the image's time.
@@ -146,6 +183,8 @@ mod tests {
             prefill_ms_per_token: 2.0,
             max_output_tokens: Some(100),
             image_secs: 2.0,
+            embed_tps: 1000.0,
+            audio_secs: 3.0,
             ..SimConfig::default()
         };
         let m = Model::new(&config);
@@ -156,6 +195,9 @@ mod tests {
         assert_eq!(m.completion_tokens(7), 7);
         assert_eq!(m.image_time(512, 512, 20), Duration::from_secs(2));
         assert_eq!(m.image_time(1024, 1024, 10), Duration::from_secs(4));
+        assert_eq!(m.embed_time(250), Duration::from_millis(250));
+        assert_eq!(m.transcribe_time(480_000), Duration::from_millis(1500));
+        assert_eq!(m.speech_time(1000), Duration::from_secs(6));
     }
 
     #[test]

@@ -7,15 +7,17 @@ use super::error::SimError;
 use super::faults::{Fate, Health};
 use super::metrics::{Api, Ended};
 use super::stats::Job;
-use super::{comfyui, openai, tgi};
+use super::{audio, comfyui, embeddings, images, openai, tgi};
 use crate::http_util::{Body, json_response};
+use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use serde_json::{Map, Value, json};
 
-/// Largest request body the sim reads (ComfyUI graphs can be large).
-pub const MAX_BODY: usize = 16 << 20;
+/// Largest request body the sim reads: ComfyUI graphs can be large, and audio uploads up
+/// to OpenAI's 25 MB must fit.
+pub const MAX_BODY: usize = 32 << 20;
 
 /// Serves one request. Never fails: errors become JSON answers.
 pub(crate) async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
@@ -53,6 +55,11 @@ async fn dispatch(shared: &Shared, req: Request<Incoming>) -> Result<Response<Bo
         "/generate" => Api::Generate,
         "/generate_stream" => Api::GenerateStream,
         "/runsync" => Api::RunSync,
+        "/v1/embeddings" => Api::Embeddings,
+        "/v1/rerank" => Api::Rerank,
+        "/v1/images/generations" => Api::ImageGenerations,
+        "/v1/audio/transcriptions" => Api::Transcriptions,
+        "/v1/audio/speech" => Api::Speech,
         other => return Err(SimError::NotFound(other.to_string())),
     };
     allow(req.method(), Method::POST)?;
@@ -75,7 +82,13 @@ async fn serve_api(
         shared.stats.refused(api, Ended::Rejected);
         return Err(SimError::Starting);
     }
-    let body = read_object(req).await?;
+    let (head, body) = req.into_parts();
+    let bytes = read_bytes(body).await?;
+    // Uploads are multipart, read by their handler; every other API takes a JSON object.
+    let body = match api {
+        Api::Transcriptions => Map::new(),
+        _ => object(&bytes)?,
+    };
     match shared.faults.fate() {
         Fate::Serve => {}
         Fate::Fail => {
@@ -94,6 +107,11 @@ async fn serve_api(
         Api::Generate => tgi::generate(shared, &body).await,
         Api::GenerateStream => tgi::generate_stream(shared, &body),
         Api::RunSync => comfyui::runsync(shared, &body).await,
+        Api::Embeddings => embeddings::embeddings(shared, &body).await,
+        Api::Rerank => embeddings::rerank(shared, &body).await,
+        Api::ImageGenerations => images::generations(shared, &body).await,
+        Api::Transcriptions => audio::transcriptions(shared, &head.headers, &bytes).await,
+        Api::Speech => audio::speech(shared, &body).await,
     }
 }
 
@@ -111,9 +129,9 @@ fn allow(method: &Method, allowed: Method) -> Result<(), SimError> {
     })
 }
 
-/// Reads the whole body (up to [`MAX_BODY`]) as a JSON object.
-async fn read_object(req: Request<Incoming>) -> Result<Map<String, Value>, SimError> {
-    let bytes = Limited::new(req.into_body(), MAX_BODY)
+/// Reads the whole body, up to [`MAX_BODY`].
+async fn read_bytes(body: Incoming) -> Result<Bytes, SimError> {
+    Ok(Limited::new(body, MAX_BODY)
         .collect()
         .await
         .map_err(|e| {
@@ -123,8 +141,17 @@ async fn read_object(req: Request<Incoming>) -> Result<Map<String, Value>, SimEr
                 SimError::BadRequest(format!("cannot read the body: {e}"))
             }
         })?
-        .to_bytes();
-    match serde_json::from_slice(&bytes) {
+        .to_bytes())
+}
+
+/// Reads the whole body (up to [`MAX_BODY`]) as a JSON object.
+async fn read_object(req: Request<Incoming>) -> Result<Map<String, Value>, SimError> {
+    object(&read_bytes(req.into_body()).await?)
+}
+
+/// A body that must be a JSON object.
+fn object(bytes: &[u8]) -> Result<Map<String, Value>, SimError> {
+    match serde_json::from_slice(bytes) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(_) => Err(SimError::BadRequest("body is not a JSON object".into())),
         Err(e) => Err(SimError::BadRequest(format!("body is not JSON: {e}"))),

@@ -7,11 +7,13 @@
 //! one guard, [`Admitted`], that holds the request's place in the working set and its slot
 //! until the response ends; dropping it unfinished records `cancelled` and frees the slot.
 
-use super::envelope::Inbound;
+use super::envelope::{Inbound, Payload};
 use super::error::WorkerError;
 use super::ledger::{Kind, Ledger, Outcome, RequestInfo, Ticket};
 use super::lifecycle::{Lifecycle, State};
-use crate::profile::Profile;
+use crate::profile::{Profile, RequestView};
+use http::header;
+use http::request::Parts;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -20,10 +22,13 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// The clamp on one request's workload while the capacity is not measured yet.
 pub const UNMEASURED_MAX_COST: f64 = 1e6;
 
+/// At most one warning per this interval about workload rules that fail on requests.
+const RULE_FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
 /// How much work a request is, when it does not say (PROTOCOL.md §4).
 #[derive(Debug, Clone)]
 pub struct WorkloadRule {
-    /// The backend profile, whose workload rule counts requests without a cost.
+    /// The backend profile, whose route rules count requests without a cost.
     pub profile: Option<Arc<Profile>>,
     /// Workload of a request neither the client nor the profile can size (`DEFAULT_COST`).
     pub default_cost: f64,
@@ -54,6 +59,8 @@ pub struct Admission {
     synthetic_ids: AtomicU64,
     unauthorized: AtomicU64,
     unauthorized_log: crate::logging::Every,
+    rule_failures: AtomicU64,
+    rule_failure_log: crate::logging::Every,
 }
 
 impl Admission {
@@ -68,28 +75,35 @@ impl Admission {
             synthetic_ids: AtomicU64::new(1),
             unauthorized: AtomicU64::new(0),
             unauthorized_log: crate::logging::Every::new(Duration::from_secs(1)),
+            rule_failures: AtomicU64::new(0),
+            rule_failure_log: crate::logging::Every::new(RULE_FAILURE_LOG_INTERVAL),
         }
     }
 
-    /// Identity and workload of a request: the client's cost, else the profile's workload
-    /// rule, else `DEFAULT_COST`, clamped to `MAX_COST`. Unsigned requests get synthetic ids.
-    /// A request inside a session is sized without its `auth_data.cost`: that is the
-    /// session's, which the client sends again with every request of the session.
-    /// Call it only once the request passed auth: it reads the cost and the payload.
-    pub fn describe(&self, inbound: &Inbound) -> Result<RequestInfo, WorkerError> {
+    /// Identity and workload of a request: the client's cost, else the workload rule of its
+    /// route in the profile, else `DEFAULT_COST`, clamped to `MAX_COST`. Unsigned requests
+    /// get synthetic ids. A request inside a session is sized without its `auth_data.cost`:
+    /// that is the session's, which the client sends again with every request of the
+    /// session. Call it only once the request passed auth: it reads the cost and the
+    /// payload. `head` is the request's head (its path, its `Content-Length`).
+    pub fn describe(&self, inbound: &Inbound, head: &Parts) -> Result<RequestInfo, WorkerError> {
         let cost = match inbound.session {
             Some(_) => None,
             None => inbound.cost()?,
         };
-        let workload = cost
-            .or_else(|| {
-                self.workload
-                    .profile
-                    .as_ref()?
-                    .request_workload(inbound.body_bytes()?)
-            })
-            .filter(|w| w.is_finite() && *w >= 0.0)
-            .unwrap_or(self.workload.default_cost);
+        let workload = match cost {
+            Some(cost) => cost,
+            None => self
+                .rule_workload(inbound, head)
+                .unwrap_or(self.workload.default_cost),
+        };
+        // Every source above is finite and >= 0 by construction; this keeps the ledger's
+        // sums sound whatever an embedder puts in `default_cost`.
+        let workload = if workload.is_finite() && workload >= 0.0 {
+            workload
+        } else {
+            0.0
+        };
         let workload = match self.max_cost() {
             Some(max) if workload > max => max,
             _ => workload,
@@ -111,6 +125,38 @@ impl Admission {
                 }
             }
         })
+    }
+
+    /// The workload the rule of the request's route gives, when there is one and it gives
+    /// a number. A rule that fails on the request (a value missing, a division by zero, a
+    /// result that is not finite or is negative) gives none, with a rate-limited warning.
+    fn rule_workload(&self, inbound: &Inbound, head: &Parts) -> Option<f64> {
+        let profile = self.workload.profile.as_ref()?;
+        let body_bytes = match &inbound.payload {
+            Payload::Json(b) | Payload::Raw(b) => Some(b.len() as u64),
+            Payload::None => Some(0),
+            Payload::Stream(_) => head
+                .headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.trim().parse().ok()),
+        };
+        let view = RequestView {
+            path: head.uri.path(),
+            body: inbound.body_bytes().map(|b| &b[..]),
+            body_bytes,
+        };
+        match profile.request_workload(&view) {
+            Ok(workload) => workload,
+            Err(e) => {
+                let n = self.rule_failures.fetch_add(1, Ordering::Relaxed) + 1;
+                if self.rule_failure_log.allow() {
+                    tracing::warn!(path = %view.path, error = %e, failures = n,
+                        default_cost = self.workload.default_cost,
+                        "the workload rule of this route cannot size the request; it counts DEFAULT_COST");
+                }
+                None
+            }
+        }
     }
 
     /// The most workload one request may count for: `MAX_COST`, else `MAX_WAIT_TIME`
@@ -202,14 +248,22 @@ pub(crate) mod tests {
 
     /// An admission stage of a ready worker, and its ledger.
     pub(crate) fn ready_admission(concurrency: Option<usize>) -> (Admission, Arc<Ledger>) {
+        admission_with(concurrency, None, 1.0)
+    }
+
+    fn admission_with(
+        concurrency: Option<usize>,
+        profile: Option<Profile>,
+        default_cost: f64,
+    ) -> (Admission, Arc<Ledger>) {
         let ledger = Ledger::new(10.0, 100.0);
         let lifecycle = Arc::new(Lifecycle::default());
         lifecycle.set(State::Ready);
         let rules = AdmissionRules {
             concurrency,
             workload: WorkloadRule {
-                profile: None,
-                default_cost: 1.0,
+                profile: profile.map(Arc::new),
+                default_cost,
                 max_cost: None,
             },
             starting_retry_after: Duration::from_secs(5),
@@ -218,6 +272,73 @@ pub(crate) mod tests {
             Admission::new(Arc::clone(&ledger), lifecycle, rules),
             ledger,
         )
+    }
+
+    /// An unsigned request to `path` with a JSON `body` held in memory.
+    fn json_request(path: &str, body: &str) -> (Inbound, Parts) {
+        let inbound = Inbound {
+            held: None,
+            auth: None,
+            query: None,
+            payload: Payload::Json(bytes::Bytes::copy_from_slice(body.as_bytes())),
+            body_len: None,
+            session: None,
+        };
+        let head = http::Request::post(path).body(()).unwrap().into_parts().0;
+        (inbound, head)
+    }
+
+    #[tokio::test]
+    async fn rules_that_fail_count_the_default_and_never_reach_the_load() {
+        let profile = Profile::parse(
+            r#"name = "t"
+[request]
+path = "/bench"
+[workload]
+constant = 1
+[routes."/inf"]
+formula = "big * 10"
+vars = { big = "big" }
+[routes."/nan"]
+formula = "big * 10 - big * 10"
+vars = { big = "big" }
+[routes."/negative"]
+formula = "0 - n"
+vars = { n = "n" }
+[routes."/division"]
+formula = "n / (n - n)"
+vars = { n = "n" }
+[routes."/missing"]
+request = "absent"
+[routes."/ok"]
+formula = "n * 2"
+vars = { n = "n" }
+"#,
+            "t.toml",
+        )
+        .unwrap();
+        let (adm, ledger) = admission_with(None, Some(profile), 3.0);
+        let body = r#"{"big": 1e308, "n": 4}"#;
+        let mut held = Vec::new();
+        for (path, want) in [
+            ("/inf", 3.0),
+            ("/nan", 3.0),
+            ("/negative", 3.0),
+            ("/division", 3.0),
+            ("/missing", 3.0),
+            ("/unknown", 3.0),
+            ("/ok", 8.0),
+            ("/bench", 1.0),
+        ] {
+            let (inbound, head) = json_request(path, body);
+            let info = adm.describe(&inbound, &head).unwrap();
+            assert_eq!(info.workload, want, "{path}");
+            held.push(adm.admit(&info).await.unwrap());
+        }
+        let s = ledger.snapshot();
+        assert_eq!(s.cur_load, 6.0 * 3.0 + 8.0 + 1.0);
+        assert!(s.estimated_wait.is_finite());
+        assert_eq!(adm.rule_failures.load(Ordering::Relaxed), 5);
     }
 
     fn info(idx: u64) -> RequestInfo {

@@ -79,6 +79,17 @@ fn log_settings(c: &WorkerConfig) {
         max_session_lifetime_secs = c.sessions.max_lifetime.as_secs_f64(),
         "worker configured"
     );
+    if let Some(p) = c.benchmark.profile() {
+        // Which paths have a workload rule of their own; any other counts DEFAULT_COST.
+        let routes: Vec<String> = p.routes.patterns().collect();
+        tracing::info!(
+            profile = %p.name,
+            benchmarked = %p.request.path,
+            routes = %if routes.is_empty() { "every path (by [workload])".to_string() } else { routes.join(",") },
+            default_cost = c.default_cost,
+            "workload rules"
+        );
+    }
     if !c.vast.report_addrs.is_empty() {
         let addrs: Vec<String> = c.vast.report_addrs.iter().map(|u| u.to_string()).collect();
         tracing::info!(

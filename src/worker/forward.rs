@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
 use http::{Request, Response};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,11 +45,29 @@ impl Forward {
                 // The client, not the backend, stopped the upload.
                 return WorkerError::RequestTimeout(t.0);
             }
+            if exceeded_limit(&e) {
+                // A streamed upload without a Content-Length went past MAX_BODY_SIZE.
+                return WorkerError::BodyTooLarge {
+                    limit: self.max_body_size,
+                };
+            }
             tracing::warn!(error = %e, "backend request failed");
             // The client hears what happened, never where the backend is.
             WorkerError::BackendUnavailable(e.kind().to_string())
         })
     }
+}
+
+/// Whether `err` or one of its sources is the streamed body's `MAX_BODY_SIZE` limit.
+fn exceeded_limit(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if e.is::<LengthLimitError>() {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
 
 /// Request headers the worker never forwards, besides hop-by-hop ones: `Host` (set to the

@@ -104,7 +104,7 @@ async fn proxy(
         Some(id) => Some(shared.sessions.enter(id)?),
         None => None,
     };
-    let mut info = shared.admission.describe(&inbound)?;
+    let mut info = shared.admission.describe(&inbound, parts)?;
     if let Some(s) = &session {
         info = RequestInfo {
             request_idx: s.request_idx(),

@@ -3,8 +3,8 @@
 use crate::support::*;
 use serde_json::{Value, json};
 use std::sync::Arc;
-use vespa::profile::Profile;
 use vespa::profile::bench::Bench;
+use vespa::profile::{Profile, RequestView};
 
 /// The first ```toml block after `heading` in a document.
 fn toml_block(doc: &str, heading: &str) -> String {
@@ -23,9 +23,19 @@ fn the_documented_format_parses() {
     let stream = profile
         .benchmark
         .stream
+        .as_ref()
         .expect("the format shows [benchmark.stream]");
     assert_eq!(stream.path.as_deref(), Some("/generate_stream"));
     assert_eq!(profile.benchmark.window, std::time::Duration::from_secs(3));
+    let routes: Vec<String> = profile.routes.patterns().collect();
+    assert_eq!(routes, ["/v1/embeddings"]);
+    let body = format!(r#"{{"input": "{}"}}"#, "x".repeat(1200));
+    let view = RequestView {
+        path: "/v1/embeddings",
+        body: Some(body.as_bytes()),
+        body_bytes: Some(body.len() as u64),
+    };
+    assert_eq!(profile.request_workload(&view), Ok(Some(1000.0)));
 }
 
 #[tokio::test]
@@ -38,10 +48,23 @@ async fn docs_example_profile_benchmarks_an_embeddings_server() {
     .unwrap();
     assert_eq!(profile.name, "embeddings");
     // Requests without a cost count the documented constant.
-    assert_eq!(
-        profile.request_workload(br#"{"input": ["a"]}"#),
-        Some(800.0)
-    );
+    let view = RequestView {
+        path: "/v1/embeddings",
+        body: Some(br#"{"input": ["a"]}"#),
+        body_bytes: Some(16),
+    };
+    assert_eq!(profile.request_workload(&view), Ok(Some(800.0)));
+    // The documented rerank: (40 × 10 + 4000) / 4; other paths count DEFAULT_COST.
+    let rerank = json!({"query": "q".repeat(40), "documents": vec!["d".repeat(400); 10]});
+    let rerank = rerank.to_string();
+    for (path, want) in [("/v1/rerank", Some(1100.0)), ("/v1/other", None)] {
+        let view = RequestView {
+            path,
+            body: Some(rerank.as_bytes()),
+            body_bytes: Some(rerank.len() as u64),
+        };
+        assert_eq!(profile.request_workload(&view), Ok(want), "{path}");
+    }
 
     let mut backend = Backend::start(|seen| async move {
         let req: Value = serde_json::from_slice(&seen.body).unwrap();

@@ -11,8 +11,8 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 use vespa::env::MAX_SECS;
 use vespa::profile::template::{RenderContext, Template};
-use vespa::profile::workload::{Expr, JsonPath, RequestRule, WorkloadRule};
-use vespa::profile::{BUILT_IN, Profile};
+use vespa::profile::workload::{Expr, JsonPath, RequestRule, Var, WorkloadRule};
+use vespa::profile::{BUILT_IN, Profile, RequestView};
 use vespa::signing::canonical::python_json_dumps;
 use vespa::signing::{legacy_message, url_message};
 
@@ -179,6 +179,7 @@ fn formula_text() -> impl Strategy<Value = String> {
     prop_oneof![
         ".{0,24}",
         "[ab0-9.+*/() -]{0,40}",
+        "(clamp|min|max|sqrt)?[(ab0-9.,+*/ -]{0,30}[)]?",
         (0usize..20_000, 0usize..3).prop_map(|(n, shape)| match shape {
             0 => format!("{}a{}", "(".repeat(n), ")".repeat(n)),
             1 => format!("{}1", "-".repeat(n)),
@@ -187,7 +188,8 @@ fn formula_text() -> impl Strategy<Value = String> {
     ]
 }
 
-/// Formulas that parse: numbers and the variables `a`, `b` under `+ - * /` and unary minus.
+/// Formulas that parse: numbers and the variables `a`, `b` under `+ - * /`, unary minus,
+/// `clamp`, `min` and `max`.
 fn formula() -> impl Strategy<Value = String> {
     let leaf = prop_oneof![
         Just("a".to_string()),
@@ -199,7 +201,10 @@ fn formula() -> impl Strategy<Value = String> {
         prop_oneof![
             (inner.clone(), "[-+*/]", inner.clone())
                 .prop_map(|(a, op, b)| format!("({a} {op} {b})")),
-            inner.prop_map(|a| format!("-{a}")),
+            inner.clone().prop_map(|a| format!("-{a}")),
+            (inner.clone(), inner.clone(), inner.clone())
+                .prop_map(|(x, lo, hi)| format!("clamp({x}, {lo}, {hi})")),
+            (inner.clone(), inner).prop_map(|(a, b)| format!("max(a, min({a}, {b}))")),
         ]
     })
 }
@@ -231,14 +236,35 @@ fn json_path() -> impl Strategy<Value = JsonPath> {
         .prop_map(|p| JsonPath::parse(&p.join(".")).unwrap())
 }
 
+/// Variable bindings: a path read as a number, characters, pixels or a count, with or
+/// without a default.
+fn var() -> impl Strategy<Value = Var> {
+    (
+        json_path(),
+        "|chars|pixels|count",
+        prop::option::of(-1e6..1e6f64),
+    )
+        .prop_map(|(path, measure, default)| {
+            let source = match measure.as_str() {
+                "" => path.to_string(),
+                m => format!("{m}({path})"),
+            };
+            let text = match default {
+                Some(d) => format!("{source} or {d}"),
+                None => source,
+            };
+            Var::parse(&text).unwrap()
+        })
+}
+
 fn request_rule() -> impl Strategy<Value = RequestRule> {
     prop_oneof![
         any::<f64>().prop_map(RequestRule::Constant),
         json_path().prop_map(RequestRule::Path),
         (
             formula().prop_map(|f| Expr::parse(&f).unwrap()),
-            json_path(),
-            json_path()
+            var(),
+            var()
         )
             .prop_map(|(expr, a, b)| RequestRule::Formula {
                 expr,
@@ -253,7 +279,7 @@ proptest! {
         if let Ok(e) = Expr::parse(&src) {
             let mut vars = Vec::new();
             e.vars(&mut vars);
-            let _ = e.eval(&|v| if v == "a" { Some(vals.0) } else { Some(vals.1) });
+            let _ = e.eval(&|v| if v == "a" { Ok(vals.0) } else { Ok(vals.1) });
         }
     }
 
@@ -277,9 +303,14 @@ proptest! {
         response in prop::option::of(json_path()),
         body in payload(),
         answer in prop::option::of(payload()),
+        body_bytes in any::<u64>(),
     ) {
         let ok = |w: Option<f64>| w.is_none_or(|w| w.is_finite() && w > 0.0);
         prop_assert!(ok(rule.eval(&body)));
+        let input = vespa::profile::workload::Input { json: Some(&body), body_bytes: Some(body_bytes) };
+        if let Ok(w) = rule.evaluate(&input) {
+            prop_assert!(w.is_finite() && w >= 0.0, "{:?}", w);
+        }
         let rule = WorkloadRule { request: Some(rule), response };
         prop_assert!(ok(rule.measured(&body, answer.as_ref())));
     }
@@ -292,11 +323,30 @@ proptest! {
             (payload_number(), payload_number()).prop_map(|(a, b)| json!({"max_tokens": a,
                 "input": {"workflow_json": {"5": {"inputs": {"width": a, "height": b}},
                                             "3": {"inputs": {"steps": b}}}}}).to_string().into_bytes()),
+            (payload_number(), payload(), "[0-9xX ]{0,12}|auto").prop_map(|(n, input, size)| json!({
+                "n": n, "max_completion_tokens": n, "input": input, "query": input,
+                "documents": [input], "size": size}).to_string().into_bytes()),
         ],
+        path in prop_oneof![
+            prop::sample::select(vec!["/v1/completions", "/v1/chat/completions", "/v1/embeddings",
+                "/v1/rerank", "/v1/images/generations", "/v1/audio/transcriptions",
+                "/v1/audio/speech", "/generate", "/runsync"]).prop_map(str::to_string),
+            "/[a-z/]{0,12}",
+        ],
+        in_memory in any::<bool>(),
+        body_bytes in prop::option::of(any::<u64>()),
     ) {
+        let view = RequestView {
+            path: &path,
+            body: in_memory.then_some(&body[..]),
+            body_bytes,
+        };
         for (name, _) in BUILT_IN {
-            let w = Profile::built_in(name).unwrap().request_workload(&body);
-            prop_assert!(w.is_none_or(|w| w.is_finite() && w > 0.0), "{}: {:?}", name, w);
+            let w = Profile::built_in(name).unwrap().request_workload(&view);
+            prop_assert!(
+                w.clone().is_ok_and(|w| w.is_none_or(|w| w.is_finite() && w > 0.0)) || w.is_err(),
+                "{}: {:?}", name, w
+            );
         }
     }
 }
@@ -427,9 +477,13 @@ fn profile_text() -> impl Strategy<Value = String> {
         ),
         ("body", toml_body()),
     ]);
-    let vars = prop::collection::btree_map("a|b|c", string("[a-z0-9._]{0,10}"), 0..3)
-        .prop_map(|m| toml::Value::Table(m.into_iter().collect()))
-        .boxed();
+    let vars = prop::collection::btree_map(
+        "a|b|c|body_bytes",
+        string("[a-z0-9._]{0,10}|(chars|pixels|count|len)\\([a-z.]{0,6}\\)?( or [0-9a-z.-]{0,4})?"),
+        0..3,
+    )
+    .prop_map(|m| toml::Value::Table(m.into_iter().collect()))
+    .boxed();
     let workload = table(vec![
         ("request", wild(string("[a-z0-9._]{0,10}"))),
         (
@@ -453,6 +507,13 @@ fn profile_text() -> impl Strategy<Value = String> {
         ("max_concurrency", count()),
         ("runs", count()),
     ]);
+    let routes = prop::collection::btree_map(
+        "/[a-z0-9/*?]{0,8}|[a-z]{0,3}",
+        workload.clone().prop_map(toml::Value::Table),
+        0..3,
+    )
+    .prop_map(|m| toml::Value::Table(m.into_iter().collect()))
+    .boxed();
     let top = table(vec![
         ("name", wild(string("[a-z-]{0,8}"))),
         ("description", wild(string(".{0,12}"))),
@@ -460,6 +521,7 @@ fn profile_text() -> impl Strategy<Value = String> {
         ("request", request.prop_map(toml::Value::Table).boxed()),
         ("workload", workload.prop_map(toml::Value::Table).boxed()),
         ("benchmark", benchmark.prop_map(toml::Value::Table).boxed()),
+        ("routes", wild(routes)),
         ("bogus", any::<i64>().prop_map(toml::Value::Integer).boxed()),
     ]);
     top.prop_map(|t| toml::to_string(&t).unwrap())
@@ -487,6 +549,12 @@ fn profile_soup() -> impl Strategy<Value = String> {
         "constant = inf",
         "[workload.vars]",
         "a = \"x.0\"",
+        "[routes.\"/b\"]",
+        "[routes.\"/a\"]",
+        "[routes.\"/v1/*\"]",
+        "formula = \"500 * clamp(body_bytes / a, 0.1, 8)\"",
+        "vars = { a = \"chars(x) or 1\" }",
+        "[routes.\"/b\".vars]",
         "[benchmark]",
         "concurrency = -5",
         "runs = 0",
@@ -504,8 +572,16 @@ fn use_profile(p: &Profile, body: &[u8]) -> Result<(), TestCaseError> {
         let w = p.workload.measured(&rendered, None);
         prop_assert!(w.is_none_or(|w| w.is_finite() && w > 0.0));
     }
-    let w = p.request_workload(body);
-    prop_assert!(w.is_none_or(|w| w.is_finite() && w > 0.0));
+    for path in [p.request.path.as_str(), "/other"] {
+        let view = RequestView {
+            path,
+            body: Some(body),
+            body_bytes: Some(body.len() as u64),
+        };
+        if let Ok(w) = p.request_workload(&view) {
+            prop_assert!(w.is_none_or(|w| w.is_finite() && w > 0.0));
+        }
+    }
     Ok(())
 }
 
@@ -570,7 +646,10 @@ proptest! {
             1 => RequestRule::Constant(constant),
             _ => RequestRule::Formula {
                 expr: Expr::parse("a * b / 1000").unwrap(),
-                vars: [("a".to_string(), request), ("b".to_string(), JsonPath::parse("b").unwrap())].into(),
+                vars: [
+                    ("a".to_string(), Var::number(request)),
+                    ("b".to_string(), Var::number(JsonPath::parse("b").unwrap())),
+                ].into(),
             },
         };
         prop_assert_eq!(p.workload, WorkloadRule { request: Some(want), response: None });

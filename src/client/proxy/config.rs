@@ -40,8 +40,8 @@ crate::env::settings! {
     /// Send every request to this worker without routing, with an unsigned auth_data (the
     /// worker must run with UNSECURED=true).
     debug_worker_url: "debug-worker-url" "URL", unset "route through the autoscaler";
-    /// Backend profile (built-in name or TOML file) whose workload rule sets a request's
-    /// cost when it has no X-Serverless-Cost header.
+    /// Backend profile (built-in name or TOML file) whose rule for the request's route sets
+    /// its cost when it has no X-Serverless-Cost header.
     profile: "profile" "NAME|FILE", unset "none; cost 1";
     /// Seconds to wait for a ready worker before answering 503 no_worker.
     route_timeout: "route-timeout" "SECS", default "60";

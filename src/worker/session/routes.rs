@@ -198,7 +198,7 @@ async fn create(
     let params = Params::parse(payload, shared.sessions.rules().max_lifetime)?;
     // A create names no session of its own (the official client sends `session_id: null`).
     inbound.session = None;
-    let info = shared.admission.describe(&inbound)?;
+    let info = shared.admission.describe(&inbound, parts)?;
     record.describe(&info);
     shared.admission.ready_for(&info)?;
     let opened = shared.sessions.open(&info, auth, params)?;
