@@ -57,7 +57,7 @@ crate::env::settings! {
     max_concurrency: "max-concurrency" "N", unset "unlimited", env "MAX_CONCURRENCY";
     /// Reject with 429 when the estimated wait exceeds this many seconds.
     max_wait_time: "max-wait-time" "SECS", default "10", env "MAX_WAIT_TIME";
-    /// Workload of a request that carries no usable cost.
+    /// Workload of a request that carries no usable cost and that no rule of the profile sizes (no rule for its route, or the rule fails on it).
     default_cost: "default-cost" "UNITS", default "1", env "DEFAULT_COST";
     /// The most workload one request may count for; larger costs are clamped to it (the
     /// url signature form does not cover `cost`).
