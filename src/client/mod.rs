@@ -27,6 +27,7 @@ pub mod load;
 pub mod proxy;
 mod route;
 mod send;
+mod websocket;
 mod workers;
 
 pub use backoff::Backoff;

@@ -177,7 +177,7 @@ impl Client {
 
     /// `auth_data` for a debug worker: unsigned, with a reqnum/request_idx unique to this
     /// client (never 0, which an unsecured worker would treat as "none").
-    fn synthetic_auth(&self, url: &str, cost: f64) -> Map<String, Value> {
+    pub(super) fn synthetic_auth(&self, url: &str, cost: f64) -> Map<String, Value> {
         let n = self.inner.synthetic.fetch_add(1, Ordering::Relaxed);
         let v = json!({
             "cost": cost, "endpoint": self.inner.config.endpoint, "reqnum": n,

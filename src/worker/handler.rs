@@ -7,11 +7,12 @@
 //! future or body closes the backend connection.
 
 use super::admission::Admitted;
-use super::backend::ResponseBody;
 use super::envelope::{self, EnvelopeRules};
 use super::error::WorkerError;
+use super::forward::Sent;
 use super::ledger::Outcome;
 use super::observe::Record;
+use super::websocket::{self, ClientUpgrade};
 use super::{Shared, relay, routes};
 use crate::http_util::Body;
 use http::request::Parts;
@@ -32,9 +33,22 @@ pub async fn handle(
     }
     let (mut parts, body) = req.into_parts();
     let mut record = shared.observer.record(&mut parts, Some(client));
-    match proxy(&shared, &parts, body, &mut record).await {
+    // A WebSocket handshake takes the same path; only the forwarding differs.
+    let upgrade = ClientUpgrade::take(&mut parts);
+    match proxy(&shared, &parts, body, &mut record, upgrade).await {
         Ok(Answer {
-            resp,
+            resp: Sent::Switched(accepted),
+            admitted,
+            ..
+        }) => {
+            let limits = websocket::splice::Limits {
+                idle_timeout: shared.config.websocket_idle_timeout,
+                close_grace: super::CLOSE_GRACE,
+            };
+            websocket::open(accepted, admitted, record, &shared.websockets, limits)
+        }
+        Ok(Answer {
+            resp: Sent::Response(resp),
             admitted,
             stream_send_timeout,
         }) => relay::respond(
@@ -53,7 +67,7 @@ pub async fn handle(
 
 /// The backend's response head, with what the relay needs to carry the body.
 struct Answer {
-    resp: Response<ResponseBody>,
+    resp: Sent,
     admitted: Admitted,
     stream_send_timeout: Option<Duration>,
 }
@@ -63,6 +77,7 @@ async fn proxy(
     parts: &Parts,
     body: Incoming,
     record: &mut Record,
+    upgrade: Option<ClientUpgrade>,
 ) -> Result<Answer, WorkerError> {
     let cfg = &shared.config;
     let rules = EnvelopeRules {
@@ -96,7 +111,14 @@ async fn proxy(
     let admitted = shared.admission.admit(&info).await?;
     let sent_at = Instant::now();
     record.queued(sent_at - arrived);
-    let sent = shared.forward.send(parts, inbound).await;
+    let sent = match upgrade {
+        None => shared
+            .forward
+            .send(parts, inbound)
+            .await
+            .map(Sent::Response),
+        Some(client) => shared.forward.upgrade(parts, inbound, client).await,
+    };
     drop(held);
     match sent {
         Ok(resp) => {

@@ -24,6 +24,7 @@ pub mod relay;
 pub mod report;
 pub mod routes;
 mod startup;
+pub mod websocket;
 
 use crate::tls::server::ServerTls;
 use admission::{Admission, AdmissionRules, WorkloadRule};
@@ -58,6 +59,8 @@ pub struct Shared {
     pub book: Arc<Book>,
     /// Metrics, request ids and the access log.
     pub observer: Arc<Observer>,
+    /// Open WebSockets, which the drain closes.
+    pub websockets: websocket::Sockets,
     admission: Admission,
     auth: Auth,
     forward: Forward,
@@ -218,12 +221,18 @@ impl Worker {
         if !emptied {
             tracing::warn!(
                 left = ledger.snapshot().working(),
+                websockets = self.shared.websockets.open(),
                 "drain timeout passed with requests still in flight"
             );
         }
-        let closed = self
-            .close(deadline.max(tokio::time::Instant::now() + CLOSE_GRACE))
-            .await;
+        // Open WebSockets get a close frame 1001 each way and CLOSE_GRACE to answer it.
+        let sockets = &self.shared.websockets;
+        sockets.close_all();
+        let grace = tokio::time::Instant::now() + CLOSE_GRACE;
+        let (closed, _) = tokio::join!(
+            self.close(deadline.max(grace)),
+            tokio::time::timeout_at(grace + CLOSE_GRACE, sockets.all_closed())
+        );
         if let Some(r) = &self.shared.reporter {
             r.send_status(&self.shared.sources(), &mut report::Disk::default())
                 .await;
@@ -257,6 +266,7 @@ impl Worker {
 
 impl Drop for Worker {
     fn drop(&mut self) {
+        self.shared.websockets.close_all();
         for t in &self.tasks {
             t.abort();
         }
@@ -338,6 +348,7 @@ impl Shared {
             backend,
             book,
             observer,
+            websockets: websocket::Sockets::default(),
             auth,
             forward,
             reporter,

@@ -34,3 +34,4 @@ mod tls;
 mod untrusted;
 mod vast;
 mod vastai_client;
+mod websocket;
