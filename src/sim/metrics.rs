@@ -37,16 +37,19 @@ pub(crate) enum Api {
     GenerateStream,
     /// `POST /runsync` (the ComfyUI API wrapper).
     RunSync,
+    /// `POST /prompt` (ComfyUI's own queue).
+    Prompt,
 }
 
 impl Api {
     /// In declaration order: the discriminant is the index of the API's counters.
-    const ALL: [Api; 5] = [
+    const ALL: [Api; 6] = [
         Self::Completions,
         Self::ChatCompletions,
         Self::Generate,
         Self::GenerateStream,
         Self::RunSync,
+        Self::Prompt,
     ];
 
     /// The label value.
@@ -57,11 +60,12 @@ impl Api {
             Self::Generate => "generate",
             Self::GenerateStream => "generate_stream",
             Self::RunSync => "runsync",
+            Self::Prompt => "prompt",
         }
     }
 
     fn generates_tokens(self) -> bool {
-        self != Self::RunSync
+        !matches!(self, Self::RunSync | Self::Prompt)
     }
 }
 
@@ -108,9 +112,9 @@ type Labels<const N: usize> = [(&'static str, &'static str); N];
 pub(crate) struct SimMetrics {
     registry: Registry,
     /// By API, then outcome (discriminants).
-    requests: [[Counter; 5]; 5],
-    /// By API; the `runsync` one is registered nowhere (images produce no tokens).
-    tokens: [Counter; 5],
+    requests: [[Counter; 5]; 6],
+    /// By API; the image ones are registered nowhere (images produce no tokens).
+    tokens: [Counter; 6],
 }
 
 impl SimMetrics {
@@ -232,6 +236,7 @@ mod tests {
             ],
         );
         assert!(!text.contains(r#"tokens_generated_total{api="runsync"}"#));
-        assert_eq!(text.matches("vespa_sim_requests_total{").count(), 25);
+        assert!(!text.contains(r#"tokens_generated_total{api="prompt"}"#));
+        assert_eq!(text.matches("vespa_sim_requests_total{").count(), 30);
     }
 }

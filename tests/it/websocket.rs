@@ -491,3 +491,233 @@ async fn drain_closes_open_sockets_with_1001_to_both_sides_and_settles_them() {
     assert_eq!(s.totals.served.requests, 1);
     assert_eq!(worker.shared().websockets.open(), 0);
 }
+
+/// A ComfyUI API-format txt2img graph of `steps` steps at 512 × 512.
+fn txt2img(steps: u64) -> Value {
+    serde_json::json!({
+        "3": {"class_type": "KSampler", "inputs": {"seed": 1, "steps": steps, "cfg": 7.0,
+              "model": ["4", 0], "positive": ["6", 0], "negative": ["7", 0], "latent_image": ["5", 0]}},
+        "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "model.safetensors"}},
+        "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 512, "height": 512, "batch_size": 1}},
+        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a lighthouse", "clip": ["4", 1]}},
+        "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry", "clip": ["4", 1]}},
+        "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
+        "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": "vespa", "images": ["8", 0]}},
+    })
+}
+
+/// The JSON text messages of a socket up to the end of prompt `prompt_id` (`executing`
+/// with `"node": null`).
+async fn job_messages(ws: &mut ClientSocket, prompt_id: &str) -> Vec<Value> {
+    let mut messages = Vec::new();
+    loop {
+        let m = match next(ws).await {
+            Message::Text(t) => serde_json::from_str::<Value>(&t).unwrap(),
+            other => panic!("ComfyUI sends JSON text, got {other:?}"),
+        };
+        let end = m["type"] == "executing"
+            && m["data"]["node"].is_null()
+            && m["data"]["prompt_id"] == prompt_id;
+        messages.push(m);
+        if end {
+            return messages;
+        }
+    }
+}
+
+/// Checks a prompt's messages against ComfyUI's: start, cached, each node in execution
+/// order with one progress per step on the sampler, the output, success, the queue's
+/// status, and the end.
+fn assert_comfyui_job(messages: &[Value], prompt_id: &str, steps: u64) {
+    let kinds: Vec<&str> = messages
+        .iter()
+        .map(|m| m["type"].as_str().unwrap())
+        .collect();
+    let mut expected = vec!["status", "execution_start", "execution_cached"];
+    // Nodes 5, 4, 7, 6 (the sampler's inputs), then the sampler 3 with its steps.
+    expected.extend(std::iter::repeat_n("executing", 5));
+    expected.extend(std::iter::repeat_n("progress", steps as usize));
+    expected.extend([
+        "executing",
+        "executing",
+        "executed",
+        "execution_success",
+        "status",
+        "executing",
+    ]);
+    assert_eq!(kinds, expected, "{messages:#?}");
+    assert_eq!(
+        messages[0]["data"]["status"]["exec_info"]["queue_remaining"],
+        1
+    );
+    for m in &messages[1..] {
+        if m["type"] != "status" {
+            assert_eq!(m["data"]["prompt_id"], prompt_id, "{m}");
+        }
+    }
+    let nodes: Vec<Value> = messages
+        .iter()
+        .filter(|m| m["type"] == "executing")
+        .map(|m| m["data"]["node"].clone())
+        .collect();
+    assert_eq!(
+        Value::Array(nodes),
+        serde_json::json!(["5", "4", "7", "6", "3", "8", "9", null])
+    );
+    let progress: Vec<(u64, u64, &str)> = messages
+        .iter()
+        .filter(|m| m["type"] == "progress")
+        .map(|m| {
+            let d = &m["data"];
+            (
+                d["value"].as_u64().unwrap(),
+                d["max"].as_u64().unwrap(),
+                d["node"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    let want: Vec<(u64, u64, &str)> = (1..=steps).map(|v| (v, steps, "3")).collect();
+    assert_eq!(
+        progress, want,
+        "one progress per step, in order, on the sampler"
+    );
+    let executed = messages.iter().find(|m| m["type"] == "executed").unwrap();
+    assert_eq!(executed["data"]["node"], "9");
+    let image = &executed["data"]["output"]["images"][0];
+    assert!(
+        image["filename"].as_str().unwrap().starts_with("vespa_"),
+        "{image}"
+    );
+    assert_eq!(image["type"], "output");
+    let last_status = &messages[messages.len() - 2];
+    assert_eq!(
+        last_status["data"]["status"]["exec_info"]["queue_remaining"],
+        0
+    );
+}
+
+#[tokio::test]
+async fn the_sim_reports_a_prompts_progress_on_its_comfyui_socket_in_the_time_it_takes() {
+    let sim = crate::sim::start(vespa::sim::SimConfig {
+        image_secs: 0.4,
+        ..vespa::sim::SimConfig::default()
+    })
+    .await;
+    let (mut ws, _) = connect(&format!("ws://{}/ws?clientId=c1", sim.local_addr())).await;
+    let hello: Value = serde_json::from_str(next(&mut ws).await.to_text().unwrap()).unwrap();
+    assert_eq!(
+        hello,
+        serde_json::json!({"type": "status", "data": {"status": {"exec_info": {"queue_remaining": 0}}, "sid": "c1"}})
+    );
+    let body = serde_json::json!({"prompt": txt2img(8), "client_id": "c1"});
+    let started = std::time::Instant::now();
+    let (parts, answer) = send(
+        &h1_client(),
+        request("POST", &format!("{}/prompt", sim.url()), body.to_string()),
+    )
+    .await;
+    assert_eq!(parts.status, 200);
+    let answer: Value = serde_json::from_slice(&answer).unwrap();
+    let prompt_id = answer["prompt_id"].as_str().unwrap().to_string();
+    assert_eq!(
+        (answer["number"].as_u64(), &answer["node_errors"]),
+        (Some(0), &serde_json::json!({}))
+    );
+    let messages = job_messages(&mut ws, &prompt_id).await;
+    // 512 × 512 × 8 steps at 0.4 s per 512 × 512 × 20.
+    assert!(
+        started.elapsed() >= Duration::from_millis(160),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_comfyui_job(&messages, &prompt_id, 8);
+    let (_, history) = send(
+        &h1_client(),
+        request("GET", &format!("{}/history/{prompt_id}", sim.url()), ""),
+    )
+    .await;
+    let history: Value = serde_json::from_slice(&history).unwrap();
+    let entry = &history[prompt_id.as_str()];
+    assert_eq!(entry["status"]["status_str"], "success");
+    let executed = messages.iter().find(|m| m["type"] == "executed").unwrap();
+    assert_eq!(entry["outputs"]["9"], executed["data"]["output"]);
+    assert_eq!(entry["prompt"][3]["client_id"], "c1");
+    let stats = sim.stats();
+    assert_eq!((stats.completed, stats.active, stats.queued), (1, 0, 0));
+
+    // A graph without an output node is refused as ComfyUI refuses it.
+    let mut graph = txt2img(1);
+    graph.as_object_mut().unwrap().remove("9");
+    let (parts, refused) = send(
+        &h1_client(),
+        request(
+            "POST",
+            &format!("{}/prompt", sim.url()),
+            serde_json::json!({"prompt": graph}).to_string(),
+        ),
+    )
+    .await;
+    assert_eq!(parts.status, 400);
+    let refused: Value = serde_json::from_slice(&refused).unwrap();
+    assert_eq!(refused["error"]["type"], "prompt_no_outputs");
+    assert_eq!(refused["error"]["message"], "Prompt has no outputs");
+}
+
+#[tokio::test]
+async fn a_comfyui_job_reports_its_progress_through_a_signed_worker() {
+    let sim = crate::sim::start(vespa::sim::SimConfig {
+        image_secs: 0.2,
+        ..vespa::sim::SimConfig::default()
+    })
+    .await;
+    let chain = Chain::start(sim.url().parse().unwrap(), |_| {}).await;
+    let client =
+        vespa::client::Client::new(test_config(&chain.autoscaler.url(), "ep", KEY)).unwrap();
+    // The socket is routed with the job's workload: it is the long-lived part of the job.
+    let socket = client
+        .websocket_url("/ws?clientId=job-1", 5242.88)
+        .await
+        .unwrap();
+    assert!(socket.contains("&serverless_signature="), "{socket}");
+    let (mut ws, _) = connect(&socket).await;
+    let hello: Value = serde_json::from_str(next(&mut ws).await.to_text().unwrap()).unwrap();
+    assert_eq!(hello["data"]["sid"], "job-1");
+
+    let submit = vespa::client::ClientRequest::post_json(
+        "/prompt",
+        &serde_json::json!({"prompt": txt2img(20), "client_id": "job-1"}),
+    )
+    .cost(1.0);
+    let resp = client.request(submit).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let answer: Value = serde_json::from_slice(
+        &http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .unwrap()
+            .to_bytes(),
+    )
+    .unwrap();
+    let prompt_id = answer["prompt_id"].as_str().unwrap().to_string();
+    let messages = job_messages(&mut ws, &prompt_id).await;
+    assert_comfyui_job(&messages, &prompt_id, 20);
+
+    let history =
+        vespa::client::ClientRequest::new(http::Method::GET, format!("/history/{prompt_id}"));
+    let resp = client.request(history).await.unwrap();
+    let history: Value = serde_json::from_slice(
+        &http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .unwrap()
+            .to_bytes(),
+    )
+    .unwrap();
+    assert_eq!(history[prompt_id.as_str()]["status"]["completed"], true);
+
+    let open = chain.worker.shared().ledger.snapshot();
+    assert_eq!(open.in_flight, 1, "the socket is still one working request");
+    assert!((open.cur_load - 5242.88).abs() < 1e-9, "{}", open.cur_load);
+    ws.close(None).await.unwrap();
+    while let Some(Ok(_)) = ws.next().await {}
+    let s = assert_settled(&chain.worker).await;
+    assert_eq!(s.totals.served.requests, 3, "socket, prompt and history");
+}
