@@ -721,3 +721,30 @@ async fn a_comfyui_job_reports_its_progress_through_a_signed_worker() {
     let s = assert_settled(&chain.worker).await;
     assert_eq!(s.totals.served.requests, 3, "socket, prompt and history");
 }
+
+#[tokio::test]
+async fn a_standard_library_python_client_follows_a_job_through_the_autoscaler_and_worker() {
+    let sim = crate::sim::start(vespa::sim::SimConfig {
+        image_secs: 0.2,
+        ..vespa::sim::SimConfig::default()
+    })
+    .await;
+    let chain = Chain::start(sim.url().parse().unwrap(), |_| {}).await;
+    let out = run_python_script(
+        "comfyui_ws_job.py",
+        &[
+            ("VESPA_AUTOSCALER_URL", chain.autoscaler.url().as_str()),
+            ("VESPA_ENDPOINT", "ep"),
+            ("VESPA_API_KEY", KEY),
+            ("VESPA_STEPS", "5"),
+        ],
+    )
+    .await;
+    assert!(out.contains("handshake: HTTP/1.1 101"), "{out}");
+    assert!(out.contains("closed: 1000"), "{out}");
+    let s = assert_settled(&chain.worker).await;
+    assert_eq!(
+        s.totals.served.requests, 3,
+        "socket, prompt and history: {out}"
+    );
+}
