@@ -5,6 +5,9 @@
 //! for the backend's headers, or mid-body. The [`Admitted`] guard carried along records
 //! that as `cancelled`, the request's [`Record`] as `client_gone`, and dropping the backend
 //! future or body closes the backend connection.
+//!
+//! A WebSocket handshake takes the same path up to the backend's answer; after a `101` the
+//! socket is relayed by [`websocket`], which holds the guards until the socket closes.
 
 use super::admission::Admitted;
 use super::envelope::{self, EnvelopeRules};

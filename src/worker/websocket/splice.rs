@@ -122,19 +122,22 @@ where
                 (_, true) => Some(Closed::BackendFailed),
                 _ => None,
             };
-            match first_end {
-                // One side left mid-conversation: the other is cut at once (a client gone
-                // stops the backend's work, as for any request).
-                Some(side) if !clean && closing.is_none() => return Poll::Ready(side),
-                // One side ended after a close frame: the other finishes its part of the
-                // closing handshake, within the grace period.
-                Some(_) if closing.is_none() => {
-                    let mut grace = Box::pin(sleep_until(Instant::now() + limits.close_grace));
-                    let _ = grace.as_mut().poll(cx);
-                    closing = Some((Closed::Clean, grace, true));
-                }
-                _ => {}
+            // One side left mid-conversation: the other is cut at once (a client gone
+            // stops the backend's work, as for any request).
+            if let Some(side) = first_end
+                && !clean
+                && closing.is_none()
+            {
+                return Poll::Ready(side);
             }
+        }
+        // One side ended after a close frame, or both sent theirs: the closing handshake
+        // is under way, and the connections get the grace period to end.
+        let handshake = first_end.is_some() || (up.cursor.closed() && down.cursor.closed());
+        if handshake && clean && closing.is_none() {
+            let mut grace = Box::pin(sleep_until(Instant::now() + limits.close_grace));
+            let _ = grace.as_mut().poll(cx);
+            closing = Some((Closed::Clean, grace, true));
         }
         let failed = match (&u, &d) {
             (Poll::Ready(Err(Fault::Source(_))), _) | (_, Poll::Ready(Err(Fault::Sink(_)))) => {
@@ -571,6 +574,26 @@ mod tests {
         let mut tail = Vec::new();
         r.backend.read_to_end(&mut tail).await.unwrap();
         assert!(tail.is_empty(), "nothing after the close frame: {tail:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn once_both_close_frames_went_by_the_connections_get_the_grace_period() {
+        let mut r = rig(None);
+        r.client
+            .write_all(&close_frame(1000, "", KEY))
+            .await
+            .unwrap();
+        read_frame(&mut r.backend).await;
+        r.backend
+            .write_all(&close_frame(1000, "", None))
+            .await
+            .unwrap();
+        read_frame(&mut r.client).await;
+        // Neither peer closes its connection: the worker does, once the grace has passed.
+        let started = Instant::now();
+        let done = r.task.await.unwrap();
+        assert_eq!(done.closed, Closed::Clean);
+        assert_eq!(started.elapsed(), Duration::from_secs(1));
     }
 
     #[tokio::test(start_paused = true)]
