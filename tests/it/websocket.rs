@@ -207,7 +207,10 @@ async fn connect(url: &str) -> (ClientSocket, tungstenite::handshake::client::Re
 }
 
 /// The next message from the worker, failing the test if none comes in time.
-async fn next(ws: &mut ClientSocket) -> Message {
+async fn next<S>(ws: &mut WebSocketStream<S>) -> Message
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     tokio::time::timeout(PATIENCE, ws.next())
         .await
         .expect("message in time")
@@ -747,4 +750,32 @@ async fn a_standard_library_python_client_follows_a_job_through_the_autoscaler_a
         s.totals.served.requests, 3,
         "socket, prompt and history: {out}"
     );
+}
+
+#[tokio::test]
+async fn a_websocket_to_an_https_worker_is_relayed_over_tls() {
+    let mut backend = WsBackend::start().await;
+    let ca = crate::tls::Ca::new();
+    let dir = crate::tls::TempDir::new();
+    let mut c = config_for(backend.url());
+    c.vast.use_ssl = true;
+    c.tls = Some(crate::tls::write_pair(&dir, &ca.leaf("127.0.0.1")));
+    let worker = start_worker(c).await;
+    let tls = crate::tls::connect(worker.local_addr(), &ca.worker_ca(), &[b"http/1.1"])
+        .await
+        .unwrap();
+    let url = format!("wss://127.0.0.1:{}/secure", worker.local_addr().port());
+    let (mut ws, resp) = tokio::time::timeout(PATIENCE, tokio_tungstenite::client_async(url, tls))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(resp.status(), 101);
+    assert_eq!(backend.opened().await.0, "/secure");
+    let m = Message::binary(vec![42u8; 100_000]);
+    ws.send(m.clone()).await.unwrap();
+    assert_eq!(next(&mut ws).await, m);
+    ws.close(None).await.unwrap();
+    while let Some(Ok(_)) = ws.next().await {}
+    let s = assert_settled(&worker).await;
+    assert_eq!(s.totals.served.requests, 1);
 }
