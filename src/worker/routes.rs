@@ -136,6 +136,7 @@ pub fn status(shared: &Shared) -> serde_json::Value {
         "max_wait_time": shared.config.max_wait_time,
         "queued": snap.queued,
         "in_flight": snap.in_flight,
+        "websockets": shared.websockets.open(),
         "working_request_idxs": snap.working_request_idxs,
         "totals": snap.totals,
         "unauthorized": shared.unauthorized_total(),

@@ -278,6 +278,16 @@ async fn a_websocket_relays_text_binary_large_frames_and_pings_byte_for_byte() {
     let open = wait_until(&worker, |s| s.in_flight == 1).await;
     assert_eq!(open.working(), 1, "the socket is one working request");
     assert_eq!(worker.shared().websockets.open(), 1);
+    let status = send(
+        &h1_client(),
+        request("GET", &url(&worker, "/_vespa/status"), ""),
+    )
+    .await;
+    let status: Value = serde_json::from_slice(&status.1).unwrap();
+    assert_eq!(
+        (&status["websockets"], &status["in_flight"]),
+        (&Value::from(1), &Value::from(1))
+    );
 
     ws.close(Some(CloseFrame {
         code: CloseCode::Normal,
