@@ -20,4 +20,5 @@ pub mod serve;
 pub mod signing;
 pub mod sim;
 pub mod tls;
+pub mod websocket;
 pub mod worker;

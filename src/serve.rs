@@ -4,6 +4,11 @@
 //! head, a response it does not read, HTTP/2 streams); a stop signal closes every
 //! connection gracefully, so responses in progress are written to their last byte.
 //!
+//! Connections are served with HTTP/1.1 upgrades: a handler that answers
+//! `101 Switching Protocols` gets the connection's I/O from `hyper::upgrade::on` (the
+//! worker's WebSocket relay, the sim's `/ws`). An upgraded connection leaves hyper, and so
+//! the graceful close, but keeps its `MAX_CONNECTIONS` permit until it is dropped.
+//!
 //! Internal: connections are tasks in a [`JoinSet`] owned by the loop, so aborting the loop
 //! (dropping the server's handle) also closes every open keep-alive connection instead of
 //! leaving them serving a stopped server. Requests are handled inside the connection's own
@@ -158,12 +163,16 @@ pub async fn serve<H, F>(
         };
         let handler = handler.clone();
         let tls = tls.clone();
+        // The permit travels with the socket: an upgraded connection outlives its task.
+        let stream = Permitted {
+            io: stream,
+            _permit: permit,
+        };
         let task = async move {
             match tls {
                 None => serve_connection(stream, conn, Protocol::Any, handler).await,
                 Some(tls) => serve_tls(tls, stream, conn, handler).await,
             }
-            drop(permit);
         };
         connections.spawn(task);
     }
@@ -186,7 +195,7 @@ enum Protocol {
     Http2,
 }
 
-async fn serve_tls<H, F>(tls: Tls, stream: TcpStream, conn: Conn, handler: H)
+async fn serve_tls<H, F>(tls: Tls, stream: Permitted<TcpStream>, conn: Conn, handler: H)
 where
     H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
@@ -245,7 +254,7 @@ where
         Protocol::Http2 => builder.http2_only(),
     };
     let io = TokioIo::new(WriteStall::new(io, limits.send_timeout));
-    let connection = builder.serve_connection(io, service);
+    let connection = builder.serve_connection_with_upgrades(io, service);
     let mut connection = std::pin::pin!(connection);
     let ended = tokio::select! {
         ended = connection.as_mut() => ended,
@@ -256,6 +265,63 @@ where
     };
     if let Err(e) = ended {
         tracing::debug!(%peer, error = %e, "client connection ended with an error");
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A client connection's I/O holding its `MAX_CONNECTIONS` permit, released when the
+    /// socket is dropped: with the connection task, or with the upgraded stream that
+    /// outlives it.
+    struct Permitted<I> {
+        #[pin]
+        io: I,
+        _permit: tokio::sync::OwnedSemaphorePermit,
+    }
+}
+
+impl<I: AsyncRead> AsyncRead for Permitted<I> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.project().io.poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite> AsyncWrite for Permitted<I> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.project().io.poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.project().io.poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.project().io.poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.project().io.poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
     }
 }
 

@@ -28,6 +28,7 @@ pub mod proxy;
 mod route;
 mod send;
 mod session;
+mod websocket;
 mod workers;
 
 pub use backoff::Backoff;

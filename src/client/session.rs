@@ -63,6 +63,11 @@ pub struct Session {
 }
 
 impl Session {
+    /// The signed `auth_data` the session was opened with.
+    pub(super) fn auth(&self) -> &Map<String, Value> {
+        &self.auth
+    }
+
     /// The `{"session_id", "session_auth"}` body of the session calls.
     fn credentials(&self) -> Value {
         json!({"session_id": self.id, "session_auth": self.auth})

@@ -34,6 +34,17 @@ pub enum SimError {
     /// 500: injected by `--error-rate`.
     #[error("simulated server error (--error-rate)")]
     Injected,
+    /// 400: a ComfyUI prompt that cannot run, answered in ComfyUI's shape
+    /// `{"error": {"type", "message", "details", "extra_info"}, "node_errors": {}}`.
+    #[error("{message}")]
+    InvalidPrompt {
+        /// ComfyUI's error type: `no_prompt`, `prompt_no_outputs`, `invalid_prompt`.
+        kind: &'static str,
+        /// ComfyUI's message.
+        message: &'static str,
+        /// Which part of the prompt, if any.
+        details: String,
+    },
 }
 
 impl SimError {
@@ -45,7 +56,7 @@ impl SimError {
     /// HTTP status of this error.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::BadRequest(_) | Self::InvalidPrompt { .. } => StatusCode::BAD_REQUEST,
             Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -57,7 +68,10 @@ impl SimError {
     /// Whether the client sent a request the sim cannot take (400, 413): counted as
     /// `invalid`.
     pub fn is_invalid_request(&self) -> bool {
-        matches!(self, Self::BadRequest(_) | Self::BodyTooLarge(_))
+        matches!(
+            self,
+            Self::BadRequest(_) | Self::BodyTooLarge(_) | Self::InvalidPrompt { .. }
+        )
     }
 
     /// The stable `type` of the JSON answer.
@@ -69,11 +83,24 @@ impl SimError {
             Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::Starting => "loading",
             Self::Injected => "server_error",
+            Self::InvalidPrompt { kind, .. } => kind,
         }
     }
 
     /// The JSON answer.
     pub fn into_response(self) -> Response<Body> {
+        if let Self::InvalidPrompt {
+            kind,
+            message,
+            details,
+        } = &self
+        {
+            let body = json!({
+                "error": {"type": kind, "message": message, "details": details, "extra_info": {}},
+                "node_errors": {},
+            });
+            return json_response(self.status(), &body);
+        }
         let body = json!({"error": {"message": self.to_string(), "type": self.kind()}});
         let mut resp = json_response(self.status(), &body);
         if let Self::MethodNotAllowed { allow, .. } = self {

@@ -47,6 +47,8 @@ pub(crate) enum Api {
     Transcriptions,
     /// `POST /v1/audio/speech`.
     Speech,
+    /// `POST /prompt` (ComfyUI's own queue).
+    Prompt,
 }
 
 /// Number of APIs.
@@ -54,7 +56,7 @@ const APIS: usize = Api::ALL.len();
 
 impl Api {
     /// In declaration order: the discriminant is the index of the API's counters.
-    const ALL: [Api; 10] = [
+    const ALL: [Api; 11] = [
         Self::Completions,
         Self::ChatCompletions,
         Self::Generate,
@@ -65,6 +67,7 @@ impl Api {
         Self::ImageGenerations,
         Self::Transcriptions,
         Self::Speech,
+        Self::Prompt,
     ];
 
     /// The label value.
@@ -80,6 +83,7 @@ impl Api {
             Self::ImageGenerations => "image_generations",
             Self::Transcriptions => "transcriptions",
             Self::Speech => "speech",
+            Self::Prompt => "prompt",
         }
     }
 
@@ -259,7 +263,8 @@ mod tests {
             ],
         );
         assert!(!text.contains(r#"tokens_generated_total{api="runsync"}"#));
-        assert_eq!(text.matches("vespa_sim_requests_total{").count(), 50);
+        assert_eq!(text.matches("vespa_sim_requests_total{").count(), 55);
         assert!(!text.contains(r#"tokens_generated_total{api="embeddings"}"#));
+        assert!(!text.contains(r#"tokens_generated_total{api="prompt"}"#));
     }
 }

@@ -10,6 +10,8 @@
 //! - [`openai`], [`tgi`], [`comfyui`]: one API each; [`embeddings`] (and rerank),
 //!   [`images`], [`audio`] (transcriptions, read with [`multipart`], and speech): the other
 //!   OpenAI routes a multi-route worker serves;
+//! - [`prompt`], [`ws`]: ComfyUI's own queue (`POST /prompt`, `/history`) and its progress
+//!   socket (`GET /ws?clientId=ID`), so a job's progress can be followed over a WebSocket;
 //! - [`stream`]: the token-by-token SSE body;
 //! - [`faults`]: start-up delay, health switch, injected errors, hangs, broken streams;
 //! - [`stats`]: the counters at `GET /_sim/stats`, kept by guards that travel with each
@@ -28,10 +30,12 @@ mod metrics;
 mod model;
 mod multipart;
 mod openai;
+mod prompt;
 mod routes;
 mod stats;
 mod stream;
 mod tgi;
+mod ws;
 
 pub use comfyui::PNG;
 pub use config::{DEFAULT_IMAGE_UNITS, DEFAULT_LISTEN, SimArgs, SimConfig};
@@ -60,14 +64,33 @@ pub(crate) struct Shared {
     pub(crate) faults: Faults,
     /// Unix time of start, the `created` of the listed model.
     pub(crate) created: u64,
+    /// ComfyUI's prompt queue and history.
+    pub(crate) queue: prompt::Queue,
+    /// ComfyUI's progress sockets.
+    pub(crate) sockets: ws::Sockets,
+    /// Set when the sim stops: its sockets and running prompts end.
+    pub(crate) stopped: watch::Sender<bool>,
     ids: AtomicU64,
 }
 
 impl Shared {
+    /// Resolves when the sim stops.
+    pub(crate) async fn stopping(&self) {
+        let mut stopped = self.stopped.subscribe();
+        let _ = stopped.wait_for(|s| *s).await;
+    }
+
     /// A number for response ids, unique within this server.
     pub(crate) fn next_id(&self) -> u64 {
         self.ids.fetch_add(1, Ordering::Relaxed)
     }
+}
+
+/// Milliseconds since the Unix epoch (ComfyUI's message timestamps).
+pub(crate) fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Seconds since the Unix epoch.
@@ -105,6 +128,9 @@ impl Sim {
             stats: Arc::new(Stats::new()),
             faults: Faults::new(&config, seed),
             created: unix_now(),
+            queue: prompt::Queue::default(),
+            sockets: ws::Sockets::default(),
+            stopped: watch::Sender::new(false),
             ids: AtomicU64::new(1),
             config,
         });
@@ -160,6 +186,7 @@ impl Sim {
 
 impl Drop for Sim {
     fn drop(&mut self) {
+        self.shared.stopped.send_replace(true);
         self.task.abort();
     }
 }

@@ -132,9 +132,14 @@ impl Model {
         job.finish(Outcome::Completed);
     }
 
+    /// Waits for an image slot: the job is then active.
+    pub(crate) async fn start_image(&self, job: Job) -> Job {
+        job.admit(&self.image_slots).await
+    }
+
     /// Renders one image: waits for an image slot, then sleeps the image's time.
     pub(crate) async fn render(&self, job: Job, width: u64, height: u64, steps: u64) {
-        let job = job.admit(&self.image_slots).await;
+        let job = self.start_image(job).await;
         tokio::time::sleep(self.image_time(width, height, steps)).await;
         job.finish(Outcome::Completed);
     }

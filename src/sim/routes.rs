@@ -7,27 +7,35 @@ use super::error::SimError;
 use super::faults::{Fate, Health};
 use super::metrics::{Api, Ended};
 use super::stats::Job;
-use super::{audio, comfyui, embeddings, images, openai, tgi};
+use super::{audio, comfyui, embeddings, images, openai, prompt, tgi, ws};
 use crate::http_util::{Body, json_response};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use serde_json::{Map, Value, json};
+use std::sync::Arc;
 
 /// Largest request body the sim reads: ComfyUI graphs can be large, and audio uploads up
 /// to OpenAI's 25 MB must fit.
 pub const MAX_BODY: usize = 32 << 20;
 
 /// Serves one request. Never fails: errors become JSON answers.
-pub(crate) async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
+pub(crate) async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     dispatch(shared, req).await.unwrap_or_else(|e| {
         tracing::debug!(status = %e.status(), error = %e, "request refused");
         e.into_response()
     })
 }
 
-async fn dispatch(shared: &Shared, req: Request<Incoming>) -> Result<Response<Body>, SimError> {
+async fn dispatch(
+    shared: &Arc<Shared>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, SimError> {
+    if let Some(id) = req.uri().path().strip_prefix("/history/") {
+        allow(req.method(), Method::GET)?;
+        return Ok(prompt::history(shared, Some(id)));
+    }
     let api = match req.uri().path() {
         "/health" => {
             allow(req.method(), Method::GET)?;
@@ -60,6 +68,18 @@ async fn dispatch(shared: &Shared, req: Request<Incoming>) -> Result<Response<Bo
         "/v1/images/generations" => Api::ImageGenerations,
         "/v1/audio/transcriptions" => Api::Transcriptions,
         "/v1/audio/speech" => Api::Speech,
+        "/ws" => {
+            allow(req.method(), Method::GET)?;
+            return ws::open(shared, req);
+        }
+        "/history" => {
+            allow(req.method(), Method::GET)?;
+            return Ok(prompt::history(shared, None));
+        }
+        "/prompt" if [Method::GET, Method::HEAD].contains(req.method()) => {
+            return Ok(prompt::queue_info(shared));
+        }
+        "/prompt" => Api::Prompt,
         other => return Err(SimError::NotFound(other.to_string())),
     };
     allow(req.method(), Method::POST)?;
@@ -74,7 +94,7 @@ async fn dispatch(shared: &Shared, req: Request<Incoming>) -> Result<Response<Bo
 
 /// An API request past routing: the start-up gate, the fault draw, then its handler.
 async fn serve_api(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     api: Api,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, SimError> {
@@ -112,6 +132,7 @@ async fn serve_api(
         Api::ImageGenerations => images::generations(shared, &body).await,
         Api::Transcriptions => audio::transcriptions(shared, &head.headers, &bytes).await,
         Api::Speech => audio::speech(shared, &body).await,
+        Api::Prompt => prompt::submit(shared, &body),
     }
 }
 

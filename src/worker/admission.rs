@@ -202,6 +202,18 @@ impl Admission {
         Ok(Admitted { ticket, permit })
     }
 
+    /// Admits work that holds no backend slot (a WebSocket): `ready`, within the wait limit,
+    /// then at once in flight. Every refusal is counted as rejected.
+    pub fn admit_without_slot(&self, info: &RequestInfo) -> Result<Admitted, WorkerError> {
+        self.ready_for(info)?;
+        let mut ticket = self.ledger.admit(info)?;
+        ticket.start();
+        Ok(Admitted {
+            ticket,
+            permit: None,
+        })
+    }
+
     /// Whether the worker takes new work (`ready`); when it does not, the refusal (503) is
     /// recorded as the rejection of `info`.
     pub fn ready_for(&self, info: &RequestInfo) -> Result<(), WorkerError> {

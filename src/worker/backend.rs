@@ -32,6 +32,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::task::AbortHandle;
 
+mod upgrade;
+pub use upgrade::{BackendSocket, Switched, UpgradeAnswer};
+
 impl BackendError {
     /// What went wrong, without the backend's address: for answers to clients.
     pub fn kind(&self) -> &'static str {
@@ -497,9 +500,10 @@ where
         .await
         .map_err(BackendError::Request)?;
     // Internal: the connection driver must run on its own; it ends when both the sender
-    // and any response body are dropped, which is what closes the socket on cancel.
+    // and any response body are dropped, which is what closes the socket on cancel. After a
+    // `101 Switching Protocols` it hands the socket over to `hyper::upgrade::on` and ends.
     let driver = tokio::spawn(async move {
-        if let Err(e) = conn.await {
+        if let Err(e) = conn.with_upgrades().await {
             tracing::debug!(error = %e, "backend connection ended with an error");
         }
     })

@@ -1,15 +1,16 @@
 //! Translation between the client's request and the backend's (PROTOCOL.md §2,
 //! "Forwarding"), and the send that waits for the backend's response head.
 
-use super::backend::{Backend, ResponseBody};
+use super::backend::{Backend, BackendError, ResponseBody, UpgradeAnswer};
 use super::envelope::{Inbound, Payload};
 use super::error::WorkerError;
+use super::websocket::{Accepted, ClientUpgrade, restore_upgrade_headers};
 use crate::http_util::{Body, full, strip_hop_by_hop};
 use crate::serve::read_timeout::BodyReadTimeout;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
-use http::{Request, Response};
+use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +26,24 @@ pub struct Forward {
     pub response_start_timeout: Option<Duration>,
 }
 
+/// What the backend answered a request with.
+pub enum Sent {
+    /// A response, relayed to the client.
+    Response(Response<ResponseBody>),
+    /// `101 Switching Protocols` to a WebSocket handshake: the socket to relay.
+    Switched(Accepted),
+}
+
+impl Sent {
+    /// The backend's status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Sent::Response(r) => r.status(),
+            Sent::Switched(s) => s.backend.head.status,
+        }
+    }
+}
+
 impl Forward {
     /// Sends the client's request to the backend and waits for the response head.
     pub async fn send(
@@ -33,7 +52,33 @@ impl Forward {
         inbound: Inbound,
     ) -> Result<Response<ResponseBody>, WorkerError> {
         let (req, replay) = backend_request(&self.backend, parts, inbound, self.max_body_size);
-        let send = self.backend.send(req, replay);
+        self.answer(self.backend.send(req, replay)).await
+    }
+
+    /// Sends a WebSocket handshake to the backend, with its upgrade headers and no body,
+    /// and waits for the answer's head: `101` gives the socket to relay, anything else is
+    /// a response like any other.
+    pub async fn upgrade(
+        &self,
+        parts: &Parts,
+        inbound: Inbound,
+        client: ClientUpgrade,
+    ) -> Result<Sent, WorkerError> {
+        let (mut req, _) = backend_request(&self.backend, parts, inbound, self.max_body_size);
+        *req.body_mut() = crate::http_util::empty();
+        restore_upgrade_headers(&parts.headers, req.headers_mut());
+        Ok(match self.answer(self.backend.upgrade(req)).await? {
+            UpgradeAnswer::Refused(resp) => Sent::Response(resp),
+            UpgradeAnswer::Switched(backend) => Sent::Switched(Accepted { client, backend }),
+        })
+    }
+
+    /// The backend's answer within `RESPONSE_START_TIMEOUT`, its failure as the client's
+    /// error.
+    async fn answer<T>(
+        &self,
+        send: impl Future<Output = Result<T, BackendError>>,
+    ) -> Result<T, WorkerError> {
         let sent = match self.response_start_timeout {
             Some(limit) => tokio::time::timeout(limit, send)
                 .await

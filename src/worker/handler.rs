@@ -10,14 +10,19 @@
 //! the session's [`Entered`] guard along the same path; its close is raced with the wait for
 //! a slot and for the backend's head (410 `session_closed`), then watched by the relay,
 //! which cuts the body. Requests outside sessions carry none and pay nothing for it.
+//!
+//! A WebSocket handshake takes the same path up to the backend's answer; after a `101` the
+//! socket is relayed by [`websocket`], which holds the guards until the socket closes (a
+//! socket opened in a session closes with it).
 
 use super::admission::Admitted;
-use super::backend::ResponseBody;
 use super::envelope::{self, EnvelopeRules, Inbound};
 use super::error::WorkerError;
+use super::forward::Sent;
 use super::ledger::{Kind, Outcome, RequestInfo};
 use super::observe::Record;
 use super::session::{self, Entered};
+use super::websocket::{self, ClientUpgrade};
 use super::{Shared, relay, routes};
 use crate::http_util::Body;
 use http::request::Parts;
@@ -41,9 +46,28 @@ pub async fn handle(
     if let Some(route) = session::routes::Route::of(&parts.method, parts.uri.path()) {
         return session::routes::serve(&shared, route, &parts, body, record).await;
     }
-    match proxy(&shared, &parts, body, &mut record).await {
+    // A WebSocket handshake takes the same path; only the forwarding differs.
+    let upgrade = ClientUpgrade::take(&mut parts);
+    match proxy(&shared, &parts, body, &mut record, upgrade).await {
         Ok(Answer {
-            resp,
+            resp: Sent::Switched(accepted),
+            admitted,
+            session,
+            ..
+        }) => {
+            let limits = websocket::splice::Limits {
+                idle_timeout: shared.config.websocket_idle_timeout,
+                close_grace: super::CLOSE_GRACE,
+            };
+            let socket = websocket::Socket {
+                admitted,
+                record,
+                session,
+            };
+            websocket::open(accepted, socket, &shared.websockets, limits)
+        }
+        Ok(Answer {
+            resp: Sent::Response(resp),
             admitted,
             stream_send_timeout,
             session,
@@ -64,7 +88,7 @@ pub async fn handle(
 
 /// The backend's response head, with what the relay needs to carry the body.
 struct Answer {
-    resp: Response<ResponseBody>,
+    resp: Sent,
     admitted: Admitted,
     stream_send_timeout: Option<Duration>,
     session: Option<Entered>,
@@ -75,6 +99,7 @@ async fn proxy(
     parts: &Parts,
     body: Incoming,
     record: &mut Record,
+    upgrade: Option<ClientUpgrade>,
 ) -> Result<Answer, WorkerError> {
     let cfg = &shared.config;
     let rules = EnvelopeRules {
@@ -115,13 +140,13 @@ async fn proxy(
     }
     record.describe(&info);
     let sent = match session.as_mut() {
-        None => admit_and_send(shared, parts, inbound, &info, record).await,
+        None => admit_and_send(shared, parts, inbound, &info, record, upgrade).await,
         // The session may close while the request waits for a slot or the backend's head:
         // dropping that future cancels both (the backend connection is closed).
         Some(s) => tokio::select! {
             biased;
             () = s.closed() => Err(WorkerError::SessionClosed),
-            sent = admit_and_send(shared, parts, inbound, &info, record) => sent,
+            sent = admit_and_send(shared, parts, inbound, &info, record, upgrade) => sent,
         },
     };
     let (admitted, resp) = sent?;
@@ -155,21 +180,35 @@ fn authenticate(shared: &Shared, inbound: &Inbound) -> Result<(), WorkerError> {
     }
 }
 
-/// Admission, then the backend up to its response head.
+/// Admission, then the backend up to its response head (or its `101` for a WebSocket).
 async fn admit_and_send(
     shared: &Shared,
     parts: &Parts,
     mut inbound: Inbound,
     info: &RequestInfo,
     record: &mut Record,
-) -> Result<(Admitted, Response<ResponseBody>), WorkerError> {
+    upgrade: Option<ClientUpgrade>,
+) -> Result<(Admitted, Sent), WorkerError> {
     // The buffered body's share of MAX_BUFFERED_BYTES, until the backend has taken it.
     let held = inbound.held.take();
     let arrived = Instant::now();
-    let admitted = shared.admission.admit(info).await?;
+    let admitted = match upgrade {
+        None => shared.admission.admit(info).await?,
+        // A socket is in the working set until it closes, but takes no concurrency slot:
+        // it mostly waits (a progress socket beside a job), and with ALLOW_PARALLEL=false
+        // it would otherwise hold the only slot its own job needs.
+        Some(_) => shared.admission.admit_without_slot(info)?,
+    };
     let sent_at = Instant::now();
     record.queued(sent_at - arrived);
-    let sent = shared.forward.send(parts, inbound).await;
+    let sent = match upgrade {
+        None => shared
+            .forward
+            .send(parts, inbound)
+            .await
+            .map(Sent::Response),
+        Some(client) => shared.forward.upgrade(parts, inbound, client).await,
+    };
     drop(held);
     match sent {
         Ok(resp) => {

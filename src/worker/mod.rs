@@ -25,6 +25,7 @@ pub mod report;
 pub mod routes;
 pub mod session;
 mod startup;
+pub mod websocket;
 
 use crate::tls::server::ServerTls;
 use admission::{Admission, AdmissionRules, WorkloadRule};
@@ -62,6 +63,8 @@ pub struct Shared {
     pub observer: Arc<Observer>,
     /// Open sessions.
     pub sessions: Arc<Sessions>,
+    /// Open WebSockets, which the drain closes.
+    pub websockets: websocket::Sockets,
     admission: Admission,
     auth: Auth,
     forward: Forward,
@@ -229,13 +232,19 @@ impl Worker {
         if !emptied {
             tracing::warn!(
                 left = ledger.snapshot().working(),
+                websockets = self.shared.websockets.open(),
                 "drain timeout passed with requests still in flight"
             );
         }
         self.shared.sessions.close_all(CloseReason::Drained).await;
-        let closed = self
-            .close(deadline.max(tokio::time::Instant::now() + CLOSE_GRACE))
-            .await;
+        // Open WebSockets get a close frame 1001 each way and CLOSE_GRACE to answer it.
+        let sockets = &self.shared.websockets;
+        sockets.close_all();
+        let grace = tokio::time::Instant::now() + CLOSE_GRACE;
+        let (closed, _) = tokio::join!(
+            self.close(deadline.max(grace)),
+            tokio::time::timeout_at(grace + CLOSE_GRACE, sockets.all_closed())
+        );
         if let Some(r) = &self.shared.reporter {
             r.send_status(&self.shared.sources(), &mut report::Disk::default())
                 .await;
@@ -310,6 +319,7 @@ fn session_end_listener(
 
 impl Drop for Worker {
     fn drop(&mut self) {
+        self.shared.websockets.close_all();
         for t in &self.tasks {
             t.abort();
         }
@@ -398,6 +408,7 @@ impl Shared {
             book,
             observer,
             sessions,
+            websockets: websocket::Sockets::default(),
             auth,
             forward,
             reporter,

@@ -137,6 +137,7 @@ pub fn status(shared: &Shared) -> serde_json::Value {
         "max_wait_time": shared.config.max_wait_time,
         "queued": snap.queued,
         "in_flight": snap.in_flight,
+        "websockets": shared.websockets.open(),
         "working_request_idxs": snap.working_request_idxs,
         "sessions": shared.sessions.list(),
         "totals": snap.totals,

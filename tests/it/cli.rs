@@ -100,6 +100,7 @@ fn help_documents_every_setting_with_its_environment_name() {
         "MAX_BODY_SIZE",
         "RESPONSE_START_TIMEOUT",
         "IDLE_TIMEOUT",
+        "WEBSOCKET_IDLE_TIMEOUT",
         "LOG_LEVEL",
         "MODEL_NAME",
         "REPORT_ADDR",

@@ -38,3 +38,4 @@ mod tls;
 mod untrusted;
 mod vast;
 mod vastai_client;
+mod websocket;

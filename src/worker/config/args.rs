@@ -77,6 +77,10 @@ crate::env::settings! {
     /// Seconds the backend may send nothing while the worker waits for the next frame of a
     /// response (time the client takes to read does not count); the request errors after.
     idle_timeout: "idle-timeout" "SECS", default "none", env "IDLE_TIMEOUT";
+    /// Seconds a relayed WebSocket may carry no byte in either direction; both sides then
+    /// get a close frame (1001) and the socket closes. `none` or 0 turns it off.
+    websocket_idle_timeout: "websocket-idle-timeout" "SECS", default "300",
+        env "WEBSOCKET_IDLE_TIMEOUT";
     /// Seconds an idle backend connection is kept for reuse; keep it below the backend's own
     /// keep-alive (uvicorn: 5 s).
     backend_pool_idle_timeout: "backend-pool-idle-timeout" "SECS", default "4",

@@ -129,6 +129,8 @@ pub struct WorkerConfig {
     pub response_start_timeout: Option<Duration>,
     /// Limit on the gap between response body frames. Default is none.
     pub idle_timeout: Option<Duration>,
+    /// Limit on a relayed WebSocket's silence, both directions together. Default is 300 s.
+    pub websocket_idle_timeout: Option<Duration>,
     /// How long idle backend connections are kept. Default is 4 s.
     pub pool_idle_timeout: Duration,
     /// `tracing` filter directive. Default is `info`.
@@ -314,6 +316,7 @@ impl WorkerConfig {
             .ok_or_else(|| raw.error("expected a number of seconds > 0"))?;
         let response_start_timeout = args.response_start_timeout().get(env).optional_secs()?;
         let idle_timeout = args.idle_timeout().get(env).optional_secs()?;
+        let websocket_idle_timeout = args.websocket_idle_timeout().get(env).optional_secs()?;
         let pool_idle_timeout = args.backend_pool_idle_timeout().get(env).secs()?;
         let log_level = parse::log_level(&args.log_level().get(env))?;
         let raw = args.log_format().get(env);
@@ -386,6 +389,7 @@ impl WorkerConfig {
             connect_timeout,
             response_start_timeout,
             idle_timeout,
+            websocket_idle_timeout,
             pool_idle_timeout,
             log_level,
             log_json,

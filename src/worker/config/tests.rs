@@ -363,3 +363,18 @@ fn session_settings_have_defaults_and_can_be_set() {
         assert_eq!(e.setting, var, "{e}");
     }
 }
+
+#[test]
+fn websocket_idle_timeout_defaults_to_five_minutes_and_can_be_turned_off() {
+    let base = [("UNSECURED", "true"), ("MAX_PERF", "1")];
+    let c = load(&base).unwrap();
+    assert_eq!(c.websocket_idle_timeout, Some(Duration::from_secs(300)));
+    let c = load(&[base[0], base[1], ("WEBSOCKET_IDLE_TIMEOUT", "2.5")]).unwrap();
+    assert_eq!(c.websocket_idle_timeout, Some(Duration::from_millis(2500)));
+    for off in ["0", "none"] {
+        let c = load(&[base[0], base[1], ("WEBSOCKET_IDLE_TIMEOUT", off)]).unwrap();
+        assert_eq!(c.websocket_idle_timeout, None, "{off}");
+    }
+    let e = load(&[base[0], base[1], ("WEBSOCKET_IDLE_TIMEOUT", "soon")]).unwrap_err();
+    assert!(e.to_string().contains("WEBSOCKET_IDLE_TIMEOUT"), "{e}");
+}

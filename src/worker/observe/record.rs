@@ -172,6 +172,13 @@ impl Record {
         self.bytes_out += len as u64;
     }
 
+    /// An upgraded connection (a WebSocket) relayed `to_backend` bytes from the client and
+    /// `to_client` bytes back: its bytes in and out.
+    pub fn relayed(&mut self, to_backend: u64, to_client: u64) {
+        self.bytes_in = Some(to_backend);
+        self.bytes_out = to_client;
+    }
+
     /// Adds `X-Request-Id` and the worker's `Server-Timing` to a response head.
     pub fn stamp(&self, headers: &mut HeaderMap) {
         headers.insert(X_REQUEST_ID.clone(), self.id.clone());
