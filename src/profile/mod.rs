@@ -232,14 +232,28 @@ mod tests {
             .unwrap()
             .render(&template::RenderContext { model: "m".into() });
         assert_eq!(p.workload.measured(&body, None), Some(5242.88));
-        let text = body.to_string();
-        let view = RequestView {
-            path: "/prompt",
-            body: Some(text.as_bytes()),
-            body_bytes: Some(text.len() as u64),
-        };
-        // No [routes]: the one rule counts every path.
-        assert_eq!(p.request_workload(&view), Ok(Some(5242.88)));
+        fn view<'a>(path: &'a str, text: &'a str) -> RequestView<'a> {
+            RequestView {
+                path,
+                body: Some(text.as_bytes()),
+                body_bytes: Some(text.len() as u64),
+            }
+        }
+        let wrapper = body.to_string();
+        assert_eq!(
+            p.request_workload(&view(&p.request.path, &wrapper)),
+            Ok(Some(5242.88))
+        );
+        // ComfyUI's own queue takes the same graph as `prompt`: the same workload.
+        let queued =
+            serde_json::json!({"prompt": body["input"]["workflow_json"], "client_id": "c"});
+        let queued = queued.to_string();
+        assert_eq!(
+            p.request_workload(&view("/prompt", &queued)),
+            Ok(Some(5242.88))
+        );
+        // Any other path has no rule: the client's cost, else DEFAULT_COST.
+        assert_eq!(p.request_workload(&view("/history", "")), Ok(None));
     }
 
     #[test]
