@@ -213,3 +213,27 @@ async fn the_proxy_pins_a_named_session_to_one_worker_and_reopens_it_when_gone()
     assert_settled(holder).await;
     assert_settled(other).await;
 }
+
+#[tokio::test]
+async fn query_form_requests_of_a_session_pass_a_replay_window() {
+    // The autoscaler's auth_data carries `__request_id`, which the query form does not:
+    // a GET or an upload of the session (and its WebSocket) must still be recognised as
+    // the session's own auth_data, not refused as a replay of its create request.
+    let mut backend = echo_backend().await;
+    let autoscaler = Autoscaler::start(local_autoscaler("ep", KEY))
+        .await
+        .unwrap();
+    let mut config = signed_config(backend.url(), &autoscaler, 1);
+    config.replay_window = 16;
+    let worker = start_worker(config).await;
+    let client = Client::new(test_config(&autoscaler.url(), "ep", KEY)).unwrap();
+    let session = client.open_session(&SessionSpec::default()).await.unwrap();
+    for _ in 0..2 {
+        let get = ClientRequest::new(Method::GET, "/v1/models");
+        let resp = client.session_request(&session, get).await.unwrap();
+        assert_eq!(resp.status(), 200, "{:?}", body_json(resp).await);
+        assert_eq!(backend.next_request().await.uri.path(), "/v1/models");
+    }
+    assert!(client.close_session(&session).await.unwrap());
+    assert_settled(&worker).await;
+}

@@ -3,6 +3,7 @@
 //! does. It is compared as JSON values (key order and number spelling do not matter, `10`
 //! equals `10.0` as in Python), and the signature in constant time.
 
+use crate::worker::envelope::AUTH_KEYS;
 use serde_json::{Map, Value};
 
 /// Whether `given` (a request's `session_auth`) is the session's stored `auth_data`.
@@ -18,6 +19,20 @@ pub fn same_fields(a: &Map<String, Value>, b: &Map<String, Value>) -> bool {
             (_, None) => false,
             ("signature", Some(vb)) => same_signature(va, vb),
             (_, Some(vb)) => same_value(va, vb),
+        })
+}
+
+/// Whether a request's `auth_data` is the session's own as far as the signature goes: the
+/// same values of the keys every `auth_data` carries ([`AUTH_KEYS`], the signature among
+/// them). Keys beyond those (the autoscaler's `__request_id`) are not compared: the query
+/// form (`serverless_*`, a GET, an upload, a WebSocket of the session) cannot carry them.
+pub fn same_signed(stored: &Map<String, Value>, given: &Map<String, Value>) -> bool {
+    AUTH_KEYS
+        .iter()
+        .all(|k| match (stored.get(*k), given.get(*k)) {
+            (Some(a), Some(b)) if *k == "signature" => same_signature(a, b),
+            (Some(a), Some(b)) => same_value(a, b),
+            _ => false,
         })
 }
 
@@ -70,6 +85,23 @@ mod tests {
         let given = json!({"url": "http://w", "signature": "c2ln", "request_idx": 3,
                            "reqnum": 3.0, "endpoint": "e", "cost": 10.0, "__request_id": "r"});
         assert!(matches(&stored(), &given));
+    }
+
+    #[test]
+    fn the_query_form_of_the_auth_data_is_the_sessions_own() {
+        // As split_query types it: numbers for cost, reqnum and request_idx, strings else,
+        // and no `__request_id`.
+        let query = json!({"cost": 10, "endpoint": "e", "reqnum": 3, "request_idx": 3,
+                           "signature": "c2ln", "url": "http://w"});
+        let query = query.as_object().unwrap();
+        assert!(!same_fields(&stored(), query), "not the whole auth_data");
+        assert!(same_signed(&stored(), query));
+        let mut other = query.clone();
+        other["signature"] = json!("c2lO");
+        assert!(!same_signed(&stored(), &other), "another signature");
+        let mut other = query.clone();
+        other.remove("url");
+        assert!(!same_signed(&stored(), &other), "a signed key missing");
     }
 
     #[test]

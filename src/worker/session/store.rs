@@ -190,12 +190,12 @@ impl Sessions {
         Ok(opened)
     }
 
-    /// Whether `auth` is the `auth_data` the open session `id` was created with; `None`
-    /// when no session `id` is open.
+    /// Whether `auth` is the `auth_data` the open session `id` was created with (its signed
+    /// keys: a query-form request carries no others); `None` when no session `id` is open.
     pub fn holds(&self, id: &str, auth: &AuthData) -> Option<bool> {
         self.lock()
             .get(id)
-            .map(|s| credential::same_fields(&s.auth_data, &auth.fields))
+            .map(|s| credential::same_signed(&s.auth_data, &auth.fields))
     }
 
     /// Enters a request into the open session `id`: it extends the session and counts in
