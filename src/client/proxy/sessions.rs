@@ -115,7 +115,13 @@ impl Sessions {
         req: ClientRequest,
     ) -> Result<Response<Body>, SessionError> {
         let slot = self.slot(name)?;
-        let session = self.session(client, &slot, None).await?;
+        let session = match self.session(client, &slot, None).await {
+            Ok(s) => s,
+            Err(e) => {
+                self.forget_if_empty(name, &slot).await;
+                return Err(e.into());
+            }
+        };
         let resp = client.session_request(&session, req.clone()).await?;
         if resp.status() != StatusCode::GONE {
             return Ok(resp);
@@ -144,6 +150,19 @@ impl Sessions {
             "session gone on its worker; opening a new one");
         let session = self.session(client, &slot, Some(&session.id)).await?;
         Ok(client.session_request(&session, req).await?)
+    }
+
+    /// Drops the slot of `name` when it holds no session (opening one failed), so a name
+    /// that never got a session does not count against `--max-sessions`.
+    async fn forget_if_empty(&self, name: &str, slot: &Slot) {
+        let held = slot.lock().await;
+        if held.is_some() {
+            return;
+        }
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        if slots.get(name).is_some_and(|s| Arc::ptr_eq(s, slot)) {
+            slots.remove(name);
+        }
     }
 
     /// The sessions held, for `GET /_vespa/proxy/sessions`.
@@ -241,6 +260,22 @@ mod tests {
         t.slot("b").unwrap();
         t.slot("a").unwrap();
         assert!(matches!(t.slot("c"), Err(SessionError::TooMany(2))));
+    }
+
+    #[tokio::test]
+    async fn a_name_whose_session_could_not_open_does_not_hold_a_place() {
+        let t = table(None, 1);
+        let mut c = crate::client::ClientConfig::new("http://127.0.0.1:9", "ep", "k");
+        // Nothing listens on port 9 of the loopback: every open fails at once.
+        c.debug_worker_url = Some("http://127.0.0.1:9".into());
+        c.max_attempts = 1;
+        let client = Client::new(c).unwrap();
+        let req = || ClientRequest::new(http::Method::GET, "/x");
+        for name in ["a", "b"] {
+            let err = t.request(&client, name, req()).await.unwrap_err();
+            assert!(matches!(err, SessionError::Client(_)), "{name}: {err}");
+        }
+        assert!(t.slot("c").is_ok(), "failed opens leave no slot behind");
     }
 
     #[test]
