@@ -20,6 +20,8 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// Request header naming the session a request belongs to.
 pub const SESSION_HEADER: &str = "x-vespa-session";
@@ -29,6 +31,13 @@ pub const MAX_NAME_LEN: usize = 256;
 const GONE_BODY_LIMIT: usize = 4096;
 
 type Slot = Arc<tokio::sync::Mutex<Option<Session>>>;
+
+/// A name's slot and when a request last used it.
+#[derive(Debug)]
+struct Held {
+    slot: Slot,
+    used: Instant,
+}
 
 /// Why a request could not be sent in its session.
 #[derive(Debug, thiserror::Error)]
@@ -48,7 +57,7 @@ pub enum SessionError {
 #[derive(Debug)]
 pub struct Sessions {
     config: SessionsConfig,
-    slots: Mutex<HashMap<String, Slot>>,
+    slots: Mutex<HashMap<String, Held>>,
 }
 
 impl Sessions {
@@ -75,15 +84,30 @@ impl Sessions {
     }
 
     fn slot(&self, name: &str) -> Result<Slot, SessionError> {
+        let now = Instant::now();
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(s) = slots.get(name) {
-            return Ok(Arc::clone(s));
+        if let Some(held) = slots.get_mut(name) {
+            held.used = now;
+            return Ok(Arc::clone(&held.slot));
+        }
+        if slots.len() >= self.config.max {
+            // A name unused for twice the lifetime has no session left on its worker (it
+            // expires `lifetime` after its latest request): its place is free again, unless
+            // a request still holds it.
+            let idle = Duration::from_secs_f64(self.config.spec.lifetime * 2.0);
+            slots.retain(|_, h| Arc::strong_count(&h.slot) > 1 || now - h.used < idle);
         }
         if slots.len() >= self.config.max {
             return Err(SessionError::TooMany(self.config.max));
         }
         let slot = Slot::default();
-        slots.insert(name.to_string(), Arc::clone(&slot));
+        slots.insert(
+            name.to_string(),
+            Held {
+                slot: Arc::clone(&slot),
+                used: now,
+            },
+        );
         Ok(slot)
     }
 
@@ -160,7 +184,7 @@ impl Sessions {
             return;
         }
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-        if slots.get(name).is_some_and(|s| Arc::ptr_eq(s, slot)) {
+        if slots.get(name).is_some_and(|h| Arc::ptr_eq(&h.slot, slot)) {
             slots.remove(name);
         }
     }
@@ -171,7 +195,7 @@ impl Sessions {
             let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
             slots
                 .iter()
-                .map(|(n, s)| (n.clone(), Arc::clone(s)))
+                .map(|(n, h)| (n.clone(), Arc::clone(&h.slot)))
                 .collect()
         };
         let mut out = serde_json::Map::new();
@@ -190,7 +214,7 @@ impl Sessions {
     pub async fn close(&self, client: &Client, name: &str) -> Result<bool, ClientError> {
         let slot = {
             let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-            slots.remove(name)
+            slots.remove(name).map(|h| h.slot)
         };
         let Some(slot) = slot else {
             return Ok(false);
@@ -276,6 +300,33 @@ mod tests {
             assert!(matches!(err, SessionError::Client(_)), "{name}: {err}");
         }
         assert!(t.slot("c").is_ok(), "failed opens leave no slot behind");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_name_idle_for_twice_the_lifetime_gives_its_place_back() {
+        let mut config = SessionsConfig {
+            max: 1,
+            ..SessionsConfig::default()
+        };
+        config.spec.lifetime = 10.0;
+        let t = Sessions::new(config);
+        drop(t.slot("a").unwrap());
+        tokio::time::advance(Duration::from_secs(15)).await;
+        assert!(t.slot("a").is_ok(), "a known name is used again");
+        assert!(matches!(t.slot("b"), Err(SessionError::TooMany(1))));
+        tokio::time::advance(Duration::from_secs(19)).await;
+        assert!(
+            matches!(t.slot("b"), Err(SessionError::TooMany(1))),
+            "a used 19 s ago"
+        );
+        let held = t.slot("a").unwrap();
+        tokio::time::advance(Duration::from_secs(25)).await;
+        assert!(
+            matches!(t.slot("b"), Err(SessionError::TooMany(1))),
+            "a request still holds a"
+        );
+        drop(held);
+        assert!(t.slot("b").is_ok(), "a idle for 25 s > 2 × 10 s");
     }
 
     #[test]
