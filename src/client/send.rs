@@ -113,9 +113,22 @@ impl Client {
     /// A 429 or 503 on the last attempt is returned as a response (with the worker's
     /// `Retry-After`), not as an error.
     pub async fn request(&self, req: ClientRequest) -> Result<Response<Body>, ClientError> {
-        let c = &self.inner.config;
         check_path(&req.path)?;
         let cost = self.cost_of(&req);
+        let routed = self.routed(&req, cost).await?;
+        Ok(into_response(routed.resp, routed.worker))
+    }
+
+    /// Routes `req` with workload `cost` and sends it to the worker assigned, trying again
+    /// through `/route/` while a worker is unreachable or answers 429/503 before its
+    /// response starts, up to `max_attempts` in all. The last attempt's answer is returned
+    /// whatever its status.
+    pub(super) async fn routed(
+        &self,
+        req: &ClientRequest,
+        cost: f64,
+    ) -> Result<Routed, ClientError> {
+        let c = &self.inner.config;
         let shape = envelope::shape(&req.method, &req.headers, &req.body);
         let headers = forward_headers(&req.headers, shape);
         let mut request_idx = 0;
@@ -129,7 +142,7 @@ impl Client {
                 .unwrap_or(request_idx);
             let worker = worker_of(&auth);
             let sent = self
-                .send_to(&worker, &auth, &req, shape, &headers, None)
+                .send_to(&worker, &auth, req, shape, &headers, None)
                 .await;
             let last = attempt >= c.max_attempts;
             match sent {
@@ -137,7 +150,7 @@ impl Client {
                     tracing::info!(worker = %worker, status = %resp.status(), attempt,
                         "worker refused before responding; routing again");
                 }
-                Ok(resp) => return Ok(into_response(resp, worker)),
+                Ok(resp) => return Ok(Routed { resp, worker, auth }),
                 Err(e) if !last && (e.is_worker_unavailable() || e.is_worker_tls()) => {
                     tracing::info!(worker = %worker, error = %e, attempt,
                         "worker unreachable; routing again");
@@ -197,6 +210,14 @@ impl Client {
             _ => unreachable!("a JSON object literal"),
         }
     }
+}
+
+/// A routed request's answer: the worker's response head, the worker, and the signed
+/// `auth_data` it was sent with.
+pub(super) struct Routed {
+    pub resp: reqwest::Response,
+    pub worker: String,
+    pub auth: Map<String, Value>,
 }
 
 /// A request path must start with `/`.

@@ -15,8 +15,8 @@
 //! answer means the session is gone (ended, expired, or its worker restarted); the caller
 //! opens a new one.
 
-use super::envelope::{self, Shape};
-use super::send::forward_headers;
+use super::envelope;
+use super::send::{Routed, forward_headers};
 use super::{Client, ClientError, ClientRequest};
 use crate::http_util::Body;
 use http::{Response, StatusCode};
@@ -96,55 +96,26 @@ impl Client {
             "on_close_payload": spec.on_close_payload,
         });
         let create = ClientRequest::post_json("/session/create", &payload);
-        let headers = forward_headers(&create.headers, Shape::Envelope);
-        let mut request_idx = 0;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let last = attempt >= c.max_attempts;
-            let auth = self.assign(cost, request_idx).await?;
-            request_idx = auth
-                .get("request_idx")
-                .and_then(Value::as_u64)
-                .unwrap_or(request_idx);
-            let worker = worker_of(&auth);
-            let sent = self
-                .send_to(&worker, &auth, &create, Shape::Envelope, &headers, None)
-                .await;
-            match sent {
-                Ok(resp) if resp.status() == StatusCode::CREATED => {
-                    let answer: Value = resp.json().await.unwrap_or(Value::Null);
-                    let Some(id) = answer.get("session_id").and_then(Value::as_str) else {
-                        return Err(refused(&worker, 201, "no session_id in the answer"));
-                    };
-                    tracing::info!(worker = %worker, "session opened");
-                    return Ok(Session {
-                        id: id.to_string(),
-                        worker,
-                        expiration: answer
-                            .get("expiration")
-                            .and_then(Value::as_f64)
-                            .unwrap_or(0.0),
-                        auth,
-                    });
-                }
-                Ok(resp) if !last && super::send::retryable(resp.status()) => {
-                    tracing::info!(worker = %worker, status = %resp.status(), attempt,
-                        "worker refused the session; routing again");
-                }
-                Ok(resp) => {
-                    let status = resp.status().as_u16();
-                    let text = resp.text().await.unwrap_or_default();
-                    return Err(refused(&worker, status, &error_text(&text)));
-                }
-                Err(e) if !last && (e.is_worker_unavailable() || e.is_worker_tls()) => {
-                    tracing::info!(worker = %worker, error = %e, attempt,
-                        "worker unreachable; routing again");
-                }
-                Err(e) => return Err(e.after_attempts(attempt)),
-            }
-            tokio::time::sleep(c.retry_backoff.delay(attempt - 1)).await;
+        let Routed { resp, worker, auth } = self.routed(&create, cost).await?;
+        let status = resp.status();
+        if status != StatusCode::CREATED {
+            let text = resp.text().await.unwrap_or_default();
+            return Err(refused(&worker, status.as_u16(), &error_text(&text)));
         }
+        let answer: Value = resp.json().await.unwrap_or(Value::Null);
+        let Some(id) = answer.get("session_id").and_then(Value::as_str) else {
+            return Err(refused(&worker, 201, "no session_id in the answer"));
+        };
+        tracing::info!(worker = %worker, "session opened");
+        Ok(Session {
+            id: id.to_string(),
+            worker,
+            expiration: answer
+                .get("expiration")
+                .and_then(Value::as_f64)
+                .unwrap_or(0.0),
+            auth,
+        })
     }
 
     /// Sends `req` in `session`, to its worker only. The response is returned as the
