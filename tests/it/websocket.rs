@@ -218,6 +218,21 @@ where
         .expect("message")
 }
 
+/// The code of the close frame the worker sends next (failing the test if the next message
+/// is anything else), after reading on until the connection ends: tungstenite answers the
+/// close frame itself.
+async fn close_code<S>(ws: &mut WebSocketStream<S>) -> u16
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let code = match next(ws).await {
+        Message::Close(Some(f)) => u16::from(f.code),
+        other => panic!("expected a close frame, got {other:?}"),
+    };
+    while let Some(Ok(_)) = ws.next().await {}
+    code
+}
+
 /// A raw handshake request's status and body (for refusals, which are not sockets).
 async fn refused_handshake(url: &str) -> (StatusCode, Value) {
     let req = Request::get(url)
@@ -397,11 +412,7 @@ async fn the_socket_is_in_flight_until_either_side_closes_and_its_end_is_counted
     let (_, _, control) = backend.opened().await;
     wait_until(&worker, |s| s.in_flight == 1).await;
     control.send(Command::Close(1000)).unwrap();
-    match next(&mut ws).await {
-        Message::Close(Some(f)) => assert_eq!(u16::from(f.code), 1000),
-        other => panic!("expected the backend's close, got {other:?}"),
-    }
-    while let Some(Ok(_)) = ws.next().await {}
+    assert_eq!(close_code(&mut ws).await, 1000, "the backend's close");
     assert_eq!(
         backend.closed().await,
         Some(1000),
@@ -455,12 +466,8 @@ async fn an_idle_socket_is_closed_with_1001_after_the_websocket_idle_timeout() {
     let (mut ws, _) = connect(&ws_url(&worker, "/quiet")).await;
     backend.opened().await;
     // Nothing more is sent: the worker's close frame is the next thing either side sees.
-    match next(&mut ws).await {
-        Message::Close(Some(f)) => assert_eq!(f.code, CloseCode::Away),
-        other => panic!("expected a close frame, got {other:?}"),
-    }
+    assert_eq!(close_code(&mut ws).await, 1001);
     assert_eq!(backend.closed().await, Some(1001));
-    while let Some(Ok(_)) = ws.next().await {}
     let s = assert_settled(&worker).await;
     assert_eq!(s.totals.served.requests, 1);
     let metrics = send(
@@ -487,17 +494,9 @@ async fn drain_closes_open_sockets_with_1001_to_both_sides_and_settles_them() {
     backend.opened().await;
     wait_until(&worker, |s| s.in_flight == 1).await;
     let drain = worker.drain(Duration::from_millis(100));
-    let client = async {
-        let close = next(&mut ws).await;
-        // tungstenite answers the close frame; read on until the connection ends.
-        while let Some(Ok(_)) = ws.next().await {}
-        close
-    };
-    let (finished, close, backend_close) = tokio::join!(drain, client, backend.closed());
-    match close {
-        Message::Close(Some(f)) => assert_eq!(f.code, CloseCode::Away),
-        other => panic!("expected a close frame, got {other:?}"),
-    }
+    let (finished, close, backend_close) =
+        tokio::join!(drain, close_code(&mut ws), backend.closed());
+    assert_eq!(close, 1001);
     assert_eq!(backend_close, Some(1001), "the backend sees a close too");
     assert!(!finished, "the socket was still open at the drain timeout");
     let s = assert_settled(&worker).await;
@@ -841,11 +840,7 @@ async fn a_socket_opened_in_a_session_closes_with_1001_when_the_session_ends() {
     ws.send(Message::text("ping")).await.unwrap();
     assert_eq!(next(&mut ws).await, Message::text("ping"));
     assert!(client.close_session(&session).await.unwrap());
-    match next(&mut ws).await {
-        Message::Close(Some(f)) => assert_eq!(f.code, CloseCode::Away),
-        other => panic!("expected a close frame, got {other:?}"),
-    }
-    while let Some(Ok(_)) = ws.next().await {}
+    assert_eq!(close_code(&mut ws).await, 1001);
     assert_eq!(
         backend.closed().await,
         Some(1001),
