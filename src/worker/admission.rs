@@ -6,6 +6,7 @@
 //! concurrency slot (tokio's semaphore is fair; the wait is cancelled by drop). It returns
 //! one guard, [`Admitted`], that holds the request's place in the working set and its slot
 //! until the response ends; dropping it unfinished records `cancelled` and frees the slot.
+//! A WebSocket goes through [`Admission::admit_without_slot`]: the same checks, no slot.
 
 use super::envelope::{Inbound, Payload};
 use super::error::WorkerError;
