@@ -35,6 +35,30 @@ pub enum Command {
     Demo(crate::demo::DemoArgs),
 }
 
+impl Cli {
+    /// The runtime the command runs on. `vespa worker` runs on `WORKER_THREADS` threads
+    /// (one by default: a current-thread runtime, where a request's client connection, its
+    /// backend connection and their wake-ups never cross threads); the other commands use
+    /// every core (`vespa load` and `vespa demo` generate load). An invalid
+    /// `WORKER_THREADS` gets one thread here and is reported by the worker's configuration.
+    pub fn runtime(&self, env: &dyn Env) -> std::io::Result<tokio::runtime::Runtime> {
+        let threads = match &self.command {
+            Command::Worker(args) => crate::worker::config::worker_threads(args, env).unwrap_or(1),
+            _ => 0,
+        };
+        let mut builder = match threads {
+            1 => tokio::runtime::Builder::new_current_thread(),
+            0 => tokio::runtime::Builder::new_multi_thread(),
+            n => {
+                let mut b = tokio::runtime::Builder::new_multi_thread();
+                b.worker_threads(n);
+                b
+            }
+        };
+        builder.enable_all().build()
+    }
+}
+
 /// Runs the parsed command line; returns the process exit code.
 pub async fn run(cli: Cli, env: &dyn Env) -> i32 {
     match cli.command {

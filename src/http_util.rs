@@ -62,6 +62,12 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 /// Removes hop-by-hop headers: the fixed list above plus every header named in `Connection`
 /// (RFC 9110 §7.6.1: "a proxy … MUST remove any header fields listed in Connection").
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if !headers.contains_key(header::CONNECTION) {
+        for name in &HOP_BY_HOP[1..] {
+            headers.remove(name);
+        }
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -72,6 +78,27 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in named.iter().chain(HOP_BY_HOP.iter()) {
         headers.remove(name);
     }
+}
+
+/// A copy of `headers` without hop-by-hop headers (as [`strip_hop_by_hop`]) and without
+/// the headers in `also`: one pass over the headers, instead of a copy then a removal per
+/// name.
+pub fn copy_end_to_end(headers: &HeaderMap, also: &[HeaderName]) -> HeaderMap {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    let mut out = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        let dropped = HOP_BY_HOP.contains(name) || also.contains(name) || named.contains(name);
+        if !dropped {
+            out.append(name.clone(), value.clone());
+        }
+    }
+    out
 }
 
 /// An error and its whole `source()` chain on one line (`a: b: c`), for messages and logs.

@@ -2,9 +2,16 @@ use clap::Parser;
 use vespa::cli::{Cli, run};
 use vespa::env::ProcessEnv;
 
-#[tokio::main]
-async fn main() {
+fn main() {
     let cli = Cli::parse();
-    let code = run(cli, &ProcessEnv).await;
+    let runtime = match cli.runtime(&ProcessEnv) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("vespa: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let code = runtime.block_on(run(cli, &ProcessEnv));
+    vespa::logging::flush();
     std::process::exit(code);
 }

@@ -126,9 +126,9 @@ impl Pool {
         if conn.sender.is_closed() || self.idle_timeout.is_zero() {
             return;
         }
-        let mut idle = self.idle();
-        idle.retain(|c| c.since.elapsed() < self.idle_timeout && !c.conn.sender.is_closed());
-        idle.push(Idle {
+        // Internal: stale connections are dropped by `take` and by the reaper, not here: a
+        // scan on every release would read the clock once per idle connection.
+        self.idle().push(Idle {
             conn,
             since: Instant::now(),
         });
@@ -332,6 +332,23 @@ impl Backend {
             s.push_str(q);
         }
         s.parse().unwrap_or_else(|_| Uri::from_static("/"))
+    }
+
+    /// [`Backend::target`] for a client's request `uri` and its (filtered) `query`: the
+    /// client's own path and query, shared rather than rebuilt, when the base has no path
+    /// prefix and the query is unchanged (every request but the query form's).
+    pub fn target_of(&self, uri: &Uri, query: Option<&str>) -> Uri {
+        if self.prefix.is_empty()
+            && query == uri.query()
+            && let Some(pq) = uri.path_and_query()
+        {
+            let mut parts = http::uri::Parts::default();
+            parts.path_and_query = Some(pq.clone());
+            if let Ok(target) = Uri::from_parts(parts) {
+                return target;
+            }
+        }
+        self.target(uri.path(), query)
     }
 
     /// Number of idle pooled connections (for tests and status).

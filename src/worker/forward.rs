@@ -5,10 +5,10 @@ use super::backend::{Backend, BackendError, ResponseBody, UpgradeAnswer};
 use super::envelope::{Inbound, Payload};
 use super::error::WorkerError;
 use super::websocket::{Accepted, ClientUpgrade, restore_upgrade_headers};
-use crate::http_util::{Body, full, strip_hop_by_hop};
+use crate::http_util::{Body, copy_end_to_end, full};
 use crate::serve::read_timeout::BodyReadTimeout;
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -119,17 +119,12 @@ fn exceeded_limit(err: &(dyn std::error::Error + 'static)) -> bool {
 /// backend's), `Content-Length` (recomputed), `Authorization` (the client's key is for the
 /// endpoint, not the backend; the backend's own key, `BACKEND_API_KEY`, is added by
 /// [`Backend`]) and `Expect` (the worker already has the body).
-fn strip_request_headers(headers: &mut HeaderMap) {
-    strip_hop_by_hop(headers);
-    for name in [
-        header::HOST,
-        header::CONTENT_LENGTH,
-        header::AUTHORIZATION,
-        header::EXPECT,
-    ] {
-        headers.remove(name);
-    }
-}
+const NOT_FORWARDED: [HeaderName; 4] = [
+    header::HOST,
+    header::CONTENT_LENGTH,
+    header::AUTHORIZATION,
+    header::EXPECT,
+];
 
 /// Builds the backend request: the client's method, path and (filtered) query, headers
 /// minus the ones above, and the payload. Returns the complete body too when it can be
@@ -140,8 +135,7 @@ pub fn backend_request(
     inbound: Inbound,
     max_body_size: u64,
 ) -> (Request<Body>, Option<Bytes>) {
-    let mut headers = parts.headers.clone();
-    strip_request_headers(&mut headers);
+    let mut headers = copy_end_to_end(&parts.headers, &NOT_FORWARDED);
     let (body, replay) = match inbound.payload {
         Payload::None => {
             if inbound.auth.is_some() {
@@ -165,7 +159,7 @@ pub fn backend_request(
     };
     let mut req = Request::new(body);
     *req.method_mut() = parts.method.clone();
-    *req.uri_mut() = backend.target(parts.uri.path(), inbound.query.as_deref());
+    *req.uri_mut() = backend.target_of(&parts.uri, inbound.query.as_deref());
     *req.headers_mut() = headers;
     (req, replay)
 }

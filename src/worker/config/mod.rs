@@ -133,6 +133,9 @@ pub struct WorkerConfig {
     pub websocket_idle_timeout: Option<Duration>,
     /// How long idle backend connections are kept. Default is 4 s.
     pub pool_idle_timeout: Duration,
+    /// Threads serving requests (`WORKER_THREADS`, 1 to [`MAX_WORKER_THREADS`]); read by
+    /// the binary when it builds its runtime ([`crate::cli::Cli::runtime`]). Default is 1.
+    pub worker_threads: usize,
     /// `tracing` filter directive. Default is `info`.
     pub log_level: String,
     /// Emit JSON log lines. Default is `false`.
@@ -318,6 +321,7 @@ impl WorkerConfig {
         let idle_timeout = args.idle_timeout().get(env).optional_secs()?;
         let websocket_idle_timeout = args.websocket_idle_timeout().get(env).optional_secs()?;
         let pool_idle_timeout = args.backend_pool_idle_timeout().get(env).secs()?;
+        let worker_threads = worker_threads(args, env)?;
         let log_level = parse::log_level(&args.log_level().get(env))?;
         let raw = args.log_format().get(env);
         let log_json = match raw.value.trim().to_ascii_lowercase().as_str() {
@@ -391,6 +395,7 @@ impl WorkerConfig {
             idle_timeout,
             websocket_idle_timeout,
             pool_idle_timeout,
+            worker_threads,
             log_level,
             log_json,
             access_log,
@@ -439,6 +444,20 @@ fn session_rules(args: &WorkerArgs, env: &dyn Env) -> Result<SessionRules, Confi
         max_lifetime,
         on_close_timeout,
     })
+}
+
+/// The most threads `WORKER_THREADS` may ask for.
+pub const MAX_WORKER_THREADS: u64 = 1024;
+
+/// `WORKER_THREADS`: 1 to [`MAX_WORKER_THREADS`].
+pub(crate) fn worker_threads(args: &WorkerArgs, env: &dyn Env) -> Result<usize, ConfigError> {
+    let raw = args.worker_threads().get(env);
+    match raw.u64_min(1)? {
+        n if n > MAX_WORKER_THREADS => {
+            Err(raw.error(format!("expected at most {MAX_WORKER_THREADS}")))
+        }
+        n => Ok(n as usize),
+    }
 }
 
 /// `HEADER_READ_TIMEOUT`, `SEND_TIMEOUT`, `MAX_CONNECTIONS` and

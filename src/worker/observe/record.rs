@@ -228,6 +228,58 @@ impl Record {
     }
 
     fn log(&self, status: u16, outcome: RequestOutcome, total: Duration) {
+        if crate::logging::plain_access_lines() {
+            crate::logging::access_line(|line| self.access_fields(line, status, outcome, total));
+        } else {
+            self.access_event(status, outcome, total);
+        }
+    }
+
+    /// The access line's fields as the text subscriber writes them (` k=v`, numbers as
+    /// `tracing` records them, absent ones left out), for [`crate::logging::access_line`].
+    fn access_fields(
+        &self,
+        line: &mut String,
+        status: u16,
+        outcome: RequestOutcome,
+        total: Duration,
+    ) {
+        use std::fmt::Write as _;
+        let ms = |d: Duration| d.as_micros() as f64 / 1000.0;
+        let _ = write!(
+            line,
+            " method={} path={} status={status} outcome={outcome}",
+            self.method,
+            self.uri.path()
+        );
+        if let Some(w) = self.workload {
+            let _ = write!(line, " workload={w:?}");
+        }
+        if let Some(i) = self.request_idx {
+            let _ = write!(line, " request_idx={i}");
+        }
+        if let Some(q) = self.queue {
+            let _ = write!(line, " queue_ms={:?}", ms(q));
+        }
+        if let Some(t) = self.ttfb {
+            let _ = write!(line, " ttfb_ms={:?}", ms(t));
+        }
+        let _ = write!(line, " total_ms={:?}", ms(total));
+        if let Some(b) = self.bytes_in {
+            let _ = write!(line, " bytes_in={b}");
+        }
+        let _ = write!(line, " bytes_out={}", self.bytes_out);
+        if let Some(c) = &self.client {
+            let _ = write!(line, " client={c}");
+        }
+        let _ = write!(line, " request_id={}", self.id.to_str().unwrap_or(""));
+        if let Some(t) = self.traceparent.as_ref().and_then(headers::trace_id) {
+            let _ = write!(line, " trace_id={t}");
+        }
+    }
+
+    /// The access line as a `tracing` event (JSON logs, colours, a `RUST_LOG` filter).
+    fn access_event(&self, status: u16, outcome: RequestOutcome, total: Duration) {
         let ms = |d: Duration| d.as_micros() as f64 / 1000.0;
         tracing::info!(
             target: crate::logging::ACCESS_TARGET,
@@ -263,6 +315,71 @@ impl Drop for Record {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A `tracing` writer into a shared buffer.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_plain_access_line_is_the_text_subscribers_line() {
+        let metrics = super::super::metrics::Metrics::new(super::super::metrics::report_counters());
+        let observer = Arc::new(Observer::new(metrics, false, Default::default()));
+        let req = http::Request::post("/v1/chat/completions?x=1")
+            .header("content-length", "56")
+            .header(
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            )
+            .body(())
+            .unwrap();
+        let (mut parts, ()) = req.into_parts();
+        let client = Some("127.0.0.1:48016".parse().unwrap());
+        let mut record = observer.record(&mut parts, client);
+        record.workload = Some(1.0);
+        record.request_idx = Some(7);
+        record.queue = Some(Duration::from_micros(1));
+        record.ttfb = Some(Duration::from_micros(2_500));
+        record.bytes_out = 123;
+        let total = Duration::from_micros(2_374);
+        let mut fields = String::new();
+        record.access_fields(&mut fields, 200, RequestOutcome::Ok, total);
+        let out = Captured::default();
+        let writer = out.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .without_time()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            record.access_event(200, RequestOutcome::Ok, total)
+        });
+        let line = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(line, format!(" INFO vespa::access: request{fields}\n"));
+        assert!(
+            fields.contains(" trace_id=4bf92f3577b34da6a3ce929d0e0e4736"),
+            "{fields}"
+        );
+        // Absent values are left out, as the subscriber does.
+        record.queue = None;
+        record.bytes_in = None;
+        fields.clear();
+        record.access_fields(&mut fields, 499, RequestOutcome::ClientGone, total);
+        assert!(
+            !fields.contains("queue_ms") && !fields.contains("bytes_in"),
+            "{fields}"
+        );
+        record.done = true;
+    }
 
     #[test]
     fn relayed_backend_5xx_is_a_backend_error_and_4xx_is_ok() {
