@@ -20,10 +20,10 @@
 use super::error::WorkerError;
 use serde::Serialize;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
-use tokio::sync::watch;
+use tokio::sync::Notify;
 
 /// What an entry of the working set is, towards sessions.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -280,7 +280,12 @@ pub struct Ledger {
     max_perf: AtomicU64,
     max_wait_time: f64,
     recorder: Option<Arc<dyn Recorder>>,
-    changes: watch::Sender<u64>,
+    /// Counts changes; read by the reporter to see whether anything changed.
+    changes: AtomicU64,
+    /// Tasks in [`Ledger::wait_until`]. Internal: a change notifies only when someone
+    /// waits, so a request's three changes cost three atomic steps, not three wake-up rounds.
+    waiters: AtomicUsize,
+    changed: Notify,
 }
 
 impl Ledger {
@@ -300,7 +305,9 @@ impl Ledger {
             max_perf: AtomicU64::new(max_perf.to_bits()),
             max_wait_time,
             recorder,
-            changes: watch::channel(0).0,
+            changes: AtomicU64::new(0),
+            waiters: AtomicUsize::new(0),
+            changed: Notify::new(),
         })
     }
 
@@ -311,17 +318,40 @@ impl Ledger {
     }
 
     fn bump(&self) {
-        self.changes.send_modify(|v| *v = v.wrapping_add(1));
+        self.changes.fetch_add(1, Ordering::SeqCst);
+        if self.waiters.load(Ordering::SeqCst) > 0 {
+            self.changed.notify_waiters();
+        }
     }
 
     /// A counter that changes with every change of the ledger.
     pub fn version(&self) -> u64 {
-        *self.changes.borrow()
+        self.changes.load(Ordering::SeqCst)
     }
 
-    /// A receiver that sees a new value after every change of the ledger.
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.changes.subscribe()
+    /// Waits until a snapshot of the ledger satisfies `pred` (checked at once, then after
+    /// every change), and returns that snapshot.
+    pub async fn wait_until(&self, pred: impl Fn(&Snapshot) -> bool) -> Snapshot {
+        /// Counts this task in `waiters` while it waits.
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        let _waiting = Waiting(&self.waiters);
+        loop {
+            // Internal: registered before the snapshot, so a change made after it is seen.
+            let notified = self.changed.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            let snap = self.snapshot();
+            if pred(&snap) {
+                return snap;
+            }
+            notified.await;
+        }
     }
 
     /// The capacity, workload units per second.

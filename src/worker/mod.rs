@@ -219,16 +219,9 @@ impl Worker {
         let deadline = tokio::time::Instant::now() + timeout;
         self.shared.lifecycle.set(State::Draining);
         let ledger = &self.shared.ledger;
-        let mut changes = ledger.subscribe();
-        let emptied = tokio::time::timeout(timeout, async {
-            while ledger.snapshot().working() > 0 {
-                if changes.changed().await.is_err() {
-                    break;
-                }
-            }
-        })
-        .await
-        .is_ok();
+        let emptied = tokio::time::timeout(timeout, ledger.wait_until(|s| s.working() == 0))
+            .await
+            .is_ok();
         if !emptied {
             tracing::warn!(
                 left = ledger.snapshot().working(),

@@ -411,17 +411,7 @@ pub fn url(worker: &Worker, path: &str) -> String {
 /// Waits until the ledger satisfies `pred` (driven by change notifications, not polling).
 pub async fn wait_until(worker: &Worker, pred: impl Fn(&Snapshot) -> bool) -> Snapshot {
     let ledger = &worker.shared().ledger;
-    let mut changes = ledger.subscribe();
-    let wait = async {
-        loop {
-            let snap = ledger.snapshot();
-            if pred(&snap) {
-                return snap;
-            }
-            changes.changed().await.unwrap();
-        }
-    };
-    tokio::time::timeout(PATIENCE, wait)
+    tokio::time::timeout(PATIENCE, ledger.wait_until(pred))
         .await
         .unwrap_or_else(|_| panic!("ledger condition not reached; now {:?}", ledger.snapshot()))
 }
