@@ -33,6 +33,7 @@ pub enum TraceContext {
 }
 
 /// A fixed-size text buffer: formatting into it allocates nothing.
+#[derive(Debug)]
 struct StackText<const N: usize> {
     buf: [u8; N],
     len: usize,
@@ -44,6 +45,10 @@ impl<const N: usize> StackText<N> {
             buf: [0; N],
             len: 0,
         }
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
     }
 
     fn header_value(&self) -> Option<HeaderValue> {
@@ -72,8 +77,10 @@ fn random<const N: usize>() -> [u8; N] {
 }
 
 fn hex<const N: usize>(out: &mut StackText<N>, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     for b in bytes {
-        let _ = write!(out, "{b:02x}");
+        let pair = [DIGITS[usize::from(b >> 4)], DIGITS[usize::from(b & 0xf)]];
+        let _ = out.write_str(std::str::from_utf8(&pair).unwrap_or("00"));
     }
 }
 
@@ -81,14 +88,17 @@ fn hex<const N: usize>(out: &mut StackText<N>, bytes: &[u8]) {
 /// (`3f9a1c07b2e4-17`), unique across workers without coordination.
 #[derive(Debug)]
 pub struct RequestIds {
-    prefix: [u8; 6],
+    /// The random prefix, as hex.
+    prefix: StackText<12>,
     next: AtomicU64,
 }
 
 impl Default for RequestIds {
     fn default() -> Self {
+        let mut prefix = StackText::new();
+        hex(&mut prefix, &random::<6>());
         Self {
-            prefix: random(),
+            prefix,
             next: AtomicU64::new(1),
         }
     }
@@ -108,7 +118,7 @@ impl RequestIds {
     pub fn next(&self) -> HeaderValue {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let mut text = StackText::<40>::new();
-        hex(&mut text, &self.prefix);
+        let _ = text.write_str(self.prefix.as_str());
         let _ = write!(text, "-{n}");
         text.header_value()
             .expect("hex digits, a dash and decimal digits are a valid header value")
