@@ -29,6 +29,7 @@
 //! Requires serde_json's `float_roundtrip` feature (see [`python_json_dumps`]).
 
 use serde_json::{Map, Number, Value};
+use std::fmt::{self, Write};
 
 /// Indentation unit used by `json.dumps(..., indent=4)`.
 const INDENT: &str = "    ";
@@ -53,16 +54,31 @@ const INDENT: &str = "    ";
 #[must_use]
 pub fn python_json_dumps(value: &Value) -> String {
     let mut out = String::new();
-    write_value(&mut out, value, 0);
+    // Writing to a `String` cannot fail.
+    let _ = write_value(&mut out, value, 0);
     out
 }
 
+/// Writes the `python_json_dumps` bytes of the object made of `fields` to `out`, without
+/// building the object: `fields` must come sorted by key, each key once. This is how the
+/// signed messages are produced from borrowed `auth_data` values, and how the worker's
+/// verification cache compares a request's message with a stored one without allocating.
+///
+/// # Errors
+/// Only the ones `out` returns.
+pub fn write_sorted_object<'a, W: Write + ?Sized>(
+    out: &mut W,
+    fields: impl IntoIterator<Item = (&'a str, &'a Value)>,
+) -> fmt::Result {
+    write_entries(out, fields, 0)
+}
+
 /// Appends `value` at nesting `depth` to `out`.
-fn write_value(out: &mut String, value: &Value, depth: usize) {
+fn write_value<W: Write + ?Sized>(out: &mut W, value: &Value, depth: usize) -> fmt::Result {
     match value {
-        Value::Null => out.push_str("null"),
-        Value::Bool(true) => out.push_str("true"),
-        Value::Bool(false) => out.push_str("false"),
+        Value::Null => out.write_str("null"),
+        Value::Bool(true) => out.write_str("true"),
+        Value::Bool(false) => out.write_str("false"),
         Value::Number(n) => write_number(out, n),
         Value::String(s) => write_string(out, s),
         Value::Array(items) => write_array(out, items, depth),
@@ -71,93 +87,117 @@ fn write_value(out: &mut String, value: &Value, depth: usize) {
 }
 
 /// Appends a newline followed by `depth` indentation units.
-fn write_newline_indent(out: &mut String, depth: usize) {
-    out.push('\n');
+fn write_newline_indent<W: Write + ?Sized>(out: &mut W, depth: usize) -> fmt::Result {
+    out.write_char('\n')?;
     for _ in 0..depth {
-        out.push_str(INDENT);
+        out.write_str(INDENT)?;
     }
+    Ok(())
 }
 
-fn write_array(out: &mut String, items: &[Value], depth: usize) {
+fn write_array<W: Write + ?Sized>(out: &mut W, items: &[Value], depth: usize) -> fmt::Result {
     if items.is_empty() {
-        out.push_str("[]");
-        return;
+        return out.write_str("[]");
     }
-    out.push('[');
+    out.write_char('[')?;
     for (i, item) in items.iter().enumerate() {
         if i > 0 {
-            out.push(',');
+            out.write_char(',')?;
         }
-        write_newline_indent(out, depth + 1);
-        write_value(out, item, depth + 1);
+        write_newline_indent(out, depth + 1)?;
+        write_value(out, item, depth + 1)?;
     }
-    write_newline_indent(out, depth);
-    out.push(']');
+    write_newline_indent(out, depth)?;
+    out.write_char(']')
 }
 
-fn write_object(out: &mut String, map: &Map<String, Value>, depth: usize) {
-    if map.is_empty() {
-        out.push_str("{}");
-        return;
-    }
+fn write_object<W: Write + ?Sized>(
+    out: &mut W,
+    map: &Map<String, Value>,
+    depth: usize,
+) -> fmt::Result {
     // UTF-8 byte order equals code point order, which is how Python sorts str.
-    let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+    let mut entries: Vec<(&str, &Value)> = map.iter().map(|(k, v)| (k.as_str(), v)).collect();
     entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    out.push('{');
-    for (i, (key, item)) in entries.into_iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        write_newline_indent(out, depth + 1);
-        write_string(out, key);
-        out.push_str(": ");
-        write_value(out, item, depth + 1);
+    write_entries(out, entries, depth)
+}
+
+/// An object of `entries`, already sorted, at nesting `depth`.
+fn write_entries<'a, W: Write + ?Sized>(
+    out: &mut W,
+    entries: impl IntoIterator<Item = (&'a str, &'a Value)>,
+    depth: usize,
+) -> fmt::Result {
+    let mut entries = entries.into_iter().peekable();
+    if entries.peek().is_none() {
+        return out.write_str("{}");
     }
-    write_newline_indent(out, depth);
-    out.push('}');
+    out.write_char('{')?;
+    for (i, (key, item)) in entries.enumerate() {
+        if i > 0 {
+            out.write_char(',')?;
+        }
+        write_newline_indent(out, depth + 1)?;
+        write_string(out, key)?;
+        out.write_str(": ")?;
+        write_value(out, item, depth + 1)?;
+    }
+    write_newline_indent(out, depth)?;
+    out.write_char('}')
 }
 
 /// Appends `s` as an ASCII-only JSON string literal, escaped like
 /// CPython's `c_encode_basestring_ascii`.
-fn write_string(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{08}' => out.push_str("\\b"),
-            '\u{0c}' => out.push_str("\\f"),
-            ' '..='~' => out.push(c),
-            _ => {
-                let mut units = [0u16; 2];
-                for unit in c.encode_utf16(&mut units) {
-                    push_u_escape(out, *unit);
-                }
+fn write_string<W: Write + ?Sized>(out: &mut W, s: &str) -> fmt::Result {
+    out.write_char('"')?;
+    // Internal: runs of printable ASCII go out as one slice, so a URL is one write.
+    let mut plain = 0;
+    for (i, c) in s.char_indices() {
+        let escape = match c {
+            '"' => "\\\"",
+            '\\' => "\\\\",
+            '\n' => "\\n",
+            '\r' => "\\r",
+            '\t' => "\\t",
+            '\u{08}' => "\\b",
+            '\u{0c}' => "\\f",
+            ' '..='~' => continue,
+            _ => "",
+        };
+        out.write_str(&s[plain..i])?;
+        plain = i + c.len_utf8();
+        if escape.is_empty() {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                push_u_escape(out, *unit)?;
             }
+        } else {
+            out.write_str(escape)?;
         }
     }
-    out.push('"');
+    out.write_str(&s[plain..])?;
+    out.write_char('"')
 }
 
 /// Appends `\uXXXX` with four lowercase hex digits.
-fn push_u_escape(out: &mut String, unit: u16) {
+fn push_u_escape<W: Write + ?Sized>(out: &mut W, unit: u16) -> fmt::Result {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    out.push_str("\\u");
+    out.write_str("\\u")?;
     for shift in [12u16, 8, 4, 0] {
-        out.push(char::from(HEX[usize::from((unit >> shift) & 0xf)]));
+        out.write_char(char::from(HEX[usize::from((unit >> shift) & 0xf)]))?;
     }
+    Ok(())
 }
 
-fn write_number(out: &mut String, n: &Number) {
+fn write_number<W: Write + ?Sized>(out: &mut W, n: &Number) -> fmt::Result {
     if let Some(i) = n.as_i64() {
-        out.push_str(&i.to_string());
+        write!(out, "{i}")
     } else if let Some(u) = n.as_u64() {
-        out.push_str(&u.to_string());
+        write!(out, "{u}")
     } else if let Some(f) = n.as_f64() {
-        out.push_str(&python_float_repr(f));
+        out.write_str(&python_float_repr(f))
+    } else {
+        Ok(())
     }
 }
 

@@ -7,10 +7,12 @@
 
 pub mod canonical;
 pub mod signature;
+pub mod verified;
 
 pub use signature::{KeyError, PublicKey, SigningKey};
 
 use serde_json::{Map, Value};
+use std::fmt;
 
 /// The five `auth_data` fields the legacy form signs.
 pub const LEGACY_FIELDS: [&str; 5] = ["cost", "endpoint", "reqnum", "request_idx", "url"];
@@ -27,6 +29,17 @@ pub enum SignatureForm {
     Any,
 }
 
+impl SignatureForm {
+    /// The messages a signature may cover under this form, in the order they are tried.
+    pub fn messages(self) -> &'static [Message] {
+        match self {
+            SignatureForm::Url => &[Message::Url],
+            SignatureForm::Legacy => &[Message::Legacy],
+            SignatureForm::Any => &[Message::Url, Message::Legacy],
+        }
+    }
+}
+
 impl std::str::FromStr for SignatureForm {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
@@ -39,37 +52,51 @@ impl std::str::FromStr for SignatureForm {
     }
 }
 
+/// One of the two messages a signature may cover.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Message {
+    /// `{"url": auth_data.url}`.
+    Url,
+    /// The five [`LEGACY_FIELDS`] with the JSON types they arrived with.
+    Legacy,
+}
+
+impl Message {
+    /// Writes this message's canonical bytes for `auth` to `out`, borrowing the values (a
+    /// missing field is `null`).
+    ///
+    /// # Errors
+    /// Only the ones `out` returns.
+    pub fn write<W: fmt::Write + ?Sized>(
+        self,
+        out: &mut W,
+        auth: &Map<String, Value>,
+    ) -> fmt::Result {
+        let field = |k: &'static str| (k, auth.get(k).unwrap_or(&Value::Null));
+        match self {
+            Message::Url => canonical::write_sorted_object(out, [field("url")]),
+            // LEGACY_FIELDS are in sorted order.
+            Message::Legacy => canonical::write_sorted_object(out, LEGACY_FIELDS.map(field)),
+        }
+    }
+
+    /// This message's canonical bytes for `auth`.
+    pub fn build(self, auth: &Map<String, Value>) -> String {
+        let mut out = String::new();
+        // Writing to a `String` cannot fail.
+        let _ = self.write(&mut out, auth);
+        out
+    }
+}
+
 /// Canonical bytes of the `url` form, for the `url` value in `auth_data`.
 pub fn url_message(auth: &Map<String, Value>) -> String {
-    let mut m = Map::new();
-    m.insert(
-        "url".into(),
-        auth.get("url").cloned().unwrap_or(Value::Null),
-    );
-    canonical::python_json_dumps(&Value::Object(m))
+    Message::Url.build(auth)
 }
 
 /// Canonical bytes of the `legacy` form: the five fields with the JSON types they arrived with.
 pub fn legacy_message(auth: &Map<String, Value>) -> String {
-    let m: Map<String, Value> = LEGACY_FIELDS
-        .iter()
-        .map(|k| {
-            (
-                (*k).to_string(),
-                auth.get(*k).cloned().unwrap_or(Value::Null),
-            )
-        })
-        .collect();
-    canonical::python_json_dumps(&Value::Object(m))
-}
-
-/// The message(s) a signature may cover under `form`.
-pub fn messages(form: SignatureForm, auth: &Map<String, Value>) -> Vec<String> {
-    match form {
-        SignatureForm::Url => vec![url_message(auth)],
-        SignatureForm::Legacy => vec![legacy_message(auth)],
-        SignatureForm::Any => vec![url_message(auth), legacy_message(auth)],
-    }
+    Message::Legacy.build(auth)
 }
 
 #[cfg(test)]

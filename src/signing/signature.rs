@@ -77,10 +77,22 @@ impl From<aws_lc_rs::error::Unspecified> for KeyError {
 
 /// An RSA public key for verifying autoscaler signatures
 /// (RSASSA-PKCS1-v1_5 with SHA-256).
+///
+/// Two keys are equal when they are the same RSA key, whichever PEM form each came in.
 pub struct PublicKey {
     key: ParsedPublicKey,
     modulus_bits: usize,
+    /// The key as X.509 `SubjectPublicKeyInfo` DER, for equality.
+    spki: Box<[u8]>,
 }
+
+impl PartialEq for PublicKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.spki == other.spki
+    }
+}
+
+impl Eq for PublicKey {}
 
 impl std::fmt::Debug for PublicKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -116,7 +128,12 @@ impl PublicKey {
             return Err(KeyError::UnsupportedKeySize(modulus_bits));
         }
         let key = ParsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, der)?;
-        Ok(PublicKey { key, modulus_bits })
+        let spki: PublicKeyX509Der<'static> = key.as_der()?;
+        Ok(PublicKey {
+            spki: spki.as_ref().into(),
+            key,
+            modulus_bits,
+        })
     }
 
     /// Size of the RSA modulus in bits (e.g. 2048).
@@ -461,6 +478,16 @@ mod tests {
         for key in public_keys() {
             assert!(!key.verify(MSG_URL.as_bytes(), sig));
         }
+    }
+
+    #[test]
+    fn keys_are_equal_when_they_are_the_same_key_in_either_form() {
+        let [spki, pkcs1] = public_keys();
+        assert_eq!(spki, pkcs1);
+        assert_ne!(
+            spki,
+            PublicKey::from_pem(OTHER_PUB).expect("other key loads")
+        );
     }
 
     #[test]

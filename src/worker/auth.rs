@@ -7,12 +7,18 @@
 //! worker's own (`CHECK_SIGNED_URL`), so a signature issued for another worker is refused.
 //! A well-formed signature that fails to verify asks for the key to be fetched again (at
 //! most every [`REFETCH_INTERVAL`]), so a rotated key is picked up.
+//!
+//! The key remembers the signatures it verified ([`CachedKey`]): in the `url` form every
+//! request to a worker carries the same `(url, signature)` pair, so only the first one pays
+//! for the RSA verification. The replay rules and the own-URL check run on every request.
 
 use super::envelope::{AuthData, Inbound};
 use super::error::WorkerError;
-use crate::signing::{self, PublicKey, SignatureForm};
+use crate::signing::verified::CachedKey;
+use crate::signing::{self, Message, PublicKey, SignatureForm};
 use base64::Engine as _;
 use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -65,12 +71,13 @@ impl Auth {
 /// Signature verifier with a public key that arrives after start-up.
 #[derive(Debug)]
 pub struct Verifier {
-    key: RwLock<Option<Arc<PublicKey>>>,
+    key: RwLock<Option<Arc<CachedKey>>>,
     form: SignatureForm,
     replay: Option<Mutex<Replay>>,
     own_url: Option<String>,
     refetch: Notify,
     last_refetch: Mutex<Option<Instant>>,
+    rsa_verifications: AtomicU64,
 }
 
 impl Verifier {
@@ -83,6 +90,7 @@ impl Verifier {
             own_url: None,
             refetch: Notify::new(),
             last_refetch: Mutex::new(None),
+            rsa_verifications: AtomicU64::new(0),
         }
     }
 
@@ -106,9 +114,19 @@ impl Verifier {
         }
     }
 
-    /// Installs the autoscaler's public key.
+    /// Installs the autoscaler's public key. A new key starts with nothing verified: what
+    /// the previous one verified is forgotten with it. The same key fetched again (a refetch
+    /// after a forgery) keeps what it verified.
     pub fn set_key(&self, key: PublicKey) {
-        *self.key.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(key));
+        let mut current = self.key.write().unwrap_or_else(|p| p.into_inner());
+        if current.as_ref().is_none_or(|c| *c.key() != key) {
+            *current = Some(Arc::new(CachedKey::new(key)));
+        }
+    }
+
+    /// RSA verifications run so far: the signatures the key did not remember.
+    pub fn rsa_verifications(&self) -> u64 {
+        self.rsa_verifications.load(Ordering::Relaxed)
     }
 
     /// Whether a key is loaded.
@@ -142,22 +160,28 @@ impl Verifier {
                 "auth_data.signature is not a string".into(),
             ));
         };
-        let url_form = signing::url_message(&auth.fields);
-        let covers_url =
-            self.form != SignatureForm::Legacy && key.verify(url_form.as_bytes(), signature);
-        let valid = covers_url
-            || (self.form != SignatureForm::Url
-                && key.verify(signing::legacy_message(&auth.fields).as_bytes(), signature));
-        if !valid {
+        let messages = self.form.messages();
+        // Internal: the memory is asked for every message before any RSA, so in the `any`
+        // form a remembered legacy signature does not pay for a failing url check first.
+        let covered = messages
+            .iter()
+            .find(|m| key.verified_before(**m, &auth.fields, signature))
+            .or_else(|| {
+                messages.iter().find(|m| {
+                    self.rsa_verifications.fetch_add(1, Ordering::Relaxed);
+                    key.verify(**m, &auth.fields, signature)
+                })
+            });
+        let Some(&covered) = covered else {
             if well_formed(signature) {
                 // Perhaps the autoscaler rotated its key.
                 self.ask_refetch();
             }
             return Err(WorkerError::InvalidSignature("invalid signature".into()));
-        }
-        if covers_url
+        };
+        if covered == Message::Url
             && let Some(own) = &self.own_url
-            && auth.str("url").map(normalize_url).as_deref() != Some(own.as_str())
+            && !auth.str("url").is_some_and(|url| same_url(url, own))
         {
             return Err(WorkerError::InvalidSignature(
                 "the signature was issued for another worker's url".into(),
@@ -235,6 +259,11 @@ fn well_formed(signature: &str) -> bool {
 /// slash.
 fn normalize_url(url: &str) -> String {
     url.trim().trim_end_matches('/').to_ascii_lowercase()
+}
+
+/// Whether `url` normalizes to `own` (already normalized), without allocating.
+fn same_url(url: &str, own: &str) -> bool {
+    url.trim().trim_end_matches('/').eq_ignore_ascii_case(own)
 }
 
 #[cfg(test)]
@@ -370,6 +399,117 @@ mod tests {
                 .verify(&signed(&key, SignatureForm::Legacy, 1))
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn a_repeated_url_signature_is_verified_once() {
+        let key = SigningKey::generate().unwrap();
+        let v = verifier(&key, SignatureForm::Url, 0).own_url("http://127.0.0.1:1");
+        // The url form signs the url alone: every request carries the same pair.
+        for reqnum in 1..=5 {
+            assert!(v.verify(&signed(&key, SignatureForm::Url, reqnum)).is_ok());
+        }
+        assert_eq!(v.rsa_verifications(), 1);
+        // The own-URL check still runs on a remembered signature.
+        let elsewhere = verifier(&key, SignatureForm::Url, 0).own_url("http://127.0.0.1:2");
+        let a = signed(&key, SignatureForm::Url, 1);
+        assert!(elsewhere.verify(&a).is_err() && elsewhere.verify(&a).is_err());
+        assert_eq!(
+            elsewhere.rsa_verifications(),
+            1,
+            "remembered, and still refused"
+        );
+    }
+
+    #[test]
+    fn a_changed_signature_url_or_key_is_verified_and_a_forgery_refused() {
+        let key = SigningKey::generate().unwrap();
+        let v = verifier(&key, SignatureForm::Url, 0);
+        let good = signed(&key, SignatureForm::Url, 1);
+        assert!(v.verify(&good).is_ok());
+        let mut other_url = good.clone();
+        other_url
+            .fields
+            .insert("url".into(), json!("http://127.0.0.1:2"));
+        let mut flipped = good.clone();
+        let sig = good.str("signature").unwrap();
+        let flip = if sig.starts_with('A') { "B" } else { "A" };
+        flipped
+            .fields
+            .insert("signature".into(), json!(format!("{flip}{}", &sig[1..])));
+        let other_key = signed(&SigningKey::generate().unwrap(), SignatureForm::Url, 1);
+        for (n, forged) in [other_url, flipped, other_key].iter().enumerate() {
+            assert!(v.verify(forged).is_err(), "forgery {n}");
+            assert_eq!(
+                v.rsa_verifications(),
+                2 + n as u64,
+                "forgery {n} was checked"
+            );
+        }
+        let mut resigned = good.clone();
+        resigned
+            .fields
+            .insert("url".into(), json!("http://127.0.0.1:2"));
+        let message = signing::url_message(&resigned.fields);
+        resigned.fields.insert(
+            "signature".into(),
+            json!(key.sign(message.as_bytes()).unwrap()),
+        );
+        assert!(v.verify(&resigned).is_ok(), "another url, signed");
+        assert_eq!(v.rsa_verifications(), 5);
+    }
+
+    #[test]
+    fn a_failed_signature_is_checked_again_each_time_and_never_admitted() {
+        let key = SigningKey::generate().unwrap();
+        let v = verifier(&key, SignatureForm::Url, 0);
+        let forged = signed(&SigningKey::generate().unwrap(), SignatureForm::Url, 1);
+        for n in 1..=3 {
+            assert!(v.verify(&forged).is_err());
+            assert_eq!(v.rsa_verifications(), n);
+        }
+        assert!(v.verify(&signed(&key, SignatureForm::Url, 1)).is_ok());
+    }
+
+    #[test]
+    fn after_a_key_rotation_a_remembered_signature_of_the_old_key_is_refused() {
+        let old = SigningKey::generate().unwrap();
+        let new = SigningKey::generate().unwrap();
+        let v = verifier(&old, SignatureForm::Url, 0);
+        let by_old = signed(&old, SignatureForm::Url, 1);
+        assert!(v.verify(&by_old).is_ok() && v.verify(&by_old).is_ok());
+        assert_eq!(v.rsa_verifications(), 1);
+        // A request under the new key fails before the worker has the new key...
+        let by_new = signed(&new, SignatureForm::Url, 2);
+        assert!(v.verify(&by_new).is_err());
+        v.set_key(PublicKey::from_pem(new.public_key_pem()).unwrap());
+        // ... and that failure does not outlive the rotation; the old key's success neither.
+        assert!(v.verify(&by_new).is_ok());
+        assert!(v.verify(&by_old).is_err());
+        assert_eq!(v.rsa_verifications(), 4);
+        // The same key fetched again keeps what it verified.
+        v.set_key(PublicKey::from_pem(new.public_key_pem()).unwrap());
+        assert!(v.verify(&by_new).is_ok());
+        assert_eq!(v.rsa_verifications(), 4);
+    }
+
+    #[test]
+    fn the_any_form_remembers_both_messages_and_replay_rules_still_apply() {
+        let key = SigningKey::generate().unwrap();
+        let v = verifier(&key, SignatureForm::Any, 2);
+        let legacy = signed(&key, SignatureForm::Legacy, 1);
+        assert!(v.verify(&legacy).is_ok());
+        assert_eq!(
+            v.rsa_verifications(),
+            2,
+            "the url message first, then legacy"
+        );
+        assert!(v.verify(&legacy).is_err(), "a replay, though remembered");
+        assert!(v.verify_signature(&legacy).is_ok(), "a session's repeat");
+        assert_eq!(v.rsa_verifications(), 2);
+        let url = signed(&key, SignatureForm::Url, 2);
+        assert!(v.verify(&url).is_ok() && v.verify_signature(&url).is_ok());
+        assert_eq!(v.rsa_verifications(), 3);
     }
 
     async fn pending(v: &Verifier) -> bool {

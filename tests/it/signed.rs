@@ -91,6 +91,45 @@ async fn signed_requests_are_served_and_forgeries_get_401() {
 }
 
 #[tokio::test]
+async fn a_worker_verifies_its_url_signature_once_and_still_refuses_forgeries() {
+    let backend = Backend::start(|_| async { json(200, json!({"ok": true})) }).await;
+    let autoscaler = FakeAutoscaler::start(true).await;
+    let worker = start_worker(signed_config(&backend, &autoscaler)).await;
+    let me = format!("http://{}", worker.local_addr());
+    let client = h1_client();
+    let post = |auth| request("POST", &url(&worker, "/x"), body(auth, json!({})));
+    let verifications = || worker.shared().verifier().unwrap().rsa_verifications();
+    for reqnum in 1..=50 {
+        let auth = autoscaler.auth_data(&me, reqnum, json!(1));
+        let (head, _) = send(&client, post(auth)).await;
+        assert_eq!(head.status, 200, "request {reqnum}");
+    }
+    assert_eq!(verifications(), 1, "one url, one signature: verified once");
+    let good = autoscaler.auth_data(&me, 51, json!(1));
+    let mut forged = good.clone();
+    let sig = good["signature"].as_str().unwrap();
+    let flip = if sig.starts_with('A') { "B" } else { "A" };
+    forged["signature"] = json!(format!("{flip}{}", &sig[1..]));
+    let other = FakeAutoscaler::start(true).await;
+    for (what, auth) in [
+        ("flipped", forged),
+        ("another key", other.auth_data(&me, 52, json!(1))),
+    ] {
+        let (head, b) = send(&client, post(auth)).await;
+        assert_eq!(head.status, 401, "{what}");
+        assert!(
+            String::from_utf8_lossy(&b).contains("invalid_signature"),
+            "{what}"
+        );
+    }
+    assert_eq!(verifications(), 3, "each forgery was checked");
+    let (head, _) = send(&client, post(good)).await;
+    assert_eq!(head.status, 200);
+    assert_eq!(verifications(), 3);
+    assert_eq!(worker.shared().unauthorized_total(), 2);
+}
+
+#[tokio::test]
 async fn query_auth_signs_get_requests() {
     let mut backend = Backend::start(|_| async { json(200, json!({"data": []})) }).await;
     let autoscaler = FakeAutoscaler::start(true).await;
