@@ -54,7 +54,7 @@ crate::env::settings! {
     echo_delay_ms: "echo-delay-ms" "MS", default "0";
     /// With --echo: `data:` events of a streamed answer (a body with "stream": true), before `data: [DONE]` (query echo_chunks).
     echo_chunks: "echo-chunks" "N", default "20";
-    /// With --echo: milliseconds between two events of a streamed answer (query echo_chunk_ms).
+    /// With --echo: milliseconds between two events of a streamed answer; with 0 each is still written on its own (query echo_chunk_ms).
     echo_chunk_ms: "echo-chunk-ms" "MS", default "0";
 }
 

@@ -53,7 +53,8 @@ pub struct EchoConfig {
     pub delay: Duration,
     /// `data:` events of a streamed answer, before `data: [DONE]`. Default is 20.
     pub chunks: u64,
-    /// Time between two events of a streamed answer. Default is 0.
+    /// Time between two events of a streamed answer. Default is 0: each event is still
+    /// written on its own, right after the previous one.
     pub chunk_gap: Duration,
 }
 
@@ -262,7 +263,7 @@ async fn answer(answers: &Answers, req: Request<Incoming>) -> Response<EchoBody>
         chunk: answers.chunk.clone(),
         left: plan.chunks,
         gap: plan.chunk_gap,
-        sleep: None,
+        wait: Wait::First,
         done: false,
     };
     super::stream::event_stream(Either::Right(events))
@@ -343,24 +344,45 @@ pub struct Events {
     chunk: Bytes,
     left: u64,
     gap: Duration,
-    /// Internal: one timer per stream, reset for each gap.
-    sleep: Option<Pin<Box<Sleep>>>,
+    wait: Wait,
     done: bool,
 }
 
+/// What stands between one event and the next.
+#[derive(Debug)]
+enum Wait {
+    /// Nothing: the first event goes out with the head.
+    First,
+    /// No gap: one turn of the runtime, so the connection writes each event on its own (as
+    /// a fast model's tokens arrive) instead of all of them in one write. `true` once the
+    /// turn was given.
+    Yield(bool),
+    /// The gap: one timer per stream, reset for each event.
+    Timer(Pin<Box<Sleep>>),
+}
+
 impl Events {
-    /// Ready when the gap before the next event has passed (at once for the first).
+    /// Ready when the next event may go.
     fn poll_gap(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.gap.is_zero() {
-            return Poll::Ready(());
-        }
-        match &mut self.sleep {
-            // The first event: start the timer for the next gap.
-            None => {
-                self.sleep = Some(Box::pin(tokio::time::sleep(self.gap)));
+        match &mut self.wait {
+            Wait::First => {
+                self.wait = if self.gap.is_zero() {
+                    Wait::Yield(false)
+                } else {
+                    Wait::Timer(Box::pin(tokio::time::sleep(self.gap)))
+                };
                 Poll::Ready(())
             }
-            Some(sleep) => {
+            Wait::Yield(given) => {
+                *given = !*given;
+                if *given {
+                    // Internal: Pending makes hyper flush what it holds before polling again.
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                Poll::Ready(())
+            }
+            Wait::Timer(sleep) => {
                 if sleep.as_mut().poll(cx).is_pending() {
                     return Poll::Pending;
                 }
