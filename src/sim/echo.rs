@@ -13,8 +13,8 @@
 //! HTTP/1.1 connection per task with no timers (not the shared accept loop and its
 //! limits), answers built once at start and shared by reference count, no JSON parsing
 //! (`"stream": true` is found with a substring search, so a prompt that quotes it counts
-//! too), no per-request logging, and no allocation for a whole answer beyond hyper's own.
-//! It is a benchmark tool: it bounds nothing but the body size.
+//! too), no per-request logging. It is a benchmark tool: it bounds nothing but the body
+//! size.
 
 use super::config::{SimArgs, listen_and_model};
 use crate::env::{ConfigError, NoEnv, Raw};
