@@ -14,6 +14,10 @@ crate::env::settings! {
         /// Log level: trace, debug, info, warning, error.
         #[arg(long, value_name = "LEVEL", default_value = "info")]
         pub log_level: String,
+        /// Answer every request at once with a fixed completion instead of simulating a
+        /// model: the cheapest backend, for measuring a proxy in front of it (see --echo-*).
+        #[arg(long)]
+        pub echo: bool,
     }
 
     /// Address to listen on; port 0 picks a free port.
@@ -46,6 +50,12 @@ crate::env::settings! {
     die_after_chunks: "die-after-chunks" "N", unset "never";
     /// Seed of the fault generator, for reproducible runs.
     seed: "seed" "N", unset "random";
+    /// With --echo: milliseconds between reading a request's body and answering it (query parameter echo_delay_ms overrides it).
+    echo_delay_ms: "echo-delay-ms" "MS", default "0";
+    /// With --echo: `data:` events of a streamed answer (a body with "stream": true), before `data: [DONE]` (query echo_chunks).
+    echo_chunks: "echo-chunks" "N", default "20";
+    /// With --echo: milliseconds between two events of a streamed answer; with 0 each is still written on its own (query echo_chunk_ms).
+    echo_chunk_ms: "echo-chunk-ms" "MS", default "0";
 }
 
 /// Validated `vespa sim` configuration. Build it with [`SimConfig::default`] and set fields
@@ -118,20 +128,11 @@ impl SimConfig {
     /// Validates the flags. Every error names its flag (the binary exits 64 on it).
     pub fn from_args(args: &SimArgs) -> Result<SimConfig, ConfigError> {
         let env = &NoEnv;
-        let raw = args.listen().get(env);
-        let listen = raw
-            .value
-            .trim()
-            .parse()
-            .map_err(|_| raw.error("expected IP:PORT"))?;
-        let raw = args.model().get(env);
-        if raw.value.trim().is_empty() {
-            return Err(raw.error("expected a non-empty name"));
-        }
+        let (listen, model) = listen_and_model(args)?;
         let optional_u64 = |raw: Option<Raw>| raw.map(|r| r.u64_min(0)).transpose();
         let c = SimConfig {
             listen,
-            model: raw.value.trim().to_string(),
+            model,
             decode_tps: args.decode_tps().get(env).f64_min(MIN_DECODE_TPS)?,
             max_batch: count(&args.max_batch().get(env))?,
             prefill_ms_per_token: args.prefill_ms_per_token().get(env).f64_min(0.0)?,
@@ -210,6 +211,21 @@ impl SimConfig {
         }
         Ok(())
     }
+}
+
+/// `--listen` and `--model`, which the simulated model and the echo backend share.
+pub(super) fn listen_and_model(args: &SimArgs) -> Result<(SocketAddr, String), ConfigError> {
+    let raw = args.listen().get(&NoEnv);
+    let listen = raw
+        .value
+        .trim()
+        .parse()
+        .map_err(|_| raw.error("expected IP:PORT"))?;
+    let raw = args.model().get(&NoEnv);
+    if raw.value.trim().is_empty() {
+        return Err(raw.error("expected a non-empty name"));
+    }
+    Ok((listen, raw.value.trim().to_string()))
 }
 
 fn count(raw: &Raw) -> Result<usize, ConfigError> {

@@ -17,11 +17,14 @@
 //! - [`stats`]: the counters at `GET /_sim/stats`, kept by guards that travel with each
 //!   request, so a client that leaves frees its slot at once;
 //! - [`metrics`]: the same counters by API, and the slot gauges, at `GET /_sim/metrics`
-//!   (OpenMetrics text).
+//!   (OpenMetrics text);
+//! - [`echo`] (`--echo`): no model at all, a fixed answer at once (or after a set delay,
+//!   or as SSE events), the cheapest backend for measuring a proxy in front of it.
 
 mod audio;
 mod comfyui;
 mod config;
+mod echo;
 mod embeddings;
 mod error;
 mod faults;
@@ -39,6 +42,7 @@ mod ws;
 
 pub use comfyui::PNG;
 pub use config::{DEFAULT_IMAGE_UNITS, DEFAULT_LISTEN, SimArgs, SimConfig};
+pub use echo::{Echo, EchoConfig, MAX_ECHO_BODY};
 pub use error::SimError;
 pub use openai::DEFAULT_MAX_TOKENS;
 pub use stats::SimStats;
@@ -202,8 +206,17 @@ pub fn format_number(v: f64) -> String {
 
 /// Runs the sim until interrupted; returns the exit code (64 for invalid flags).
 ///
-/// Prints `listening on http://ADDR` and `capacity: N tokens/s` on stdout.
+/// Prints `listening on http://ADDR` and `capacity: N tokens/s` on stdout (with `--echo`,
+/// the first line only).
 pub async fn run(args: &SimArgs) -> i32 {
+    match EchoConfig::from_args(args) {
+        Ok(None) => {}
+        Ok(Some(echo)) => {
+            crate::logging::init(&args.log_level, false);
+            return echo::run(echo).await;
+        }
+        Err(e) => return e.eprint(),
+    }
     let config = match SimConfig::from_args(args) {
         Ok(c) => c,
         Err(e) => return e.eprint(),

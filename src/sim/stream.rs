@@ -84,14 +84,7 @@ impl TokenStream {
 
     /// The `text/event-stream` response carrying this stream.
     pub(crate) fn into_response(self) -> Response<Body> {
-        let mut resp = Response::new(self.boxed_unsync());
-        let headers = resp.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/event-stream"),
-        );
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-        resp
+        event_stream(self.boxed_unsync())
     }
 
     fn frame(&mut self, payload: &str) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
@@ -199,4 +192,16 @@ impl TokenStream {
             job.finish(Outcome::Completed);
         }
     }
+}
+
+/// A `text/event-stream` response (not cached) with `body`.
+pub(super) fn event_stream<B>(body: B) -> Response<B> {
+    let mut resp = Response::new(body);
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    resp
 }

@@ -30,6 +30,7 @@ mod scrape;
 mod sessions;
 mod signed;
 mod sim;
+mod sim_echo;
 mod sim_media;
 mod start_server;
 mod startup;
