@@ -24,7 +24,7 @@ use hyper_util::rt::TokioIo;
 use pin_project_lite::pin_project;
 use rustls::ClientConfig;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -142,10 +142,65 @@ struct Lease {
     /// Shared with a [`Closer`]: whoever takes the handle first decides whether the
     /// connection goes back to the pool (release) or is closed (close), never both.
     closing: Arc<Mutex<Option<AbortHandle>>>,
-    /// The request's body was complete before it went out. Internal: a streamed body may
-    /// still be uploading when the response ends, and hyper takes no new request on that
-    /// connection until it is sent; such a connection is closed, never pooled.
-    reusable: bool,
+    /// Whether the request's body has gone out whole. Internal: a streamed body may still
+    /// be uploading when the response ends, and hyper takes no new request on that
+    /// connection until it is sent; such a connection is closed, never pooled. A complete
+    /// body (`Sent::Whole`) always has; a streamed one once hyper took its last frame.
+    sent: Sent,
+}
+
+/// How much of a request's body hyper has taken.
+#[derive(Clone)]
+enum Sent {
+    Whole,
+    Streamed(Arc<AtomicBool>),
+}
+
+impl Sent {
+    fn all(&self) -> bool {
+        match self {
+            Sent::Whole => true,
+            Sent::Streamed(done) => done.load(Ordering::Acquire),
+        }
+    }
+}
+
+pin_project! {
+    /// A streamed request body that marks when hyper has taken its end.
+    struct Tracked {
+        #[pin]
+        inner: Body,
+        done: Arc<AtomicBool>,
+    }
+}
+
+impl http_body::Body for Tracked {
+    type Data = Bytes;
+    type Error = crate::http_util::BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        if matches!(polled, Poll::Ready(None)) {
+            this.done.store(true, Ordering::Release);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        let end = self.inner.is_end_stream();
+        if end {
+            self.done.store(true, Ordering::Release);
+        }
+        end
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 impl Lease {
@@ -156,7 +211,7 @@ impl Lease {
             .unwrap_or_else(|p| p.into_inner())
             .take()
             .is_some();
-        if self.reusable && still_ours {
+        if still_ours && self.sent.all() {
             self.pool.put(self.conn);
         }
     }
@@ -389,13 +444,13 @@ impl Backend {
         &self,
         resp: Response<Incoming>,
         conn: Conn,
-        reusable: bool,
+        sent: Sent,
     ) -> Response<ResponseBody> {
         let lease = Lease {
             closing: Arc::new(Mutex::new(Some(conn.driver.clone()))),
             conn,
             pool: Arc::clone(&self.pool),
-            reusable,
+            sent,
         };
         resp.map(|body| ResponseBody::new(body, lease))
     }
@@ -462,14 +517,24 @@ impl Backend {
     /// ready within the connect timeout, is skipped. When the request went out on a reused
     /// connection and failed before any response byte, it is sent once more on a new
     /// connection, provided `replay` (the complete body) is given. Without `replay` (a
-    /// streamed body) the connection is not pooled afterwards.
+    /// streamed body) the connection is pooled afterwards only if the whole body went out.
     pub async fn send(
         &self,
         req: Request<Body>,
         replay: Option<Bytes>,
     ) -> Result<Response<ResponseBody>, BackendError> {
         let mut req = self.prepare(req);
-        let reusable = replay.is_some();
+        let sent = match replay {
+            Some(_) => Sent::Whole,
+            None => {
+                let done = Arc::new(AtomicBool::new(false));
+                req = req.map(|inner| {
+                    let done = Arc::clone(&done);
+                    http_body_util::BodyExt::boxed_unsync(Tracked { inner, done })
+                });
+                Sent::Streamed(done)
+            }
+        };
         while let Some(mut conn) = self.pool.take() {
             let ready = tokio::time::timeout(self.connect_timeout, conn.sender.ready()).await;
             if !matches!(ready, Ok(Ok(()))) {
@@ -479,7 +544,7 @@ impl Backend {
                 .as_ref()
                 .map(|body| clone_request(&req, body.clone()));
             match conn.sender.try_send_request(req).await {
-                Ok(resp) => return Ok(self.respond(resp, conn, reusable)),
+                Ok(resp) => return Ok(self.respond(resp, conn, sent)),
                 Err(mut e) => {
                     if let Some(unsent) = e.take_message() {
                         req = unsent;
@@ -490,21 +555,21 @@ impl Backend {
                         return Err(BackendError::Request(error));
                     };
                     tracing::debug!(%error, "reused backend connection failed before answering; retrying once");
-                    return self.send_new(retry, reusable).await;
+                    return self.send_new(retry, sent).await;
                 }
             }
         }
-        self.send_new(req, reusable).await
+        self.send_new(req, sent).await
     }
 
     async fn send_new(
         &self,
         req: Request<Body>,
-        reusable: bool,
+        sent: Sent,
     ) -> Result<Response<ResponseBody>, BackendError> {
         let mut conn = self.connect().await?;
         let resp = conn.sender.send_request(req).await?;
-        Ok(self.respond(resp, conn, reusable))
+        Ok(self.respond(resp, conn, sent))
     }
 }
 

@@ -1,6 +1,9 @@
 //! The backend keep-alive pool: reuse, and the single retry of a reused connection.
 
 use crate::support::*;
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Full;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -216,4 +219,31 @@ async fn a_connection_whose_streamed_upload_is_still_running_is_not_pooled() {
     let (head, _) = post_envelope(&h1_client(), &worker, "/next", 2, 1.0).await;
     assert_eq!(head.status, 200);
     drop(upload);
+}
+
+#[tokio::test]
+async fn a_connection_whose_streamed_upload_went_out_whole_is_pooled_and_reused() {
+    let backend = Backend::start(|seen| async move { json(200, json!({"len": seen.body.len()})) }).await;
+    let mut cfg = config(&backend);
+    cfg.health_interval = std::time::Duration::from_secs(3600);
+    let worker = start_worker(cfg).await;
+    let client = h1_client();
+    for i in 0..3 {
+        // Not JSON, so the body is streamed to the backend, not read first.
+        let req = Request::builder()
+            .method("POST")
+            .uri(url(&worker, "/upload"))
+            .header("content-type", "application/octet-stream")
+            .body(Full::new(Bytes::from(vec![b'x'; 10_000])))
+            .unwrap();
+        let (head, body) = send(&client, req).await;
+        assert_eq!(head.status, 200, "upload {i}");
+        assert_eq!(&body[..], br#"{"len":10000}"#, "the whole upload reached the backend");
+        assert_eq!(
+            worker.shared().backend.idle_connections(),
+            1,
+            "upload {i}: the connection went back to the pool"
+        );
+    }
+    assert_eq!(worker.shared().backend.open_connections(), 1, "one connection for all");
 }
