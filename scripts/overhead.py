@@ -233,8 +233,8 @@ SCENARIOS = {
     "sse1": "SSE 20 chunks, c=1",
     "sse16": "SSE 20 chunks, c=16",
     "sse64": "SSE 20 chunks, c=64",
-    "signed16": "c=16",
-    "signed64": "c=64",
+    "signed16": "signed traffic, c=16",
+    "signed64": "signed traffic, c=64",
 }
 
 
@@ -348,7 +348,7 @@ def table(results, meta):
                 text += f", {fmt_cpu(med(s, t + suffix, 'cpu_us'))} µs"
                 cells.append(flag(s, t + suffix, text))
             what = "req/s, CPU µs per request" if not suffix else "req/s (× unsecured), CPU µs"
-            line(f"signed traffic {SCENARIOS[s]}, {form}: {what}", cells)
+            line(f"{SCENARIOS[s]}, {form}: {what}", cells)
 
     for s, label in (
         ("rss-start", "RSS after start, MiB"),

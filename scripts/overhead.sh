@@ -3,7 +3,7 @@
 # (when installed) in the same run. Prints one markdown table of medians; docs/PERFORMANCE.md
 # explains every column and holds the latest one.
 #
-#   scripts/overhead.sh                      # every scenario, 3 reps of 5 s (about 15 min)
+#   scripts/overhead.sh                      # every scenario, 3 reps of 5 s (about 9 min; 13 with --baseline)
 #   scripts/overhead.sh --quick --only c64   # a smoke run: 1 rep of 2 s
 #   scripts/overhead.sh --baseline /tmp/vespa-before   # before/after in one run
 #

@@ -18,6 +18,7 @@ mod hardening;
 mod load;
 mod metrics;
 mod operations_guide;
+mod overhead_script;
 mod pool;
 mod profiles;
 mod properties;
