@@ -151,9 +151,13 @@ struct Lease {
 
 /// How much of a request's body hyper has taken.
 #[derive(Clone)]
-enum Sent {
+pub(crate) enum Sent {
+    /// Complete before it went out.
     Whole,
+    /// Streamed: the flag is set once hyper took its end.
     Streamed(Arc<AtomicBool>),
+    /// A connection never to be reused (a refused upgrade).
+    Never,
 }
 
 impl Sent {
@@ -161,6 +165,7 @@ impl Sent {
         match self {
             Sent::Whole => true,
             Sent::Streamed(done) => done.load(Ordering::Acquire),
+            Sent::Never => false,
         }
     }
 }
@@ -440,12 +445,7 @@ impl Backend {
         }
     }
 
-    fn respond(
-        &self,
-        resp: Response<Incoming>,
-        conn: Conn,
-        sent: Sent,
-    ) -> Response<ResponseBody> {
+    fn respond(&self, resp: Response<Incoming>, conn: Conn, sent: Sent) -> Response<ResponseBody> {
         let lease = Lease {
             closing: Arc::new(Mutex::new(Some(conn.driver.clone()))),
             conn,

@@ -223,7 +223,8 @@ async fn a_connection_whose_streamed_upload_is_still_running_is_not_pooled() {
 
 #[tokio::test]
 async fn a_connection_whose_streamed_upload_went_out_whole_is_pooled_and_reused() {
-    let backend = Backend::start(|seen| async move { json(200, json!({"len": seen.body.len()})) }).await;
+    let backend =
+        Backend::start(|seen| async move { json(200, json!({"len": seen.body.len()})) }).await;
     let mut cfg = config(&backend);
     cfg.health_interval = std::time::Duration::from_secs(3600);
     let worker = start_worker(cfg).await;
@@ -238,12 +239,20 @@ async fn a_connection_whose_streamed_upload_went_out_whole_is_pooled_and_reused(
             .unwrap();
         let (head, body) = send(&client, req).await;
         assert_eq!(head.status, 200, "upload {i}");
-        assert_eq!(&body[..], br#"{"len":10000}"#, "the whole upload reached the backend");
+        assert_eq!(
+            &body[..],
+            br#"{"len":10000}"#,
+            "the whole upload reached the backend"
+        );
         assert_eq!(
             worker.shared().backend.idle_connections(),
             1,
             "upload {i}: the connection went back to the pool"
         );
     }
-    assert_eq!(worker.shared().backend.open_connections(), 1, "one connection for all");
+    assert_eq!(
+        worker.shared().backend.open_connections(),
+        1,
+        "one connection for all"
+    );
 }

@@ -98,7 +98,11 @@ impl Backend {
         let mut conn = self.connect().await?;
         let mut resp = conn.sender.send_request(req).await?;
         if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-            return Ok(UpgradeAnswer::Refused(self.respond(resp, conn, false)));
+            return Ok(UpgradeAnswer::Refused(self.respond(
+                resp,
+                conn,
+                super::Sent::Never,
+            )));
         }
         let upgrade = hyper::upgrade::on(&mut resp);
         // The sender and the driver's handle go; the driver hands the socket over and ends.
