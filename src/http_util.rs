@@ -62,35 +62,27 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 /// Removes hop-by-hop headers: the fixed list above plus every header named in `Connection`
 /// (RFC 9110 §7.6.1: "a proxy … MUST remove any header fields listed in Connection").
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if !headers.contains_key(header::CONNECTION) {
-        for name in &HOP_BY_HOP[1..] {
-            headers.remove(name);
-        }
-        return;
+    for name in named_in_connection(headers).iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
     }
-    let named: Vec<HeaderName> = headers
+}
+
+/// The headers a `Connection` header names (none, without allocating, when it is absent).
+fn named_in_connection(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
-        headers.remove(name);
-    }
+        .collect()
 }
 
 /// A copy of `headers` without hop-by-hop headers (as [`strip_hop_by_hop`]) and without
 /// the headers in `also`: one pass over the headers, instead of a copy then a removal per
 /// name.
 pub fn copy_end_to_end(headers: &HeaderMap, also: &[HeaderName]) -> HeaderMap {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
+    let named = named_in_connection(headers);
     let mut out = HeaderMap::with_capacity(headers.len());
     for (name, value) in headers {
         let dropped = HOP_BY_HOP.contains(name) || also.contains(name) || named.contains(name);
@@ -189,8 +181,19 @@ mod tests {
         h.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
         h.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        let mut copy_of = h.clone();
+        copy_of.append("x-kept", HeaderValue::from_static("a"));
+        copy_of.append("x-kept", HeaderValue::from_static("b"));
+        copy_of.insert(header::HOST, HeaderValue::from_static("w"));
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key(header::CONTENT_TYPE));
+        // The one-pass copy drops the same headers, and those it is told to, keeping
+        // repeated ones in order.
+        let copy = copy_end_to_end(&copy_of, &[header::HOST]);
+        assert_eq!(copy.len(), 3, "{copy:?}");
+        assert!(copy.contains_key(header::CONTENT_TYPE));
+        let kept: Vec<_> = copy.get_all("x-kept").iter().collect();
+        assert_eq!(kept, ["a", "b"]);
     }
 }
