@@ -256,30 +256,21 @@ fi
 PROXIES="vespa"
 [[ -z $BASELINE ]] || PROXIES+=" base"
 [[ -z $NGINX_PID ]] || PROXIES+=" nginx"
-pid_of() {
+# The variables holding a target's process id and URL: ${PREFIX}_PID and ${PREFIX}_URL.
+prefix_of() {
   case $1 in
-    direct) echo "$ECHO_PID" ;;
-    vespa) echo "$VESPA_PID" ;;
-    base) echo "$BASE_PID" ;;
-    nginx) echo "$NGINX_PID" ;;
-    vespa-url) echo "$VESPA_URLFORM_PID" ;;
-    vespa-legacy) echo "$VESPA_LEGACY_PID" ;;
-    base-url) echo "$BASE_URLFORM_PID" ;;
-    base-legacy) echo "$BASE_LEGACY_PID" ;;
+    direct) echo ECHO ;;
+    vespa) echo VESPA ;;
+    base) echo BASE ;;
+    nginx) echo NGINX ;;
+    vespa-url) echo VESPA_URLFORM ;;
+    vespa-legacy) echo VESPA_LEGACY ;;
+    base-url) echo BASE_URLFORM ;;
+    base-legacy) echo BASE_LEGACY ;;
   esac
 }
-url_of() {
-  case $1 in
-    direct) echo "$ECHO_URL" ;;
-    vespa) echo "$VESPA_URL" ;;
-    base) echo "$BASE_URL" ;;
-    nginx) echo "$NGINX_URL" ;;
-    vespa-url) echo "$VESPA_URLFORM_URL" ;;
-    vespa-legacy) echo "$VESPA_LEGACY_URL" ;;
-    base-url) echo "$BASE_URLFORM_URL" ;;
-    base-legacy) echo "$BASE_LEGACY_URL" ;;
-  esac
-}
+pid_of() { local v; v="$(prefix_of "$1")_PID"; echo "${!v-}"; }
+url_of() { local v; v="$(prefix_of "$1")_URL"; echo "${!v-}"; }
 for t in $PROXIES; do python3 "$PY" record-rss "$RESULTS" rss-start "$t" "$(pid_of "$t")"; done
 
 # ---------------------------------------------------------------- load
