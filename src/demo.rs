@@ -21,6 +21,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// How long the demo waits for the autoscaler to read that ready workers are ready: they
+/// report it at once, so this only bounds a report that cannot get through.
+pub const AUTOSCALER_PATIENCE: Duration = Duration::from_secs(15);
+
 /// Flags of `vespa demo`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DemoArgs {
@@ -138,8 +142,10 @@ impl Demo {
         })
     }
 
-    /// Waits until every worker is ready; fails with the first worker error.
-    pub async fn ready(&self) -> anyhow::Result<()> {
+    /// Waits until every worker is ready and the autoscaler has read so (until then it
+    /// routes everything to the workers it knows are ready); fails with the first worker
+    /// error, or when the autoscaler has not heard within [`AUTOSCALER_PATIENCE`].
+    pub async fn ready(&self, endpoint: &str) -> anyhow::Result<()> {
         for w in &self.workers {
             let mut states = w.shared().lifecycle.subscribe();
             let state = states
@@ -150,7 +156,27 @@ impl Demo {
                 anyhow::bail!("worker {} failed: {e}", w.local_addr());
             }
         }
-        Ok(())
+        let heard = async {
+            loop {
+                let census = self
+                    .autoscaler
+                    .shared()
+                    .registry()
+                    .census(endpoint, tokio::time::Instant::now());
+                if census.ready >= self.workers.len() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(AUTOSCALER_PATIENCE, heard)
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "the autoscaler did not hear that every worker is ready within {} s",
+                    AUTOSCALER_PATIENCE.as_secs()
+                )
+            })
     }
 
     /// Sends traffic through the proxy for `duration` with `concurrency` in flight.
@@ -246,7 +272,7 @@ pub async fn run(args: &DemoArgs) -> i32 {
     );
     println!("  proxy       {}\n", demo.proxy.url());
     println!("waiting for the workers to benchmark their backends...");
-    if let Err(e) = demo.ready().await {
+    if let Err(e) = demo.ready(&config.endpoint).await {
         eprintln!("vespa: {e:#}");
         return 1;
     }

@@ -118,6 +118,9 @@ pub struct Report {
     pub cur_load: f64,
     /// The worker's current error; empty when healthy.
     pub error_msg: String,
+    /// `working_request_idxs`, sorted: the requests `cur_load` counts. `None` when the
+    /// report does not list them. The registry reads it once and does not keep it.
+    pub working: Option<Vec<u64>>,
     /// Vespa extension: the one endpoint this worker serves. `None`: every endpoint.
     pub endpoint: Option<String>,
     /// The report minus `mtoken`, shown by `get_endpoint_workers`: whole up to
@@ -145,6 +148,22 @@ impl Report {
         let loadtime = optional_number(&body, "loadtime")?;
         let max_perf = optional_number(&body, "max_perf")?;
         let cur_load = optional_number(&body, "cur_load")?;
+        let working = match body.get("working_request_idxs") {
+            None | Some(Value::Null) => None,
+            Some(Value::Array(a)) => {
+                let mut idxs = a
+                    .iter()
+                    .map(|v| {
+                        uint(v).ok_or_else(|| {
+                            invalid("working_request_idxs must be whole numbers >= 0")
+                        })
+                    })
+                    .collect::<Result<Vec<u64>, _>>()?;
+                idxs.sort_unstable();
+                Some(idxs)
+            }
+            Some(_) => return Err(invalid("working_request_idxs must be a list")),
+        };
         let size = serde_json::to_vec(&body).map_or(usize::MAX, |v| v.len());
         let body = if size > MAX_KEPT_REPORT {
             tracing::debug!(worker = id, size, "large report kept as a summary");
@@ -159,6 +178,7 @@ impl Report {
             max_perf,
             cur_load,
             error_msg,
+            working,
             endpoint,
             body,
         })
@@ -437,6 +457,19 @@ mod tests {
     }
 
     #[test]
+    fn report_reads_the_working_requests_sorted_and_refuses_other_types() {
+        let r = Report::parse(obj(json!({"id": 1, "working_request_idxs": [9, 2.0, 5]}))).unwrap();
+        assert_eq!(r.working, Some(vec![2, 5, 9]));
+        let r = Report::parse(obj(json!({"id": 1, "working_request_idxs": null}))).unwrap();
+        assert_eq!(r.working, None);
+        for bad in [json!("1,2"), json!([1, -2]), json!([1.5]), json!(["3"])] {
+            let e = Report::parse(obj(json!({"id": 1, "working_request_idxs": bad}))).unwrap_err();
+            assert_eq!(e.status(), 422, "{bad}");
+            assert!(e.to_string().contains("working_request_idxs"), "{e}");
+        }
+    }
+
+    #[test]
     fn report_bounds_what_is_kept() {
         let long_url = format!("http://{}", "a".repeat(MAX_URL_LEN));
         let e = Report::parse(obj(json!({"id": 1, "url": long_url}))).unwrap_err();
@@ -451,6 +484,11 @@ mod tests {
         let r = Report::parse(obj(big)).unwrap();
         assert_eq!(r.max_perf, 3.0);
         assert_eq!(r.body["working_request_idxs"], 100_000);
+        assert_eq!(
+            r.working.as_ref().map(Vec::len),
+            Some(100_000),
+            "read before the summary"
+        );
         assert_eq!(r.body["summarised"], true);
         assert!(
             !r.body.contains_key("padding"),

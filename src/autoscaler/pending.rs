@@ -1,19 +1,24 @@
-//! Requests routed to one worker since its last report, with a cap.
+//! Requests routed to one worker that no report has covered yet, with a cap.
 //!
-//! Routing adds each request's units to the worker's reported `cur_load` until the next
-//! report covers them (see [`super::registry`]). Reports come at least every 10 s, but a
-//! flood of `/route/` calls in between, or a worker that stays ready while its reports stop
-//! short of `stale_after`, would grow the list without limit; so it keeps at most `cap`
-//! entries and drops the oldest beyond that. Dropping one only makes the worker look a
-//! little less loaded until its next report.
+//! Routing adds each request's units to the worker's reported `cur_load` until a report
+//! covers them (see [`super::registry`]). A report covers a request when its
+//! `working_request_idxs` lists it. One that does not list it may simply have been made
+//! before the request reached the worker (the client is still connecting): such a request
+//! stays counted through one report that misses it and leaves at the second, by which time
+//! it has either arrived (and is listed) or finished (and `delete_requests` says so).
+//!
+//! Reports come at least every 10 s, but a flood of `/route/` calls in between, or a worker
+//! that stays ready while its reports stop short of `stale_after`, would grow the list
+//! without limit; so it keeps at most `cap` entries and drops the oldest beyond that.
+//! Dropping one only makes the worker look a little less loaded until its next report.
 
 use std::collections::BTreeMap;
 
 /// The routed-since-report list of one worker: `request_idx` → routing units, oldest first.
 #[derive(Debug, Clone)]
 pub struct Pending {
-    /// `request_idx` → (insertion sequence, units).
-    by_idx: BTreeMap<u64, (u64, f64)>,
+    /// `request_idx` → (insertion sequence, units, reports that did not list it).
+    by_idx: BTreeMap<u64, (u64, f64, u8)>,
     /// Insertion sequence → `request_idx`: the order in which to drop.
     order: BTreeMap<u64, u64>,
     next_seq: u64,
@@ -48,15 +53,40 @@ impl Pending {
         // Internal: one increment per route; u64 does not wrap in practice, and wrapping
         // would only misorder which entry is dropped first.
         self.next_seq = self.next_seq.wrapping_add(1);
-        self.by_idx.insert(request_idx, (seq, units));
+        self.by_idx.insert(request_idx, (seq, units, 0));
         self.order.insert(seq, request_idx);
     }
 
-    /// Forgets `request_idx` (finished, or routed again elsewhere).
-    pub fn remove(&mut self, request_idx: u64) {
-        if let Some((seq, _)) = self.by_idx.remove(&request_idx) {
-            self.order.remove(&seq);
-        }
+    /// Forgets `request_idx` (finished, or routed again elsewhere); returns its units when
+    /// it was counted.
+    pub fn remove(&mut self, request_idx: u64) -> Option<f64> {
+        let (seq, units, _) = self.by_idx.remove(&request_idx)?;
+        self.order.remove(&seq);
+        Some(units)
+    }
+
+    /// Applies a report that lists `working` (sorted) as the worker's working set: the
+    /// entries it lists leave the list and are returned (`request_idx` → units), as the
+    /// report's `cur_load` now counts them; those it does not list stay for one more report
+    /// (still on their way to the worker) and leave at the second that misses them. Also
+    /// returns how many entries were dropped for the cap since the last call.
+    pub fn reconcile(&mut self, working: &[u64]) -> (BTreeMap<u64, f64>, u64) {
+        let mut covered = BTreeMap::new();
+        let order = &mut self.order;
+        self.by_idx.retain(|idx, (seq, units, missed)| {
+            let keep = if working.binary_search(idx).is_ok() {
+                covered.insert(*idx, *units);
+                false
+            } else {
+                *missed += 1;
+                *missed < 2
+            };
+            if !keep {
+                order.remove(seq);
+            }
+            keep
+        });
+        (covered, std::mem::take(&mut self.dropped))
     }
 
     /// Forgets everything (a new report covers it) and returns how many entries were
@@ -69,7 +99,7 @@ impl Pending {
 
     /// Σ units. Never NaN: units are finite and non-negative, so the sum is at worst `+inf`.
     pub fn units(&self) -> f64 {
-        self.by_idx.values().map(|(_, u)| u).sum()
+        self.by_idx.values().map(|(_, u, _)| u).sum()
     }
 
     /// Number of requests in the list.
@@ -103,9 +133,31 @@ mod tests {
         p.insert(1, 10.0); // 1 is now the newest
         p.insert(3, 3.0); // drops 2
         assert_eq!(p.units(), 13.0);
-        p.remove(1);
-        p.remove(99);
+        assert_eq!(p.remove(1), Some(10.0));
+        assert_eq!(p.remove(99), None);
         assert_eq!((p.count(), p.units()), (1, 3.0));
+    }
+
+    #[test]
+    fn a_report_takes_what_it_lists_and_what_two_reports_missed() {
+        let mut p = Pending::new(10);
+        p.insert(1, 1.0);
+        p.insert(2, 2.0);
+        p.insert(3, 3.0);
+        let (covered, dropped) = p.reconcile(&[1, 9]);
+        assert_eq!(covered, BTreeMap::from([(1, 1.0)]));
+        assert_eq!(dropped, 0);
+        assert_eq!((p.count(), p.units()), (2, 5.0), "2 and 3 still in transit");
+        p.insert(4, 4.0);
+        let (covered, _) = p.reconcile(&[3]);
+        assert_eq!(covered, BTreeMap::from([(3, 3.0)]));
+        assert_eq!(
+            (p.count(), p.units()),
+            (1, 4.0),
+            "2 missed two reports and left; 4 missed its first"
+        );
+        p.insert(5, 5.0);
+        assert_eq!(p.order.len(), p.by_idx.len(), "the drop order follows");
     }
 
     #[test]

@@ -4,11 +4,22 @@
 //! without sleeping. The server keeps one [`Registry`] behind a mutex and never holds it
 //! across an `.await`.
 //!
-//! Routing picks the ready worker with the least estimated wait,
-//! `(cur_load + Σ cost routed since its last report) / max_perf`, ties broken by fewest
-//! requests routed since the report, then lowest id. The routed sum matters: reports come
-//! once a second at best, so without it a burst between two reports would all land on the
-//! worker that looked idlest at the last report.
+//! Routing picks the ready worker with the least estimated wait, its load over its
+//! `max_perf`, ties broken by fewest requests routed and not yet reported, then lowest id.
+//! The load is what the worker holds as far as the autoscaler can tell:
+//!
+//! - the last report's `cur_load`,
+//! - minus the cost of the requests that report counted and that have finished since
+//!   (`delete_requests` names them),
+//! - plus the cost of the requests routed to it that no report has counted yet ([`Pending`]).
+//!
+//! Reports come once a second at best, so without the routed sum a burst between two
+//! reports would all land on the worker that looked idlest at the last report; without the
+//! finished sum a worker that has just emptied would look full until its next report. A
+//! report counts only the requests its `working_request_idxs` lists: one made while a
+//! routed request was still on its way to the worker does not clear that request from the
+//! estimate (it stays through one report that misses it, see [`Pending`]). A report without
+//! the list is taken to count everything routed before it.
 //!
 //! Memory is bounded: a worker silent for `prune_after` leaves the registry (it is only
 //! *stale*, kept but not routed, from `stale_after`); at most `max_workers` are kept, the
@@ -102,8 +113,12 @@ struct WorkerRecord {
     received_at: Instant,
     ever_loaded: bool,
     last_reqnum: u64,
-    /// Requests routed since the last report.
+    /// Requests routed and not yet counted by a report.
     pending: Pending,
+    /// Requests the last report counted that the autoscaler routed: `request_idx` → units.
+    covered: BTreeMap<u64, f64>,
+    /// Units of `covered` requests that finished since the last report.
+    finished_units: f64,
     routed: u64,
     /// Finished requests by status; the keys are the fixed set of [`Finished::status`].
     finished: BTreeMap<&'static str, u64>,
@@ -117,11 +132,29 @@ impl WorkerRecord {
             .is_none_or(|e| e == endpoint)
     }
 
+    /// The load the worker holds as far as the autoscaler can tell (see the module docs).
+    fn load(&self) -> f64 {
+        // Internal: every term is finite or +inf and >= 0 (messages.rs rejects the rest),
+        // and `max` keeps an inf − inf NaN out: `f64::max` returns the other operand.
+        (self.report.cur_load - self.finished_units).max(0.0) + self.pending.units()
+    }
+
     fn estimated_wait(&self) -> f64 {
-        // Internal: both terms are finite and >= 0 (messages.rs rejects the rest), so the
-        // result is at worst +inf, which `total_cmp` orders last.
-        let load = self.report.cur_load + self.pending.units();
-        load / self.report.max_perf.max(1e-5)
+        // Internal: the load is >= 0 and at worst +inf, which `total_cmp` orders last.
+        self.load() / self.report.max_perf.max(1e-5)
+    }
+
+    /// Takes a new report: what it counts leaves the routed list (see the module docs). The
+    /// list of working requests is not kept.
+    fn take_report(&mut self, mut report: Report) -> u64 {
+        let (covered, dropped) = match report.working.take() {
+            Some(working) => self.pending.reconcile(&working),
+            None => (BTreeMap::new(), self.pending.clear()),
+        };
+        self.covered = covered;
+        self.finished_units = 0.0;
+        self.report = report;
+        dropped
     }
 }
 
@@ -152,14 +185,13 @@ impl Registry {
     /// Records a `worker_status` report received at `now`. Returns `true` for a worker not
     /// seen before. The routed-since-report bookkeeping restarts: the report's `cur_load`
     /// now covers what was routed before it.
-    pub fn report(&mut self, report: Report, now: Instant) -> bool {
+    pub fn report(&mut self, mut report: Report, now: Instant) -> bool {
         self.prune(now);
         let loaded = report.loadtime > 0.0;
         if let Some(w) = self.workers.get_mut(&report.id) {
             w.ever_loaded |= loaded;
-            w.report = report;
             w.received_at = now;
-            let dropped = w.pending.clear();
+            let dropped = w.take_report(report);
             if dropped > 0 {
                 tracing::warn!(
                     worker = w.report.id,
@@ -188,12 +220,16 @@ impl Registry {
                 "registry full: the worker with the oldest report was dropped"
             );
         }
+        // A new worker has nothing routed to reconcile with the list.
+        report.working = None;
         let record = WorkerRecord {
             report,
             received_at: now,
             ever_loaded: loaded,
             last_reqnum: 0,
             pending: Pending::new(self.limits.max_routed_per_worker),
+            covered: BTreeMap::new(),
+            finished_units: 0.0,
             routed: 0,
             finished: BTreeMap::new(),
         };
@@ -224,8 +260,8 @@ impl Registry {
         pruned
     }
 
-    /// Records finished requests of `worker_id`: counted by status, and no longer counted as
-    /// routed-since-report. Returns `false` (and only counts them) for a worker that never
+    /// Records finished requests of `worker_id`: counted by status, and no longer counted in
+    /// its load, whether a report counted them yet or not. Returns `false` (and only counts them) for a worker that never
     /// reported.
     pub fn finished(&mut self, worker_id: u64, requests: &[Finished]) -> bool {
         let Some(w) = self.workers.get_mut(&worker_id) else {
@@ -236,8 +272,11 @@ impl Registry {
         for r in requests {
             let count = w.finished.entry(r.status).or_default();
             *count = count.saturating_add(1);
-            if let Some(idx) = r.request_idx {
-                w.pending.remove(idx);
+            if let Some(idx) = r.request_idx
+                && w.pending.remove(idx).is_none()
+                && let Some(units) = w.covered.remove(&idx)
+            {
+                w.finished_units += units;
             }
         }
         true
@@ -316,18 +355,15 @@ impl Registry {
         c
     }
 
-    /// Load and capacity of `endpoint`'s ready workers: the sum of their reported
-    /// `cur_load` plus what was routed to them since, and the sum of their `max_perf`.
+    /// Load and capacity of `endpoint`'s ready workers: the sum of their loads as routing
+    /// estimates them (see the module docs), and the sum of their `max_perf`.
     /// Their ratio is the wait routing works from, taken over the whole endpoint.
     pub fn ready_load(&self, endpoint: &str, now: Instant) -> (f64, f64) {
         self.workers
             .values()
             .filter(|w| w.serves(endpoint) && self.status(w, now) == Status::Ready)
             .fold((0.0, 0.0), |(load, perf), w| {
-                (
-                    load + w.report.cur_load + w.pending.units(),
-                    perf + w.report.max_perf,
-                )
+                (load + w.load(), perf + w.report.max_perf)
             })
     }
 
@@ -407,6 +443,7 @@ mod tests {
             max_perf,
             cur_load,
             error_msg: String::new(),
+            working: None,
             endpoint: None,
             body: Map::new(),
         }
@@ -538,6 +575,119 @@ mod tests {
         let listed = r.list("e", now);
         assert_eq!(listed[0]["finished"]["Success"], 1);
         assert_eq!(listed[0]["routed"], 2);
+    }
+
+    /// A report of worker `id` that lists `working` as its working set, each request of
+    /// `units`.
+    fn listing(id: u64, working: &[u64], units: f64, max_perf: f64) -> Report {
+        let mut r = report(id, working.len() as f64 * units, max_perf);
+        r.working = Some(working.to_vec());
+        r
+    }
+
+    /// The demo's fleet (3 200 and 6 400 units/s; 8 and 16 requests of 500 units fill a
+    /// batch, 1.25 s of work) under a burst of 24 requests, with worker 1 reporting in the
+    /// middle of it: when it reports, only the first two requests routed to it have reached
+    /// it; the others are still on their way. That report must not clear them from the
+    /// estimate, or the rest of the burst piles onto worker 1 while worker 2 has room.
+    #[test]
+    fn a_report_made_while_routed_requests_are_on_their_way_still_counts_them() {
+        let now = Instant::now();
+        let mut r = pool(
+            vec![
+                listing(1, &[], 500.0, 3200.0),
+                listing(2, &[], 500.0, 6400.0),
+            ],
+            now,
+        );
+        let mut on = BTreeMap::<u64, Vec<u64>>::new();
+        for idx in 1..=24 {
+            let w = r.route("e", idx, 500.0, now).unwrap().worker_id;
+            on.entry(w).or_default().push(idx);
+            if idx == 12 {
+                let arrived = &on[&1][..2];
+                r.report(listing(1, arrived, 500.0, 3200.0), now);
+            }
+        }
+        let split: Vec<usize> = on.values().map(Vec::len).collect();
+        assert_eq!(split, [8, 16], "each worker holds exactly its batch");
+        for (id, perf) in [(1, 3200.0), (2, 6400.0)] {
+            let wait = on[&id].len() as f64 * 500.0 / perf;
+            assert!(wait <= 1.25, "worker {id} routed past one batch: {wait} s");
+        }
+        // The next report lists everything: nothing is counted twice.
+        r.report(listing(1, &on[&1], 500.0, 3200.0), now);
+        assert_eq!(r.ready_load("e", now), (12_000.0, 9_600.0));
+    }
+
+    #[test]
+    fn a_routed_request_no_report_ever_lists_leaves_at_the_second_report() {
+        let now = Instant::now();
+        let mut r = pool(vec![listing(1, &[], 1.0, 10.0)], now);
+        r.route("e", 5, 4.0, now).unwrap();
+        r.report(listing(1, &[], 1.0, 10.0), now);
+        assert_eq!(r.ready_load("e", now).0, 4.0, "maybe still on its way");
+        r.report(listing(1, &[], 1.0, 10.0), now);
+        assert_eq!(
+            r.ready_load("e", now).0,
+            0.0,
+            "never arrived: not counted for ever"
+        );
+    }
+
+    #[test]
+    fn requests_a_report_counted_leave_the_estimate_when_they_finish() {
+        let now = Instant::now();
+        let mut r = pool(
+            vec![listing(1, &[], 3.0, 10.0), listing(2, &[], 3.0, 10.0)],
+            now,
+        );
+        for idx in 1..=4 {
+            r.route("e", idx, 3.0, now).unwrap();
+        }
+        r.report(listing(1, &[1, 3], 3.0, 10.0), now);
+        r.report(listing(2, &[2, 4], 3.0, 10.0), now);
+        let done = |idx| Finished {
+            request_idx: Some(idx),
+            status: "Success",
+        };
+        assert!(r.finished(1, &[done(1), done(3)]));
+        assert_eq!(
+            r.ready_load("e", now).0,
+            6.0,
+            "worker 1 is empty, worker 2 holds 6"
+        );
+        assert_eq!(pick(&mut r, now), 1);
+        // A later report that no longer lists them does not subtract them again, and one
+        // that omits the list altogether is taken whole.
+        r.report(listing(1, &[], 3.0, 10.0), now);
+        let mut plain = report(2, 6.0, 10.0);
+        plain.working = None;
+        r.report(plain, now);
+        assert!(r.finished(2, &[done(2)]));
+        assert_eq!(
+            r.ready_load("e", now).0,
+            1.0 + 6.0,
+            "the one routed to 1 (1 unit), and 2's report"
+        );
+    }
+
+    #[test]
+    fn a_worker_whose_load_is_unknown_cost_finishing_never_goes_below_zero() {
+        let now = Instant::now();
+        let mut r = pool(vec![listing(1, &[], 1.0, 10.0)], now);
+        r.route("e", 1, 50.0, now).unwrap();
+        let mut rep = report(1, 2.0, 10.0); // the worker weighs it 2, the client said 50
+        rep.working = Some(vec![1]);
+        r.report(rep, now);
+        r.finished(
+            1,
+            &[Finished {
+                request_idx: Some(1),
+                status: "Success",
+            }],
+        );
+        assert_eq!(r.ready_load("e", now).0, 0.0);
     }
 
     #[test]

@@ -11,10 +11,19 @@ async fn demo_routes_traffic_through_the_proxy_to_both_workers() {
         ..Default::default()
     };
     let demo = Demo::start(&config).await.unwrap();
-    tokio::time::timeout(Duration::from_secs(30), demo.ready())
+    tokio::time::timeout(Duration::from_secs(30), demo.ready(&config.endpoint))
         .await
         .unwrap()
         .unwrap();
+    let census = demo
+        .autoscaler
+        .shared()
+        .registry()
+        .census(&config.endpoint, tokio::time::Instant::now());
+    assert_eq!(
+        census.ready, 2,
+        "ready means the autoscaler routes to both workers"
+    );
     for (sim, worker) in demo.sims.iter().zip(&demo.workers) {
         let measured = worker.shared().ledger.snapshot().max_perf;
         let truth = sim.config().capacity_tokens_per_sec();

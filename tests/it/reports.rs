@@ -276,3 +276,20 @@ async fn a_worker_that_cannot_bind_keeps_reporting_why() {
     );
     child.kill().await.unwrap();
 }
+
+/// Routing waits for the report that says a worker is ready: it goes out when the worker
+/// becomes ready, not at the next tick (here an hour away).
+#[tokio::test]
+async fn becoming_ready_is_reported_at_once_not_at_the_next_tick() {
+    let backend = Backend::start(|_| async { json(200, json!({})) }).await;
+    let mut autoscaler = FakeAutoscaler::start(true).await;
+    let mut cfg = reporting_config(&backend, &[autoscaler.url()]);
+    cfg.max_perf = 50.0;
+    cfg.report_tick = Duration::from_secs(3600);
+    let _worker = start_worker(cfg).await;
+    let ready = autoscaler
+        .status_where(|s| s["loadtime"].as_f64().unwrap_or(0.0) > 0.0)
+        .await;
+    assert_eq!(ready["max_perf"], 50.0);
+    assert_eq!(ready["error_msg"], "");
+}

@@ -267,14 +267,31 @@ impl Reporter {
     }
 
     /// The `worker_status` loop: a tick every `tick`; a send when the ledger or the state
-    /// changed since the last successful send, or after [`HEARTBEAT`].
+    /// changed since the last successful send, or after [`HEARTBEAT`]. A change of state
+    /// (ready, errored, draining) is sent at once rather than at the next tick: the
+    /// autoscaler routes to a worker only once it has read that the worker is ready, and
+    /// stops routing to one only once it has read otherwise.
     pub async fn status_loop(self, src: Sources, tick: Duration) {
         let mut disk = Disk::default();
         let mut cadence = Cadence::default();
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut states = Some(src.lifecycle.subscribe());
         loop {
-            ticker.tick().await;
+            match &mut states {
+                Some(rx) => tokio::select! {
+                    _ = ticker.tick() => {}
+                    changed = rx.changed() => {
+                        if changed.is_err() {
+                            // The lifecycle is gone: ticks only from now on.
+                            states = None;
+                        }
+                    }
+                },
+                None => {
+                    ticker.tick().await;
+                }
+            }
             let version = src.ledger.version();
             let state = src.lifecycle.state();
             if cadence.due(version, &state) && self.send_status(&src, &mut disk).await {
