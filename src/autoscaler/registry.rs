@@ -586,10 +586,11 @@ mod tests {
     }
 
     /// The demo's fleet (3 200 and 6 400 units/s; 8 and 16 requests of 500 units fill a
-    /// batch, 1.25 s of work) under a burst of 24 requests, with worker 1 reporting in the
-    /// middle of it: when it reports, only the first two requests routed to it have reached
-    /// it; the others are still on their way. That report must not clear them from the
-    /// estimate, or the rest of the burst piles onto worker 1 while worker 2 has room.
+    /// batch, 1.25 s of work) under a burst of 24 requests, with both workers reporting in
+    /// the middle of it: when one reports, only the first requests routed to it have reached
+    /// it; the others are still on their way. Those reports must not clear them from the
+    /// estimate, or the rest of the burst piles onto the worker that reported while the other
+    /// has room.
     #[test]
     fn a_report_made_while_routed_requests_are_on_their_way_still_counts_them() {
         let now = Instant::now();
@@ -604,10 +605,17 @@ mod tests {
         for idx in 1..=24 {
             let w = r.route("e", idx, 500.0, now).unwrap().worker_id;
             on.entry(w).or_default().push(idx);
-            if idx == 12 {
-                let arrived = &on[&1][..2];
-                r.report(listing(1, arrived, 500.0, 3200.0), now);
-            }
+            // Reports in between, each listing the requests that have reached the worker:
+            // all but the last few routed to it (each reached it before its next report).
+            let (id, on_the_way, perf) = match idx {
+                9 => (1, 2, 3200.0),
+                15 => (1, 3, 3200.0),
+                18 => (2, 1, 6400.0),
+                21 => (1, 2, 3200.0),
+                _ => continue,
+            };
+            let arrived = &on[&id][..on[&id].len() - on_the_way];
+            r.report(listing(id, arrived, 500.0, perf), now);
         }
         let split: Vec<usize> = on.values().map(Vec::len).collect();
         assert_eq!(split, [8, 16], "each worker holds exactly its batch");
