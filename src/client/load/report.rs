@@ -208,4 +208,41 @@ mod tests {
         assert_eq!(r.workers["a"], 2);
         assert!(r.text().contains("errors      body: 1, connect: 1"));
     }
+
+    #[test]
+    fn text_report_lines_are_pinned() {
+        let s = |ms_: u64, status: Option<u16>, error: Option<&'static str>| Sample {
+            latency: ms(ms_),
+            ttfb: status.map(|_| ms(ms_ / 2)),
+            status,
+            error,
+            worker: status.map(|_| "http://w1".to_string()),
+        };
+        let r = LoadReport::from_samples(
+            vec![
+                s(10, Some(200), None),
+                s(20, Some(200), None),
+                s(40, Some(503), None),
+                s(5, None, Some("timeout")),
+            ],
+            Duration::from_millis(1500),
+        );
+        assert_eq!(
+            r.text(),
+            "requests    4 (2 ok, 1 failed) in 1.50 s\n\
+             throughput  2.0 responses/s\n\
+             latency ms  p50 20.0  p90 40.0  p99 40.0  max 40.0\n\
+             TTFB ms     p50 10.0  p90 20.0  p99 20.0  max 20.0\n\
+             status      200: 2, 503: 1\n\
+             errors      timeout: 1\n\
+             workers     http://w1: 3 (100 %)\n"
+        );
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#"{"requests":4,"ok":2,"duration_secs":1.5,"throughput":2.0,"#.to_string()
+                + r#""latency_ms":{"p50":20.0,"p90":40.0,"p99":40.0,"max":40.0},"#
+                + r#""ttfb_ms":{"p50":10.0,"p90":20.0,"p99":20.0,"max":20.0},"#
+                + r#""status":{"200":2,"503":1},"errors":{"timeout":1},"workers":{"http://w1":3}}"#
+        );
+    }
 }
