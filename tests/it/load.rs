@@ -135,6 +135,8 @@ fn bad_flags_exit_64() {
         &["--url", "http://127.0.0.1:1", "-r", "0"],
         &["--url", "http://127.0.0.1:1", "--profile", "nope"],
         &["--endpoint", "e"],
+        &["--url", "http://127.0.0.1:1", "--refresh", "0.01"],
+        &["--url", "http://127.0.0.1:1", "--refresh", "NaN"],
     ] {
         let out = run(args);
         assert_eq!(
