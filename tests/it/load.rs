@@ -135,6 +135,8 @@ fn bad_flags_exit_64() {
         &["--url", "http://127.0.0.1:1", "-r", "0"],
         &["--url", "http://127.0.0.1:1", "--profile", "nope"],
         &["--endpoint", "e"],
+        &["--url", "http://127.0.0.1:1", "--refresh", "0.01"],
+        &["--url", "http://127.0.0.1:1", "--refresh", "NaN"],
     ] {
         let out = run(args);
         assert_eq!(
@@ -144,4 +146,80 @@ fn bad_flags_exit_64() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+/// Runs `vespa load` with stdout and stderr piped (not a terminal).
+async fn load_piped(args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_vespa"))
+        .arg("load")
+        .args(args)
+        .env_clear()
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn off_a_terminal_the_output_is_the_plain_report_alone() {
+    let backend = Backend::start(|_| async { json(200, json!({})) }).await;
+    let url = backend.url().to_string();
+    let out = load_piped(&["--url", &url, "-n", "6", "-c", "2"]).await;
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "",
+        "no progress drawn"
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let heads: Vec<&str> = text.lines().map(|l| &l[..12]).collect();
+    assert_eq!(
+        heads,
+        [
+            "requests    ",
+            "throughput  ",
+            "latency ms  ",
+            "TTFB ms     ",
+            "status      ",
+            "errors      "
+        ],
+        "{text}"
+    );
+    assert!(
+        text.starts_with("requests    6 (6 ok, 0 failed) in "),
+        "{text}"
+    );
+    assert!(
+        text.contains("\nstatus      200: 6\nerrors      none\n"),
+        "{text}"
+    );
+
+    let out = load_piped(&["--url", &url, "-n", "3", "--json"]).await;
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.lines().count(), 1, "{text}");
+    let report: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut keys: Vec<&str> = report
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str())
+        .collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "duration_secs",
+            "errors",
+            "latency_ms",
+            "ok",
+            "requests",
+            "status",
+            "throughput",
+            "ttfb_ms",
+            "workers"
+        ]
+    );
+    assert_eq!(report["status"], json!({"200": 3}));
 }

@@ -6,11 +6,16 @@
 //! duration (`-d`). Bodies come from a backend profile, so every request differs. The report
 //! gives throughput, latency and time-to-first-byte percentiles, status counts, errors by
 //! class and the spread over workers. Each closed-loop task keeps its samples to itself, so
-//! measuring costs no shared lock on the hot path.
+//! measuring costs no shared lock on the hot path; the live view on a terminal reads counters
+//! that the tasks bump with a few atomic additions (`live`, `view`).
 
+pub mod histogram;
+pub mod live;
 pub mod report;
 pub mod target;
+pub mod view;
 
+pub use live::Live;
 pub use report::{LoadReport, Percentiles, Sample};
 pub use target::{Job, Target};
 
@@ -22,7 +27,7 @@ use crate::tls::vast_ca::default_cache_path;
 use bytes::Bytes;
 use std::io::IsTerminal;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 
@@ -50,6 +55,9 @@ crate::env::settings! {
         /// Print one JSON object instead of text.
         #[arg(long)]
         pub json: bool,
+        /// Seconds between redraws of the live view (on a terminal; at least 0.05).
+        #[arg(long, value_name = "SECS", default_value_t = view::DEFAULT_REFRESH.as_secs_f64())]
+        pub refresh: f64,
     }
 
     /// Load one worker directly (it must be UNSECURED): its base URL.
@@ -153,17 +161,6 @@ impl Generator {
     }
 }
 
-/// Counters a progress line reads while the run goes on.
-#[derive(Debug, Default)]
-pub struct Live {
-    /// Requests started.
-    pub started: AtomicU64,
-    /// Requests finished (any outcome).
-    pub done: AtomicU64,
-    /// Finished with an error.
-    pub failed: AtomicU64,
-}
-
 /// Runs a load plan against `target`.
 pub async fn run_load(
     target: Target,
@@ -185,12 +182,6 @@ pub async fn run_load(
             under_count && in_time
         }
     };
-    let record = |live: &Live, s: &Sample| {
-        live.done.fetch_add(1, Ordering::Relaxed);
-        if s.error.is_some() {
-            live.failed.fetch_add(1, Ordering::Relaxed);
-        }
-    };
     let mut samples = Vec::new();
     match plan.pace {
         Pace::Concurrency(c) => {
@@ -206,7 +197,7 @@ pub async fn run_load(
                     let mut mine = Vec::new();
                     while may_start() {
                         let s = target.run(generator.job(), plan.timeout).await;
-                        record(&live, &s);
+                        live.record(&s);
                         mine.push(s);
                     }
                     mine
@@ -229,7 +220,7 @@ pub async fn run_load(
                         let (target, job, live) = (target.clone(), generator.job(), Arc::clone(&live));
                         tasks.spawn(async move {
                             let s = target.run(job, plan.timeout).await;
-                            record(&live, &s);
+                            live.record(&s);
                             s
                         });
                     }
@@ -347,10 +338,27 @@ pub fn plan_from_args(
     ))
 }
 
+/// The live view's redraw interval (`--refresh`).
+pub fn refresh_from_args(args: &LoadArgs) -> Result<Duration, String> {
+    let min = view::MIN_REFRESH.as_secs_f64();
+    if args.refresh.is_finite() && args.refresh >= min {
+        Ok(Duration::from_secs_f64(args.refresh))
+    } else {
+        Err(format!(
+            "invalid --refresh {}: expected seconds >= {min}",
+            args.refresh
+        ))
+    }
+}
+
 /// Runs `vespa load`; returns the exit code (1 when no request succeeded).
 pub async fn run(args: &LoadArgs, env: &dyn Env) -> i32 {
     let (target, generator, plan) = match plan_from_args(args, env) {
         Ok(p) => p,
+        Err(e) => return usage(e),
+    };
+    let refresh = match refresh_from_args(args) {
+        Ok(r) => r,
         Err(e) => return usage(e),
     };
     // An https worker needs its CA: load it now rather than fail every request.
@@ -365,36 +373,26 @@ pub async fn run(args: &LoadArgs, env: &dyn Env) -> i32 {
         return 1;
     }
     let live = Arc::new(Live::default());
-    let progress = (!args.json && std::io::stderr().is_terminal()).then(|| {
-        let live = Arc::clone(&live);
-        tokio::spawn(async move {
-            let t0 = Instant::now();
-            let mut tick = tokio::time::interval(Duration::from_millis(500));
-            loop {
-                tick.tick().await;
-                let (started, done, failed) = (
-                    live.started.load(Ordering::Relaxed),
-                    live.done.load(Ordering::Relaxed),
-                    live.failed.load(Ordering::Relaxed),
-                );
-                let secs = t0.elapsed().as_secs_f64();
-                eprint!(
-                    "\r{secs:6.1} s  done {done}  failed {failed}  in flight {}  {:.1} req/s   ",
-                    started.saturating_sub(done),
-                    done as f64 / secs.max(1e-3)
-                );
-            }
-        })
-    });
+    let goal = view::Goal {
+        requests: plan.requests,
+        duration: plan.duration,
+    };
+    let view = (!args.json && std::io::stderr().is_terminal())
+        .then(|| view::View::start(Arc::clone(&live), goal, refresh));
     let report = run_load(target, generator, plan, live).await;
-    if let Some(p) = progress {
-        p.abort();
-        eprintln!();
+    if let Some(v) = view {
+        v.finish().await;
     }
     if args.json {
         println!("{}", serde_json::to_string(&report).unwrap_or_default());
     } else {
         print!("{}", report.text());
+        if std::io::stdout().is_terminal() {
+            print!(
+                "{}",
+                report.histogram_text(view::HISTOGRAM_ROWS, view::WIDTH)
+            );
+        }
     }
     if report.ok > 0 { 0 } else { 1 }
 }

@@ -1,7 +1,9 @@
 //! What a load run measured: samples in, a report out.
 
+use super::histogram::Histogram;
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::fmt::Display;
 use std::time::Duration;
 
 /// One request's outcome.
@@ -73,6 +75,22 @@ pub struct LoadReport {
     pub errors: BTreeMap<String, u64>,
     /// Responses by worker URL (when known).
     pub workers: BTreeMap<String, u64>,
+    /// The histogram of `latency_ms` (text only: the JSON report stays as it was).
+    #[serde(skip)]
+    pub latency_histogram: Histogram,
+}
+
+/// `key: count` pairs joined by commas, or `none`.
+pub fn counts_line<K: Display>(counts: impl IntoIterator<Item = (K, u64)>) -> String {
+    let items: Vec<String> = counts
+        .into_iter()
+        .map(|(k, v)| format!("{k}: {v}"))
+        .collect();
+    if items.is_empty() {
+        "none".to_string()
+    } else {
+        items.join(", ")
+    }
 }
 
 impl LoadReport {
@@ -103,6 +121,7 @@ impl LoadReport {
             }
         }
         let responses: u64 = status.values().sum();
+        let latency_histogram = Histogram::of(&latencies);
         let secs = elapsed.as_secs_f64();
         LoadReport {
             requests: samples.len() as u64,
@@ -118,6 +137,7 @@ impl LoadReport {
             status,
             errors,
             workers,
+            latency_histogram,
         }
     }
 
@@ -129,15 +149,7 @@ impl LoadReport {
                 x.p50, x.p90, x.p99, x.max
             )
         };
-        let list = |m: &BTreeMap<String, u64>| {
-            if m.is_empty() {
-                return "none".to_string();
-            }
-            m.iter()
-                .map(|(k, v)| format!("{k}: {v}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
+        let list = |m: &BTreeMap<String, u64>| counts_line(m.iter().map(|(k, v)| (k, *v)));
         let failed: u64 = self.errors.values().sum();
         let mut out = format!(
             "requests    {} ({} ok, {} failed) in {:.2} s\nthroughput  {:.1} responses/s\nlatency ms  {}\nTTFB ms     {}\nstatus      {}\nerrors      {}\n",
@@ -161,6 +173,19 @@ impl LoadReport {
             out.push_str(&format!("workers     {}\n", spread.join(", ")));
         }
         out
+    }
+
+    /// The latency histogram as text bars `width` characters wide, under a heading line;
+    /// empty when no response was read whole.
+    pub fn histogram_text(&self, rows: usize, width: usize) -> String {
+        let n = self.latency_histogram.total();
+        if n == 0 {
+            return String::new();
+        }
+        format!(
+            "histogram   latency ms of {n} responses\n{}",
+            self.latency_histogram.bars(rows, width)
+        )
     }
 }
 
@@ -207,5 +232,42 @@ mod tests {
         assert_eq!(r.errors["body"], 1);
         assert_eq!(r.workers["a"], 2);
         assert!(r.text().contains("errors      body: 1, connect: 1"));
+    }
+
+    #[test]
+    fn text_report_lines_are_pinned() {
+        let s = |ms_: u64, status: Option<u16>, error: Option<&'static str>| Sample {
+            latency: ms(ms_),
+            ttfb: status.map(|_| ms(ms_ / 2)),
+            status,
+            error,
+            worker: status.map(|_| "http://w1".to_string()),
+        };
+        let r = LoadReport::from_samples(
+            vec![
+                s(10, Some(200), None),
+                s(20, Some(200), None),
+                s(40, Some(503), None),
+                s(5, None, Some("timeout")),
+            ],
+            Duration::from_millis(1500),
+        );
+        assert_eq!(
+            r.text(),
+            "requests    4 (2 ok, 1 failed) in 1.50 s\n\
+             throughput  2.0 responses/s\n\
+             latency ms  p50 20.0  p90 40.0  p99 40.0  max 40.0\n\
+             TTFB ms     p50 10.0  p90 20.0  p99 20.0  max 20.0\n\
+             status      200: 2, 503: 1\n\
+             errors      timeout: 1\n\
+             workers     http://w1: 3 (100 %)\n"
+        );
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#"{"requests":4,"ok":2,"duration_secs":1.5,"throughput":2.0,"#.to_string()
+                + r#""latency_ms":{"p50":20.0,"p90":40.0,"p99":40.0,"max":40.0},"#
+                + r#""ttfb_ms":{"p50":10.0,"p90":20.0,"p99":20.0,"max":20.0},"#
+                + r#""status":{"200":2,"503":1},"errors":{"timeout":1},"workers":{"http://w1":3}}"#
+        );
     }
 }
