@@ -1,0 +1,482 @@
+//! Drawing the board on a terminal: a title line, one table with the endpoint's totals
+//! then a row per worker (each figure over its sparkline of the last minute), and what is
+//! wrong below it (an unreachable worker or autoscaler, a worker's error), in full.
+//!
+//! Drawing is a pure function of the [`Board`], so a fixed board gives a fixed frame
+//! (pinned by a snapshot on ratatui's test backend). Colour is a parameter: the caller
+//! turns it off for `NO_COLOR`.
+
+use super::model::{Board, Figures, Track, UNREACHABLE, Watched};
+use super::spark::sparkline;
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span, Text};
+use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table, Wrap};
+
+/// One figure column: heading, width, and which figure.
+struct Column {
+    title: &'static str,
+    width: u16,
+    value: fn(&Figures) -> String,
+    spark: fn(&Figures) -> Option<f64>,
+}
+
+const COLUMNS: [Column; 9] = [
+    Column {
+        title: "max_perf",
+        width: 8,
+        value: |f| number(f.max_perf),
+        spark: |f| f.max_perf,
+    },
+    Column {
+        title: "working set",
+        width: 11,
+        value: |f| number(f.working_set),
+        spark: |f| f.working_set,
+    },
+    Column {
+        title: "wait",
+        width: 8,
+        value: |f| seconds(f.wait),
+        spark: |f| f.wait,
+    },
+    Column {
+        title: "busy/queue",
+        width: 10,
+        value: |f| match (f.in_flight, f.queued) {
+            (None, None) => "-".into(),
+            (a, b) => format!("{}/{}", number(a), number(b)),
+        },
+        spark: |f| Some(f.in_flight? + f.queued.unwrap_or(0.0)),
+    },
+    Column {
+        title: "req/s",
+        width: 8,
+        value: |f| number(f.rps),
+        spark: |f| f.rps,
+    },
+    Column {
+        title: "429/s",
+        width: 7,
+        value: |f| number(f.rejected),
+        spark: |f| f.rejected,
+    },
+    Column {
+        title: "err/s",
+        width: 7,
+        value: |f| number(f.errors),
+        spark: |f| f.errors,
+    },
+    Column {
+        title: "ttfb p50",
+        width: 8,
+        value: |f| seconds(f.ttfb_p50),
+        spark: |f| f.ttfb_p50,
+    },
+    Column {
+        title: "ttfb p99",
+        width: 8,
+        value: |f| seconds(f.ttfb_p99),
+        spark: |f| f.ttfb_p99,
+    },
+];
+
+const STATE_WIDTH: u16 = 11;
+/// The worker column's least width; it takes what the others leave.
+const WORKER_MIN: u16 = 12;
+
+/// How the table fits its area: the figure columns that fit whole (the last ones go first
+/// on a narrow terminal), and whether rows have room for their sparklines.
+#[derive(Clone, Copy)]
+struct Fit {
+    columns: &'static [Column],
+    tall: bool,
+}
+
+impl Fit {
+    fn of(area: Rect, rows: usize) -> Fit {
+        let mut room = area.width.saturating_sub(WORKER_MIN + 1 + STATE_WIDTH);
+        let n = COLUMNS
+            .iter()
+            .take_while(|c| {
+                let fits = c.width < room;
+                room = room.saturating_sub(c.width + 1);
+                fits
+            })
+            .count();
+        let rows = u16::try_from(rows).unwrap_or(u16::MAX);
+        Fit {
+            columns: &COLUMNS[..n],
+            // Header and border, then the totals and each worker on two lines.
+            tall: area.height >= 2 + 2 * rows.saturating_add(1),
+        }
+    }
+}
+
+/// The styles of one frame.
+#[derive(Debug, Clone, Copy)]
+struct Palette {
+    colour: bool,
+}
+
+impl Palette {
+    fn fg(self, c: Color) -> Style {
+        if self.colour {
+            Style::new().fg(c)
+        } else {
+            Style::new()
+        }
+    }
+
+    fn state(self, state: &str) -> Style {
+        match state {
+            "ready" => self.fg(Color::Green),
+            "errored" | UNREACHABLE => self.fg(Color::Red).add_modifier(Modifier::BOLD),
+            _ => self.fg(Color::Yellow),
+        }
+    }
+
+    fn spark(self) -> Style {
+        self.fg(Color::Cyan)
+    }
+}
+
+/// Draws `board` on the whole frame; `colour` off draws in the terminal's own colours.
+pub fn render(frame: &mut Frame, board: &Board, colour: bool) {
+    let p = Palette { colour };
+    let problems = problems(board);
+    let problem_height = if problems.is_empty() {
+        0
+    } else {
+        (problems.len() as u16 + 2).min(frame.area().height / 3)
+    };
+    let [title, table, bottom] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Fill(1),
+        Constraint::Length(problem_height),
+    ])
+    .areas(frame.area());
+    frame.render_widget(Paragraph::new(title_line(board, p)), title);
+    frame.render_widget(
+        fleet_table(board, p, Fit::of(table, board.rows.len())),
+        table,
+    );
+    if problem_height > 0 {
+        let lines: Vec<Line> = problems
+            .into_iter()
+            .map(|(who, what)| {
+                Line::from(vec![
+                    Span::styled(who, Style::new().add_modifier(Modifier::BOLD)),
+                    Span::raw(": "),
+                    Span::styled(what, p.fg(Color::Red)),
+                ])
+            })
+            .collect();
+        let block = Block::new().borders(Borders::ALL).title(" problems ");
+        frame.render_widget(
+            Paragraph::new(lines)
+                .block(block)
+                .wrap(Wrap { trim: false }),
+            bottom,
+        );
+    }
+}
+
+fn title_line(board: &Board, p: Palette) -> Line<'static> {
+    let bold = Style::new().add_modifier(Modifier::BOLD);
+    let mut spans = vec![
+        Span::styled("vespa top", bold.patch(p.fg(Color::Cyan))),
+        Span::raw(match &board.watched {
+            Watched::Endpoint { name, autoscaler } => format!("  endpoint {name} at {autoscaler}"),
+            Watched::Workers => "  workers".to_string(),
+        }),
+        Span::raw(format!(
+            "  ·  {} of {} ready",
+            board.ready(),
+            board.rows.len()
+        )),
+        Span::raw(format!(
+            "  ·  every {}, ttfb over {}",
+            span(board.interval.as_secs_f64()),
+            span(board.window.as_secs_f64())
+        )),
+        Span::styled("  ·  q quits", Style::new().add_modifier(Modifier::DIM)),
+    ];
+    if board.at.is_none() {
+        spans.insert(2, Span::raw("  ·  waiting for the first answers"));
+    }
+    Line::from(spans)
+}
+
+fn fleet_table(board: &Board, p: Palette, fit: Fit) -> Table<'static> {
+    let bold = Style::new().add_modifier(Modifier::BOLD);
+    let mut widths = vec![Constraint::Min(WORKER_MIN), Constraint::Length(STATE_WIDTH)];
+    widths.extend(fit.columns.iter().map(|c| Constraint::Length(c.width)));
+    let header = Row::new(
+        ["worker", "state"]
+            .into_iter()
+            .chain(fit.columns.iter().map(|c| c.title)),
+    )
+    .style(bold.add_modifier(Modifier::UNDERLINED));
+    let label = match board.watched {
+        Watched::Endpoint { .. } => "endpoint",
+        Watched::Workers => "all",
+    };
+    let mut rows = vec![
+        figures_row(
+            board,
+            Text::from(vec![Line::from(label), Line::from("(totals)")]),
+            Cell::new(format!("{}/{} ready", board.ready(), board.rows.len())),
+            &board.totals,
+            p,
+            fit,
+        )
+        .style(bold),
+    ];
+    for w in &board.rows {
+        let name = match w.id {
+            Some(id) => format!("#{id} {}", w.url),
+            None => w.url.clone(),
+        };
+        let state = Cell::new(Span::styled(w.state.clone(), p.state(&w.state)));
+        rows.push(figures_row(
+            board,
+            Text::from(name),
+            state,
+            &w.track,
+            p,
+            fit,
+        ));
+    }
+    if board.rows.is_empty() && board.at.is_some() {
+        rows.push(Row::new([Cell::new("no worker listed")]));
+    }
+    Table::new(rows, widths)
+        .header(header)
+        .column_spacing(1)
+        .block(Block::new().borders(Borders::TOP))
+}
+
+/// A row: each figure, and under it its sparkline when the rows are tall.
+fn figures_row(
+    board: &Board,
+    name: Text<'static>,
+    state: Cell<'static>,
+    track: &Track,
+    p: Palette,
+    fit: Fit,
+) -> Row<'static> {
+    let mut cells = vec![Cell::new(name), state];
+    for c in fit.columns {
+        let value = Line::from((c.value)(&track.latest));
+        if !fit.tall {
+            cells.push(Cell::new(value));
+            continue;
+        }
+        let spark = match board.at {
+            Some(now) => sparkline(
+                &track.history,
+                now,
+                c.spark,
+                usize::from(c.width),
+                board.interval,
+            ),
+            None => String::new(),
+        };
+        cells.push(Cell::new(Text::from(vec![
+            value,
+            Line::from(Span::styled(spark, p.spark())),
+        ])));
+    }
+    Row::new(cells).height(if fit.tall { 2 } else { 1 })
+}
+
+/// What is wrong, as `(who, what)`: the autoscaler first, then each worker in order.
+fn problems(board: &Board) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    if let Some(Err(e)) = &board.autoscaler {
+        out.push(("autoscaler".to_string(), e.clone()));
+    }
+    for w in &board.rows {
+        if let Some(problem) = &w.problem {
+            out.push((w.url.clone(), problem.clone()));
+        }
+    }
+    out
+}
+
+/// A figure in at most 6 characters: `0.25`, `12.5`, `3200`, `12.3k`, `4.5M`; `-` unknown.
+pub fn number(v: Option<f64>) -> String {
+    let Some(v) = v.filter(|v| v.is_finite()) else {
+        return "-".into();
+    };
+    let a = v.abs();
+    if v.fract() == 0.0 && a < 10_000.0 {
+        format!("{v:.0}")
+    } else if a < 10.0 {
+        format!("{v:.2}")
+    } else if a < 100.0 {
+        format!("{v:.1}")
+    } else if a < 10_000.0 {
+        format!("{v:.0}")
+    } else if a < 10_000_000.0 {
+        format!("{:.1}k", v / 1e3)
+    } else {
+        format!("{:.1}M", v / 1e6)
+    }
+}
+
+/// Seconds as `850ms`, `1.25s`, `12.5s`; `-` unknown.
+pub fn seconds(v: Option<f64>) -> String {
+    match v.filter(|v| v.is_finite()) {
+        None => "-".into(),
+        Some(s) if s < 1.0 => format!("{:.0}ms", s * 1e3),
+        Some(s) if s < 10.0 => format!("{s:.2}s"),
+        Some(s) => format!("{s:.1}s"),
+    }
+}
+
+/// A span of time for the title: `1 s`, `0.5 s`.
+fn span(secs: f64) -> String {
+    format!("{secs} s")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::top::model::Poll;
+    use crate::top::model::tests::{probe, reading};
+    use crate::top::parse::Listed;
+    use ratatui::Terminal;
+    use ratatui::backend::TestBackend;
+    use std::time::{Duration, Instant};
+
+    /// Two ready workers and one that stopped answering, watched through an autoscaler,
+    /// after a minute of polls.
+    fn fleet() -> Board {
+        let watched = Watched::Endpoint {
+            name: "demo".into(),
+            autoscaler: "http://127.0.0.1:8081".into(),
+        };
+        let mut board = Board::new(watched, Duration::from_secs(1), Duration::from_secs(10));
+        let t0 = Instant::now();
+        for i in 0..=60u32 {
+            let n = f64::from(i);
+            // The small worker's traffic grows over the minute; the big one's slows down
+            // while 429s start.
+            let mut small = reading(n * n / 4.0, 0.0, 0.0, 4.0 * n, n);
+            small.max_perf = Some(1600.0);
+            small.in_flight = Some((n / 8.0).floor());
+            small.working_set = Some(20.0 * n);
+            let mut big = reading(
+                20.0 * n - n * n / 8.0,
+                (n - 40.0).max(0.0),
+                0.0,
+                8.0 * n,
+                0.0,
+            );
+            big.estimated_wait = Some(n / 20.0);
+            let dead = if i < 30 {
+                Ok(reading(5.0 * n, 0.0, 0.5 * n, n, 0.0))
+            } else {
+                Err("connection refused (os error 111)".into())
+            };
+            let listed = |id| {
+                Some(Listed {
+                    id: Some(id),
+                    ..Listed::default()
+                })
+            };
+            let mut workers = vec![
+                probe("http://127.0.0.1:4001", Ok(small)),
+                probe("http://127.0.0.1:4002", Ok(big)),
+                probe("http://127.0.0.1:4003", dead),
+            ];
+            for (w, id) in workers.iter_mut().zip(1..) {
+                w.listed = listed(id);
+            }
+            board.observe(Poll {
+                at: t0 + Duration::from_secs(u64::from(i)),
+                autoscaler: Some(Ok(())),
+                workers,
+            });
+        }
+        board
+    }
+
+    fn draw(board: &Board, width: u16, height: u16) -> TestBackend {
+        let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
+        terminal.draw(|f| render(f, board, true)).unwrap();
+        terminal.backend().clone()
+    }
+
+    #[test]
+    fn a_fleet_frame() {
+        insta::assert_snapshot!(draw(&fleet(), 120, 16));
+    }
+
+    #[test]
+    fn a_small_terminal_drops_the_last_columns_and_the_sparklines() {
+        let text = draw(&fleet(), 70, 12).to_string();
+        for shown in ["unreachable", "working set", "busy/queue", "problems", "#3"] {
+            assert!(text.contains(shown), "{shown} in {text}");
+        }
+        for hidden in ["req/s", "ttfb", "█"] {
+            assert!(!text.contains(hidden), "{hidden} in {text}");
+        }
+        // Tall enough again: the sparklines come back.
+        assert!(draw(&fleet(), 70, 16).to_string().contains('█'));
+    }
+
+    #[test]
+    fn without_colour_no_cell_has_a_colour() {
+        let mut terminal = Terminal::new(TestBackend::new(120, 16)).unwrap();
+        terminal.draw(|f| render(f, &fleet(), false)).unwrap();
+        let buffer = terminal.backend().buffer();
+        assert!(
+            buffer
+                .content()
+                .iter()
+                .all(|c| c.fg == Color::Reset && c.bg == Color::Reset)
+        );
+        let mut coloured = Terminal::new(TestBackend::new(120, 16)).unwrap();
+        coloured.draw(|f| render(f, &fleet(), true)).unwrap();
+        assert!(
+            coloured
+                .backend()
+                .buffer()
+                .content()
+                .iter()
+                .any(|c| c.fg == Color::Red)
+        );
+    }
+
+    #[test]
+    fn before_the_first_poll_the_view_says_it_waits() {
+        let board = Board::new(
+            Watched::Workers,
+            Duration::from_secs(1),
+            Duration::from_secs(10),
+        );
+        let text = draw(&board, 120, 8).to_string();
+        assert!(text.contains("waiting for the first answers"), "{text}");
+    }
+
+    #[test]
+    fn figures_fit_their_columns() {
+        assert_eq!(number(Some(0.0)), "0");
+        assert_eq!(number(Some(8.0)), "8");
+        assert_eq!(number(Some(0.25)), "0.25");
+        assert_eq!(number(Some(12.34)), "12.3");
+        assert_eq!(number(Some(3200.0)), "3200");
+        assert_eq!(number(Some(12_345.0)), "12.3k");
+        assert_eq!(number(Some(45_000_000.0)), "45.0M");
+        assert_eq!(number(None), "-");
+        assert_eq!(seconds(Some(0.0123)), "12ms");
+        assert_eq!(seconds(Some(1.25)), "1.25s");
+        assert_eq!(seconds(Some(12.5)), "12.5s");
+        assert_eq!(span(1.0), "1 s");
+        assert_eq!(span(0.5), "0.5 s");
+    }
+}
