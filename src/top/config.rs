@@ -42,9 +42,9 @@ crate::env::settings! {
     /// Seconds each call to the autoscaler or a worker may take, 0.1 to 60; a worker that
     /// does not answer in time shows as unreachable.
     timeout: "timeout" "SECS", default "2";
-    /// Seconds of requests the time-to-first-byte percentiles cover, from --interval to
-    /// 60.
-    window: "window" "SECS", default "10";
+    /// Seconds the rates (requests, 429s, errors per second) and time-to-first-byte
+    /// percentiles cover, from --interval to 60.
+    window: "window" "SECS", default "5";
     /// Stop after this many polls (off a terminal: rounds of lines).
     count: "count" "N", unset "until q, Esc or Ctrl-C";
 }
@@ -91,7 +91,7 @@ pub struct TopConfig {
     pub interval: Duration,
     /// Time each HTTP call may take. Default is 2 s.
     pub timeout: Duration,
-    /// The span time-to-first-byte percentiles cover. Default is 10 s.
+    /// The span rates and time-to-first-byte percentiles cover. Default is 5 s.
     pub window: Duration,
     /// Polls before stopping. Default is `None`: until the user quits.
     pub count: Option<u64>,
@@ -230,7 +230,7 @@ mod tests {
             (
                 Duration::from_secs(1),
                 Duration::from_secs(2),
-                Duration::from_secs(10),
+                Duration::from_secs(5),
                 None
             )
         );

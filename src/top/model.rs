@@ -1,11 +1,12 @@
 //! The fleet as `vespa top` shows it: each worker's latest figures, the endpoint's totals,
 //! and the last minute of both.
 //!
-//! A worker's metrics are counters and histograms since its start. Requests per second,
-//! 429s and errors are the difference between its last two scrapes over the time between
-//! them; time to first byte is the quantile of what was observed over the last `window`
-//! (the difference between the latest scrape and one `window` older), or since start while
-//! there is no older scrape. A counter that went down means the worker restarted: what it
+//! A worker's metrics are counters and histograms since its start. Over the last `window`
+//! (from the latest scrape back to one at least `window` older, or the oldest while there
+//! is none), requests per second, 429s and errors are the counters' differences over the
+//! time between the two scrapes, and time to first byte is the quantile of what was
+//! observed in between (since start, before a second scrape). A window of a few seconds
+//! smooths the bursts of a batching backend, whose answers end together. A counter that went down means the worker restarted: what it
 //! counts now is all new. A worker that cannot be reached keeps its row, marked, with the
 //! error; its history keeps a gap.
 //!
@@ -59,11 +60,11 @@ pub struct Figures {
     pub in_flight: Option<f64>,
     /// Requests waiting for a backend slot.
     pub queued: Option<f64>,
-    /// Requests ended per second.
+    /// Requests ended per second over the window.
     pub rps: Option<f64>,
-    /// 429 answers per second.
+    /// 429 answers per second over the window.
     pub rejected: Option<f64>,
-    /// Backend errors and timeouts per second.
+    /// Backend errors and timeouts per second over the window.
     pub errors: Option<f64>,
     /// Time to first byte over the window, median, seconds.
     pub ttfb_p50: Option<f64>,
@@ -173,30 +174,30 @@ impl WorkerRow {
 
     /// The figures of `now` read at `at`, against the scrapes before it.
     fn figures(&mut self, at: Instant, now: &Reading, window: Duration) -> Figures {
+        // The scrape the window starts from: the last one at least `window` old, else the
+        // oldest kept.
+        let since = at.checked_sub(window);
+        let base = self
+            .readings
+            .iter()
+            .rev()
+            .find(|(t, _)| since.is_some_and(|s| *t <= s))
+            .or(self.readings.front());
         let rate = |cur: f64, before: f64, secs: f64| {
             let delta = if cur >= before { cur - before } else { cur };
             delta / secs
         };
-        let last = self
-            .readings
-            .back()
-            .map(|(t, r)| (at.saturating_duration_since(*t).as_secs_f64(), r))
-            .filter(|(secs, _)| *secs > 0.0);
-        let (rps, rejected, errors) = match last {
-            Some((secs, r)) => (
-                Some(rate(now.requests, r.requests, secs)),
-                Some(rate(now.rejected_429, r.rejected_429, secs)),
-                Some(rate(now.errors, r.errors, secs)),
-            ),
-            None => (None, None, None),
+        let (rps, rejected, errors) = match base {
+            Some((t, r)) if at > *t => {
+                let secs = (at - *t).as_secs_f64();
+                (
+                    Some(rate(now.requests, r.requests, secs)),
+                    Some(rate(now.rejected_429, r.rejected_429, secs)),
+                    Some(rate(now.errors, r.errors, secs)),
+                )
+            }
+            _ => (None, None, None),
         };
-        let base = at.checked_sub(window).and_then(|since| {
-            self.readings
-                .iter()
-                .rev()
-                .find(|(t, _)| *t <= since)
-                .or(self.readings.front())
-        });
         self.ttfb_window = match base {
             Some((_, r)) => now.ttfb.since(&r.ttfb),
             None => now.ttfb.clone(),
@@ -240,7 +241,7 @@ pub struct Board {
     pub watched: Watched,
     /// Time between two polls.
     pub interval: Duration,
-    /// The span time to first byte percentiles cover.
+    /// The span rates and time-to-first-byte percentiles cover.
     pub window: Duration,
     /// The autoscaler's last answer, when watching an endpoint.
     pub autoscaler: Option<Result<(), String>>,

@@ -13,6 +13,7 @@ use super::fetch::Fetcher;
 use super::model::Board;
 use super::view;
 use crossterm::event::{Event, EventStream, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+use crossterm::terminal::{Clear, ClearType};
 use futures_util::StreamExt;
 use ratatui::DefaultTerminal;
 
@@ -62,9 +63,14 @@ impl Screen {
     fn enter() -> std::io::Result<Screen> {
         // Internal: if entering fails half-way (raw mode on, the alternate screen not),
         // restore what was done.
-        ratatui::try_init()
+        let screen = ratatui::try_init()
             .map(|terminal| Screen { terminal })
-            .inspect_err(|_| ratatui::restore())
+            .inspect_err(|_| ratatui::restore())?;
+        // The first frame draws only what differs from a blank screen: start from one, even
+        // where the alternate screen keeps old text. (`Terminal::clear` would ask the
+        // terminal where its cursor is, which not every terminal answers.)
+        crossterm::execute!(std::io::stdout(), Clear(ClearType::All))?;
+        Ok(screen)
     }
 }
 

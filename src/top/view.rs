@@ -6,7 +6,7 @@
 //! (pinned by a snapshot on ratatui's test backend). Colour is a parameter: the caller
 //! turns it off for `NO_COLOR`.
 
-use super::model::{Board, Figures, Track, UNREACHABLE, Watched};
+use super::model::{Board, Figures, Track, UNREACHABLE, Watched, WorkerRow};
 use super::spark::sparkline;
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -14,10 +14,12 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span, Text};
 use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table, Wrap};
 
-/// One figure column: heading, width, and which figure.
+/// One figure column: heading, width, which figure, and its rank when the terminal is
+/// too narrow for all (the lowest ranks stay).
 struct Column {
     title: &'static str,
     width: u16,
+    rank: u8,
     value: fn(&Figures) -> String,
     spark: fn(&Figures) -> Option<f64>,
 }
@@ -26,24 +28,28 @@ const COLUMNS: [Column; 9] = [
     Column {
         title: "max_perf",
         width: 8,
+        rank: 8,
         value: |f| number(f.max_perf),
         spark: |f| f.max_perf,
     },
     Column {
         title: "working set",
         width: 11,
+        rank: 9,
         value: |f| number(f.working_set),
         spark: |f| f.working_set,
     },
     Column {
         title: "wait",
         width: 8,
+        rank: 2,
         value: |f| seconds(f.wait),
         spark: |f| f.wait,
     },
     Column {
         title: "busy/queue",
         width: 10,
+        rank: 4,
         value: |f| match (f.in_flight, f.queued) {
             (None, None) => "-".into(),
             (a, b) => format!("{}/{}", number(a), number(b)),
@@ -53,64 +59,96 @@ const COLUMNS: [Column; 9] = [
     Column {
         title: "req/s",
         width: 8,
+        rank: 1,
         value: |f| number(f.rps),
         spark: |f| f.rps,
     },
     Column {
         title: "429/s",
         width: 7,
+        rank: 5,
         value: |f| number(f.rejected),
         spark: |f| f.rejected,
     },
     Column {
         title: "err/s",
         width: 7,
+        rank: 6,
         value: |f| number(f.errors),
         spark: |f| f.errors,
     },
     Column {
         title: "ttfb p50",
         width: 8,
+        rank: 7,
         value: |f| seconds(f.ttfb_p50),
         spark: |f| f.ttfb_p50,
     },
     Column {
         title: "ttfb p99",
         width: 8,
+        rank: 3,
         value: |f| seconds(f.ttfb_p99),
         spark: |f| f.ttfb_p99,
     },
 ];
 
 const STATE_WIDTH: u16 = 11;
-/// The worker column's least width; it takes what the others leave.
+/// Bounds of the worker column's width: its names' length within them; it also takes
+/// what the other columns leave.
 const WORKER_MIN: u16 = 12;
+const WORKER_MAX: u16 = 28;
 
-/// How the table fits its area: the figure columns that fit whole (the last ones go first
-/// on a narrow terminal), and whether rows have room for their sparklines.
-#[derive(Clone, Copy)]
+/// How the table fits its area: the worker column wide enough for the names (within
+/// bounds), the figure columns that fit whole (by rank, shown in their order), and whether
+/// rows have room for their sparklines.
 struct Fit {
-    columns: &'static [Column],
+    worker_width: u16,
+    columns: Vec<&'static Column>,
     tall: bool,
 }
 
 impl Fit {
-    fn of(area: Rect, rows: usize) -> Fit {
-        let mut room = area.width.saturating_sub(WORKER_MIN + 1 + STATE_WIDTH);
-        let n = COLUMNS
+    fn of(area: Rect, board: &Board) -> Fit {
+        let longest = board
+            .rows
             .iter()
-            .take_while(|c| {
-                let fits = c.width < room;
-                room = room.saturating_sub(c.width + 1);
-                fits
-            })
-            .count();
-        let rows = u16::try_from(rows).unwrap_or(u16::MAX);
+            .map(|r| worker_label(r).chars().count())
+            .max()
+            .unwrap_or(0);
+        let worker_width = u16::try_from(longest)
+            .unwrap_or(u16::MAX)
+            .clamp(WORKER_MIN, WORKER_MAX);
+        let mut room = area.width.saturating_sub(worker_width + 1 + STATE_WIDTH);
+        let mut by_rank: Vec<&'static Column> = COLUMNS.iter().collect();
+        by_rank.sort_by_key(|c| c.rank);
+        let mut kept: Vec<&'static Column> = Vec::new();
+        for c in by_rank {
+            if c.width < room {
+                room -= c.width + 1;
+                kept.push(c);
+            }
+        }
+        let columns = COLUMNS
+            .iter()
+            .filter(|c| kept.iter().any(|k| std::ptr::eq(*k, *c)))
+            .collect();
+        let rows = u16::try_from(board.rows.len()).unwrap_or(u16::MAX);
         Fit {
-            columns: &COLUMNS[..n],
+            worker_width,
+            columns,
             // Header and border, then the totals and each worker on two lines.
             tall: area.height >= 2 + 2 * rows.saturating_add(1),
         }
+    }
+}
+
+/// A worker's name in its row: its id and URL, the URL without `http://`.
+fn worker_label(w: &WorkerRow) -> String {
+    let url = w.url.strip_prefix("http://").unwrap_or(&w.url);
+    match w.id {
+        Some(id) => format!("#{id} {url}"),
+        None => url.to_string(),
     }
 }
 
@@ -158,10 +196,7 @@ pub fn render(frame: &mut Frame, board: &Board, colour: bool) {
     ])
     .areas(frame.area());
     frame.render_widget(Paragraph::new(title_line(board, p)), title);
-    frame.render_widget(
-        fleet_table(board, p, Fit::of(table, board.rows.len())),
-        table,
-    );
+    frame.render_widget(fleet_table(board, p, &Fit::of(table, board)), table);
     if problem_height > 0 {
         let lines: Vec<Line> = problems
             .into_iter()
@@ -197,7 +232,7 @@ fn title_line(board: &Board, p: Palette) -> Line<'static> {
             board.rows.len()
         )),
         Span::raw(format!(
-            "  ·  every {}, ttfb over {}",
+            "  ·  every {}, rates and ttfb over {}",
             span(board.interval.as_secs_f64()),
             span(board.window.as_secs_f64())
         )),
@@ -209,9 +244,12 @@ fn title_line(board: &Board, p: Palette) -> Line<'static> {
     Line::from(spans)
 }
 
-fn fleet_table(board: &Board, p: Palette, fit: Fit) -> Table<'static> {
+fn fleet_table(board: &Board, p: Palette, fit: &Fit) -> Table<'static> {
     let bold = Style::new().add_modifier(Modifier::BOLD);
-    let mut widths = vec![Constraint::Min(WORKER_MIN), Constraint::Length(STATE_WIDTH)];
+    let mut widths = vec![
+        Constraint::Min(fit.worker_width),
+        Constraint::Length(STATE_WIDTH),
+    ];
     widths.extend(fit.columns.iter().map(|c| Constraint::Length(c.width)));
     let header = Row::new(
         ["worker", "state"]
@@ -235,10 +273,7 @@ fn fleet_table(board: &Board, p: Palette, fit: Fit) -> Table<'static> {
         .style(bold),
     ];
     for w in &board.rows {
-        let name = match w.id {
-            Some(id) => format!("#{id} {}", w.url),
-            None => w.url.clone(),
-        };
+        let name = worker_label(w);
         let state = Cell::new(Span::styled(w.state.clone(), p.state(&w.state)));
         rows.push(figures_row(
             board,
@@ -265,10 +300,10 @@ fn figures_row(
     state: Cell<'static>,
     track: &Track,
     p: Palette,
-    fit: Fit,
+    fit: &Fit,
 ) -> Row<'static> {
     let mut cells = vec![Cell::new(name), state];
-    for c in fit.columns {
+    for c in &fit.columns {
         let value = Line::from((c.value)(&track.latest));
         if !fit.tall {
             cells.push(Cell::new(value));
@@ -359,7 +394,7 @@ mod tests {
             name: "demo".into(),
             autoscaler: "http://127.0.0.1:8081".into(),
         };
-        let mut board = Board::new(watched, Duration::from_secs(1), Duration::from_secs(10));
+        let mut board = Board::new(watched, Duration::from_secs(1), Duration::from_secs(5));
         let t0 = Instant::now();
         for i in 0..=60u32 {
             let n = f64::from(i);
@@ -419,10 +454,17 @@ mod tests {
     #[test]
     fn a_small_terminal_drops_the_last_columns_and_the_sparklines() {
         let text = draw(&fleet(), 70, 12).to_string();
-        for shown in ["unreachable", "working set", "busy/queue", "problems", "#3"] {
+        for shown in [
+            "#3 127.0.0.1:4003",
+            "unreachable",
+            "req/s",
+            "wait",
+            "ttfb p99",
+            "problems",
+        ] {
             assert!(text.contains(shown), "{shown} in {text}");
         }
-        for hidden in ["req/s", "ttfb", "█"] {
+        for hidden in ["max_perf", "ttfb p50", "█"] {
             assert!(!text.contains(hidden), "{hidden} in {text}");
         }
         // Tall enough again: the sparklines come back.
