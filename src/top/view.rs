@@ -40,7 +40,7 @@ const COLUMNS: [Column; 9] = [
         spark: |f| f.working_set,
     },
     Column {
-        title: "wait",
+        title: WAIT_TITLE,
         width: 8,
         rank: 2,
         value: |f| seconds(f.wait),
@@ -94,6 +94,7 @@ const COLUMNS: [Column; 9] = [
 ];
 
 const STATE_WIDTH: u16 = 11;
+const WAIT_TITLE: &str = "wait";
 /// Bounds of the worker column's width: its names' length within them; it also takes
 /// what the other columns leave.
 const WORKER_MIN: u16 = 12;
@@ -172,6 +173,16 @@ impl Palette {
             "ready" => self.fg(Color::Green),
             "errored" | UNREACHABLE => self.fg(Color::Red).add_modifier(Modifier::BOLD),
             _ => self.fg(Color::Yellow),
+        }
+    }
+
+    /// A wait at `MAX_WAIT_TIME` or above (new requests get 429) in red, past half of it
+    /// in yellow.
+    fn wait(self, wait: Option<f64>, limit: Option<f64>) -> Style {
+        match wait.zip(limit) {
+            Some((w, l)) if w >= l => self.fg(Color::Red),
+            Some((w, l)) if w >= l / 2.0 => self.fg(Color::Yellow),
+            _ => Style::new(),
         }
     }
 
@@ -261,28 +272,21 @@ fn fleet_table(board: &Board, p: Palette, fit: &Fit) -> Table<'static> {
         Watched::Endpoint { .. } => "endpoint",
         Watched::Workers => "all",
     };
-    let mut rows = vec![
-        figures_row(
-            board,
-            Text::from(vec![Line::from(label), Line::from("(totals)")]),
-            Cell::new(format!("{}/{} ready", board.ready(), board.rows.len())),
-            &board.totals,
-            p,
-            fit,
-        )
-        .style(bold),
-    ];
+    let totals = Subject {
+        name: Text::from(vec![Line::from(label), Line::from("(totals)")]),
+        state: Cell::new(format!("{}/{} ready", board.ready(), board.rows.len())),
+        track: &board.totals,
+        wait_limit: None,
+    };
+    let mut rows = vec![figures_row(board, totals, p, fit).style(bold)];
     for w in &board.rows {
-        let name = worker_label(w);
-        let state = Cell::new(Span::styled(w.state.clone(), p.state(&w.state)));
-        rows.push(figures_row(
-            board,
-            Text::from(name),
-            state,
-            &w.track,
-            p,
-            fit,
-        ));
+        let worker = Subject {
+            name: Text::from(worker_label(w)),
+            state: Cell::new(Span::styled(w.state.clone(), p.state(&w.state))),
+            track: &w.track,
+            wait_limit: w.max_wait_time,
+        };
+        rows.push(figures_row(board, worker, p, fit));
     }
     if board.rows.is_empty() && board.at.is_some() {
         rows.push(Row::new([Cell::new("no worker listed")]));
@@ -293,18 +297,24 @@ fn fleet_table(board: &Board, p: Palette, fit: &Fit) -> Table<'static> {
         .block(Block::new().borders(Borders::TOP))
 }
 
-/// A row: each figure, and under it its sparkline when the rows are tall.
-fn figures_row(
-    board: &Board,
+/// What a row is of: the endpoint's totals or a worker.
+struct Subject<'a> {
     name: Text<'static>,
     state: Cell<'static>,
-    track: &Track,
-    p: Palette,
-    fit: &Fit,
-) -> Row<'static> {
-    let mut cells = vec![Cell::new(name), state];
+    track: &'a Track,
+    /// `MAX_WAIT_TIME`, when known: the wait is coloured as it nears it.
+    wait_limit: Option<f64>,
+}
+
+/// A row: each figure, and under it its sparkline when the rows are tall.
+fn figures_row(board: &Board, who: Subject<'_>, p: Palette, fit: &Fit) -> Row<'static> {
+    let track = who.track;
+    let mut cells = vec![Cell::new(who.name), who.state];
     for c in &fit.columns {
-        let value = Line::from((c.value)(&track.latest));
+        let mut value = Line::from((c.value)(&track.latest));
+        if c.title == WAIT_TITLE {
+            value = value.style(p.wait(track.latest.wait, who.wait_limit));
+        }
         if !fit.tall {
             cells.push(Cell::new(value));
             continue;
@@ -492,6 +502,56 @@ mod tests {
                 .iter()
                 .any(|c| c.fg == Color::Red)
         );
+    }
+
+    #[test]
+    fn a_wait_past_the_workers_limit_is_red_and_past_half_of_it_yellow() {
+        let mut board = Board::new(
+            Watched::Workers,
+            Duration::from_secs(1),
+            Duration::from_secs(5),
+        );
+        let worker = |url: &str, wait: f64| {
+            let mut r = reading(0.0, 0.0, 0.0, 0.0, 0.0);
+            r.estimated_wait = Some(wait);
+            let mut p = probe(url, Ok(r));
+            p.status = Some(crate::top::parse::StatusDoc {
+                error: None,
+                max_wait_time: Some(10.0),
+            });
+            p
+        };
+        board.observe(Poll {
+            at: Instant::now(),
+            autoscaler: None,
+            workers: vec![
+                worker("http://a", 12.5),
+                worker("http://b", 6.25),
+                worker("http://c", 1.25),
+            ],
+        });
+        let mut terminal = Terminal::new(TestBackend::new(120, 12)).unwrap();
+        terminal.draw(|f| render(f, &board, true)).unwrap();
+        let buffer = terminal.backend().buffer();
+        let colour_of = |text: &str| {
+            let width = buffer.area.width;
+            let cells = buffer.content();
+            let line_of = |y: u16| -> String {
+                (0..width)
+                    .map(|x| cells[usize::from(y * width + x)].symbol())
+                    .collect()
+            };
+            let y = (0..buffer.area.height)
+                .find(|y| line_of(*y).contains(text))
+                .unwrap_or_else(|| panic!("{text} not drawn"));
+            let line = line_of(y);
+            let byte = line.find(text).unwrap();
+            let x = u16::try_from(line[..byte].chars().count()).unwrap();
+            cells[usize::from(y * width + x)].fg
+        };
+        assert_eq!(colour_of("12.5s"), Color::Red);
+        assert_eq!(colour_of("6.25s"), Color::Yellow);
+        assert_eq!(colour_of("1.25s"), Color::Reset);
     }
 
     #[test]
