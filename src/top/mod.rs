@@ -9,6 +9,7 @@
 //! per worker ([`plain`]) for logs and scripts. A worker or autoscaler that cannot be
 //! reached is shown as such, with the reason, and the view goes on.
 
+pub mod columns;
 pub mod config;
 pub mod fetch;
 pub mod histogram;
