@@ -210,3 +210,60 @@ async fn help_documents_every_flag() {
         assert!(help.contains(var), "{var} in {help}");
     }
 }
+
+/// `vespa top ARGS` on a 120×20 pseudo-terminal (util-linux `script`), then the
+/// terminal's settings (`stty -a`). Everything the terminal received.
+async fn on_a_terminal(args: &str, env: &[(&str, &str)]) -> String {
+    let vespa = env!("CARGO_BIN_EXE_vespa");
+    let shell = format!("stty cols 120 rows 20; {vespa} top {args}; echo \"exit=$?\"; stty -a");
+    let run = tokio::process::Command::new("script")
+        .args(["-qfec", &shell, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("TERM", "xterm-256color")
+        .envs(env.iter().copied())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(PATIENCE, run)
+        .await
+        .expect("the view ends after --count polls")
+        .expect("util-linux `script` runs a command on a pseudo-terminal");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn on_a_terminal_the_view_draws_in_colour_and_gives_the_terminal_back() {
+    let (_backend, worker) = live_worker().await;
+    let args = format!("--worker {} --count 2 --interval 0.1", url(&worker, ""));
+    let screen = on_a_terminal(&args, &[]).await;
+    let enter = screen.find("\x1b[?1049h").expect("the alternate screen");
+    let leave = screen.find("\x1b[?1049l").expect("the main screen back");
+    let drawn = &screen[enter..leave];
+    let label = worker.local_addr().to_string();
+    for shown in [label.as_str(), "ready", "req/s", "ttfb p99", "vespa top"] {
+        assert!(drawn.contains(shown), "{shown:?} in {drawn:?}");
+    }
+    assert!(drawn.contains("\x1b[38;5;"), "colours: {drawn:?}");
+    let after = &screen[leave..];
+    assert!(
+        after.contains("\x1b[?25h"),
+        "the cursor shown again: {after:?}"
+    );
+    assert!(after.contains("exit=0"), "{after:?}");
+    // Raw mode is off again: the line discipline is back to canonical input with echo.
+    assert!(
+        after.contains(" icanon") && after.contains(" echo "),
+        "{after:?}"
+    );
+}
+
+#[tokio::test]
+async fn no_color_draws_the_view_without_colours() {
+    let (_backend, worker) = live_worker().await;
+    let args = format!("--worker {} --count 1", url(&worker, ""));
+    let screen = on_a_terminal(&args, &[("NO_COLOR", "1")]).await;
+    assert!(screen.contains("ready"), "{screen:?}");
+    assert!(!screen.contains("\x1b[38;5;"), "{screen:?}");
+}
