@@ -33,6 +33,12 @@ pub enum Command {
     Load(crate::client::load::LoadArgs),
     /// Run the whole flow on this machine: simulated backends, autoscaler, workers, proxy.
     Demo(crate::demo::DemoArgs),
+    /// Watch a fleet or workers live: state, load, requests per second, 429s, errors and
+    /// time to first byte per worker, with the last minute of each.
+    ///
+    /// On a terminal, a full-screen view (q, Esc or Ctrl-C quits); otherwise one plain line
+    /// per worker per poll, to log.
+    Top(crate::top::TopArgs),
 }
 
 impl Cli {
@@ -69,5 +75,6 @@ pub async fn run(cli: Cli, env: &dyn Env) -> i32 {
         Command::Proxy(args) => crate::client::proxy::run(&args, env).await,
         Command::Load(args) => crate::client::load::run(&args, env).await,
         Command::Demo(args) => crate::demo::run(&args).await,
+        Command::Top(args) => crate::top::run(&args, env).await,
     }
 }

@@ -5,7 +5,8 @@
 //! client proxy. A caller talks plain OpenAI HTTP to the proxy; the proxy routes each
 //! request through the autoscaler to the less loaded worker and signs it; the worker
 //! verifies, admits, forwards and streams. With `--duration` the demo drives traffic through
-//! the proxy with the load tester and prints its report.
+//! the proxy with the load tester and prints its report; on a terminal, `vespa top`'s view
+//! of the fleet shows meanwhile (q closes it early; the report still follows).
 
 use crate::autoscaler::{Autoscaler, AutoscalerConfig, WorkerAuth};
 use crate::client::ClientConfig;
@@ -14,9 +15,12 @@ use crate::client::proxy::{Proxy, ProxyConfig};
 use crate::profile::Profile;
 use crate::signing::SigningKey;
 use crate::sim::{Sim, SimConfig};
+use crate::top::{Fetcher, Source, TopConfig};
 use crate::worker::Worker;
 use crate::worker::config::{Benchmark, WorkerConfig};
 use crate::worker::lifecycle::State;
+use std::future::Future;
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -77,6 +81,8 @@ pub struct Demo {
     pub workers: Vec<Worker>,
     /// The client proxy.
     pub proxy: Proxy,
+    /// The master token the workers report with (made for this run).
+    pub master_token: String,
 }
 
 impl Demo {
@@ -139,6 +145,7 @@ impl Demo {
             autoscaler,
             workers,
             proxy,
+            master_token,
         })
     }
 
@@ -179,6 +186,18 @@ impl Demo {
             })
     }
 
+    /// `vespa top` watching this demo's endpoint `config.endpoint`, with the workers'
+    /// master token so their status is read too.
+    pub fn top_config(&self, config: &DemoConfig) -> TopConfig {
+        let mut top = TopConfig::new(Source::Endpoint {
+            autoscaler_url: self.autoscaler.url(),
+            name: config.endpoint.clone(),
+            api_key: config.api_key.clone(),
+        });
+        top.master_token = Some(self.master_token.clone());
+        top
+    }
+
     /// Sends traffic through the proxy for `duration` with `concurrency` in flight.
     pub async fn drive(
         &self,
@@ -203,6 +222,28 @@ impl Demo {
         };
         Ok(load::run_load(target, generator, plan, Arc::default()).await)
     }
+}
+
+/// Runs `drive` under `vespa top`'s view of `top` on the terminal. The view closes when
+/// `drive` ends, or earlier on q (then `drive` goes on to its end); either way the terminal
+/// is back to normal when this returns.
+async fn watched<T>(drive: impl Future<Output = T>, top: &TopConfig, colour: bool) -> T {
+    let fetcher = match Fetcher::new(top) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("vespa: no live view: {e}");
+            return drive.await;
+        }
+    };
+    let mut drive = std::pin::pin!(drive);
+    tokio::select! {
+        out = &mut drive => return out,
+        shown = crate::top::screen::watch(top, fetcher, colour) => match shown {
+            Ok(()) => println!("view closed; the report follows when the traffic ends"),
+            Err(e) => eprintln!("vespa: the live view failed: {e}"),
+        },
+    }
+    drive.await
 }
 
 /// 128 random bits as hex.
@@ -300,10 +341,14 @@ pub async fn run(args: &DemoArgs) -> i32 {
         "driving traffic through the proxy for {secs} s ({} requests in flight)...\n",
         args.concurrency
     );
-    match demo
-        .drive(Duration::from_secs_f64(secs), args.concurrency)
-        .await
-    {
+    let drive = demo.drive(Duration::from_secs_f64(secs), args.concurrency);
+    let driven = if std::io::stdout().is_terminal() {
+        let colour = crate::top::colour(&crate::env::ProcessEnv);
+        watched(drive, &demo.top_config(&config), colour).await
+    } else {
+        drive.await
+    };
+    match driven {
         Ok(report) => {
             print!("{}", report.text());
             if report.ok > 0 { 0 } else { 1 }

@@ -20,5 +20,6 @@ pub mod serve;
 pub mod signing;
 pub mod sim;
 pub mod tls;
+pub mod top;
 pub mod websocket;
 pub mod worker;

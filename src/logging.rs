@@ -100,6 +100,16 @@ pub fn access_line(fields: impl FnOnce(&mut String)) {
     });
 }
 
+/// `t` as log lines write it: `2026-11-30T19:54:01.402916Z`, UTC. For lines a command
+/// prints on stdout (`vespa top` off a terminal) in the same form as its log lines.
+pub fn timestamp(t: SystemTime) -> String {
+    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let mut out = String::with_capacity(27);
+    date_time_prefix(&mut out, since.as_secs() as i64);
+    let _ = write!(out, "{:06}Z", since.subsec_micros());
+    out
+}
+
 /// `YYYY-MM-DDTHH:MM:SS.` in UTC for `secs` since the Unix epoch (Howard Hinnant's
 /// `civil_from_days`).
 fn date_time_prefix(out: &mut String, secs: i64) {
@@ -258,5 +268,11 @@ mod tests {
             date_time_prefix(&mut s, secs);
             assert_eq!(s, want, "{secs}");
         }
+    }
+
+    #[test]
+    fn a_timestamp_has_microseconds_and_a_zone() {
+        let t = UNIX_EPOCH + Duration::from_micros(1_796_069_641_402_916);
+        assert_eq!(timestamp(t), "2026-11-30T20:14:01.402916Z");
     }
 }

@@ -29,7 +29,7 @@ mod route;
 mod send;
 mod session;
 mod websocket;
-mod workers;
+pub(crate) mod workers;
 
 pub use backoff::Backoff;
 pub use error::ClientError;

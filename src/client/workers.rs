@@ -25,7 +25,7 @@ use tokio::sync::OnceCell;
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 
 #[derive(Debug)]
-pub(super) struct Workers {
+pub(crate) struct Workers {
     /// For `http://` workers.
     http: reqwest::Client,
     /// For `https://` workers: set at construction when a CA is given, else on first use.
@@ -36,7 +36,7 @@ pub(super) struct Workers {
 }
 
 impl Workers {
-    pub(super) fn new(config: &ClientConfig) -> Result<Workers, ClientError> {
+    pub(crate) fn new(config: &ClientConfig) -> Result<Workers, ClientError> {
         let https = match &config.worker_ca {
             Some(ca) => OnceCell::new_with(Some(https_client(ca, config.connect_timeout)?)),
             None => OnceCell::new(),
@@ -52,7 +52,7 @@ impl Workers {
 
     /// The client for a worker at `url`: for https, the one trusting the worker CA, loading
     /// the CA first if needed.
-    pub(super) async fn for_url(&self, url: &str) -> Result<&reqwest::Client, ClientError> {
+    pub(crate) async fn for_url(&self, url: &str) -> Result<&reqwest::Client, ClientError> {
         if is_https(url) {
             self.https().await
         } else {
@@ -103,23 +103,25 @@ fn build(builder: reqwest::ClientBuilder) -> Result<reqwest::Client, ClientError
 /// The TLS failure behind a failed worker call, if that is what it was: a certificate the
 /// worker CA does not verify (another issuer, another address, expired), or a handshake
 /// that went wrong.
-pub(super) fn tls_failure(err: &reqwest::Error) -> Option<&rustls::Error> {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(e) = cur {
-        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
-            return Some(tls);
-        }
+pub(crate) fn tls_failure(err: &reqwest::Error) -> Option<&rustls::Error> {
+    causes(err).find_map(|e| e.downcast_ref::<rustls::Error>())
+}
+
+/// `err`, then the errors behind it, innermost last.
+pub(crate) fn causes<'a>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(err), |e| {
         // Internal: `io::Error::source` skips the error it wraps (and reqwest nests one
         // io::Error in another), so step into it instead.
-        cur = match e
+        match e
             .downcast_ref::<std::io::Error>()
             .and_then(|io| io.get_ref())
         {
             Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
             None => e.source(),
-        };
-    }
-    None
+        }
+    })
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 use vespa::demo::{Demo, DemoConfig};
+use vespa::top::Fetcher;
 
 #[tokio::test]
 async fn demo_routes_traffic_through_the_proxy_to_both_workers() {
@@ -41,6 +42,30 @@ async fn demo_routes_traffic_through_the_proxy_to_both_workers() {
         "both workers served: {}",
         report.text()
     );
+
+    // `vespa top`'s view of the demo lists both workers (once they have reported) and reads
+    // their status with the demo's master token.
+    let mut fetcher = Fetcher::new(&demo.top_config(&config)).unwrap();
+    let listed = async {
+        loop {
+            let poll = fetcher.poll().await;
+            assert_eq!(poll.autoscaler, Some(Ok(())));
+            if poll.workers.len() == 2 {
+                return poll;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let poll = tokio::time::timeout(Duration::from_secs(30), listed)
+        .await
+        .expect("both workers listed");
+    for probe in &poll.workers {
+        let metrics = probe.metrics.as_ref().unwrap();
+        assert_eq!(metrics.state.as_deref(), Some("ready"), "{probe:?}");
+        assert!(metrics.requests > 0.0, "{probe:?}");
+        let status = probe.status.as_ref().expect("status read with the token");
+        assert_eq!(status.max_wait_time, Some(10.0));
+    }
 }
 
 #[test]

@@ -37,6 +37,7 @@ mod start_server;
 mod startup;
 mod support;
 mod tls;
+mod top;
 mod untrusted;
 mod vast;
 mod vastai_client;

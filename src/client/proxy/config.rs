@@ -235,7 +235,7 @@ pub(crate) fn ca_file(raw: &Raw) -> Result<WorkerCa, ConfigError> {
 }
 
 /// An http(s) base URL, without its trailing slash.
-fn url(raw: Raw) -> Result<String, ConfigError> {
+pub(crate) fn url(raw: Raw) -> Result<String, ConfigError> {
     match reqwest::Url::parse(raw.value.trim()) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host() => {
             Ok(raw.value.trim().trim_end_matches('/').to_string())

@@ -14,8 +14,8 @@
 mod config;
 mod sessions;
 
-pub(crate) use config::ca_file;
 pub use config::{DEFAULT_LISTEN, Discovery, ProxyArgs, ProxyConfig, SessionsConfig};
+pub(crate) use config::{ca_file, url};
 use sessions::Sessions;
 pub use sessions::{SESSION_HEADER, SessionError};
 
