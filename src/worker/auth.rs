@@ -17,8 +17,8 @@ use super::error::WorkerError;
 use crate::signing::verified::CachedKey;
 use crate::signing::{self, Message, PublicKey, SignatureForm};
 use base64::Engine as _;
+use prometheus_client::metrics::counter::Counter;
 use std::collections::{BTreeMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -77,7 +77,7 @@ pub struct Verifier {
     own_url: Option<String>,
     refetch: Notify,
     last_refetch: Mutex<Option<Instant>>,
-    rsa_verifications: AtomicU64,
+    rsa_verifications: Counter,
 }
 
 impl Verifier {
@@ -90,8 +90,16 @@ impl Verifier {
             own_url: None,
             refetch: Notify::new(),
             last_refetch: Mutex::new(None),
-            rsa_verifications: AtomicU64::new(0),
+            rsa_verifications: Counter::default(),
         }
+    }
+
+    /// Counts its RSA verifications in `counter` (the worker's
+    /// `vespa_rsa_verifications_total`) instead of a counter of its own.
+    #[must_use]
+    pub fn counting_in(mut self, counter: Counter) -> Self {
+        self.rsa_verifications = counter;
+        self
     }
 
     /// Refuses url-form signatures whose `url` is not `url` (this worker's public URL).
@@ -126,7 +134,7 @@ impl Verifier {
 
     /// RSA verifications run so far: the signatures the key did not remember.
     pub fn rsa_verifications(&self) -> u64 {
-        self.rsa_verifications.load(Ordering::Relaxed)
+        self.rsa_verifications.get()
     }
 
     /// Whether a key is loaded.
@@ -168,7 +176,7 @@ impl Verifier {
             .find(|m| key.verified_before(**m, &auth.fields, signature))
             .or_else(|| {
                 messages.iter().find(|m| {
-                    self.rsa_verifications.fetch_add(1, Ordering::Relaxed);
+                    self.rsa_verifications.inc();
                     key.verify(**m, &auth.fields, signature)
                 })
             });

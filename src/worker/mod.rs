@@ -348,15 +348,6 @@ impl Shared {
             )
             .with_api_key(config.backend_api_key.as_deref()),
         );
-        let auth = if config.unsecured {
-            Auth::Unsecured
-        } else {
-            let verifier = Verifier::new(config.signature_form, config.replay_window);
-            Auth::Signed(Box::new(match config.check_signed_url {
-                true => verifier.own_url(url),
-                false => verifier,
-            }))
-        };
         let book = Arc::new(Book::new(reporter.is_some()));
         let reports = match &reporter {
             Some(r) => r.counters().clone(),
@@ -367,6 +358,16 @@ impl Shared {
             config.access_log,
             config.trace_context,
         ));
+        let auth = if config.unsecured {
+            Auth::Unsecured
+        } else {
+            let verifier = Verifier::new(config.signature_form, config.replay_window)
+                .counting_in(observer.metrics.rsa_verifications());
+            Auth::Signed(Box::new(match config.check_signed_url {
+                true => verifier.own_url(url),
+                false => verifier,
+            }))
+        };
         let recorder: Arc<dyn Recorder> = Arc::clone(&book) as Arc<dyn Recorder>;
         let ledger = Ledger::with_recorder(config.max_perf, config.max_wait_time, Some(recorder));
         let sessions = Arc::new(Sessions::new(

@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use vespa::signing::{SigningKey, url_message};
+use vespa::signing::{SigningKey, legacy_message, url_message};
 
 pub struct FakeAutoscaler {
     pub addr: SocketAddr,
@@ -114,13 +114,29 @@ impl FakeAutoscaler {
 
     /// Signed `auth_data` for a worker at `worker_url` (url form).
     pub fn auth_data(&self, worker_url: &str, reqnum: u64, cost: Value) -> Value {
+        self.signed(worker_url, reqnum, cost, url_message)
+    }
+
+    /// Signed `auth_data` for a worker at `worker_url` in the legacy form: the signature
+    /// covers `reqnum` and `cost`, so no two requests share one.
+    pub fn legacy_auth_data(&self, worker_url: &str, reqnum: u64, cost: Value) -> Value {
+        self.signed(worker_url, reqnum, cost, legacy_message)
+    }
+
+    fn signed(
+        &self,
+        worker_url: &str,
+        reqnum: u64,
+        cost: Value,
+        message: fn(&serde_json::Map<String, Value>) -> String,
+    ) -> Value {
         let mut fields =
             json!({"cost": cost, "endpoint": "ep", "reqnum": reqnum, "request_idx": reqnum,
                                 "url": worker_url, "__request_id": "r"})
             .as_object()
             .unwrap()
             .clone();
-        let sig = self.key.sign(url_message(&fields).as_bytes()).unwrap();
+        let sig = self.key.sign(message(&fields).as_bytes()).unwrap();
         fields.insert("signature".into(), json!(sig));
         Value::Object(fields)
     }

@@ -32,6 +32,7 @@ pub const WORKER_METRICS: &[(&str, &str)] = &[
     ("vespa_backend_connections", "gauge"),
     ("vespa_sessions_open", "gauge"),
     ("vespa_sessions_closed", "counter"),
+    ("vespa_rsa_verifications", "counter"),
 ];
 
 /// One sample as the parser read it.

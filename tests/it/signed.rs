@@ -4,6 +4,7 @@ use crate::fake_autoscaler::FakeAutoscaler;
 use crate::support::*;
 use serde_json::{Value, json};
 use std::time::Duration;
+use vespa::signing::SignatureForm;
 use vespa::worker::Worker;
 use vespa::worker::config::WorkerConfig;
 use vespa::worker::lifecycle::State;
@@ -127,6 +128,51 @@ async fn a_worker_verifies_its_url_signature_once_and_still_refuses_forgeries() 
     assert_eq!(head.status, 200);
     assert_eq!(verifications(), 3);
     assert_eq!(worker.shared().unauthorized_total(), 2);
+}
+
+/// `vespa_rsa_verifications_total` as `/_vespa/metrics` shows it.
+async fn rsa_verifications_metric(client: &HttpClient, worker: &Worker) -> u64 {
+    let (head, text) = send(client, request("GET", &url(worker, "/_vespa/metrics"), "")).await;
+    assert_eq!(head.status, 200);
+    let text = String::from_utf8(text.to_vec()).unwrap();
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("vespa_rsa_verifications_total "))
+        .unwrap_or_else(|| panic!("no vespa_rsa_verifications_total in\n{text}"));
+    line.parse().unwrap()
+}
+
+#[tokio::test]
+async fn the_metrics_show_one_rsa_verification_per_url_and_one_per_legacy_request() {
+    const N: u64 = 20;
+    let backend = Backend::start(|_| async { json(200, json!({"ok": true})) }).await;
+    let autoscaler = FakeAutoscaler::start(true).await;
+    let client = h1_client();
+    for (form, expected) in [(SignatureForm::Url, 1), (SignatureForm::Legacy, N)] {
+        let mut config = signed_config(&backend, &autoscaler);
+        config.signature_form = form;
+        let worker = start_worker(config).await;
+        let me = format!("http://{}", worker.local_addr());
+        assert_eq!(rsa_verifications_metric(&client, &worker).await, 0);
+        for reqnum in 1..=N {
+            let auth = match form {
+                SignatureForm::Legacy => autoscaler.legacy_auth_data(&me, reqnum, json!(1)),
+                _ => autoscaler.auth_data(&me, reqnum, json!(1)),
+            };
+            let post = request("POST", &url(&worker, "/x"), body(auth, json!({})));
+            let (head, _) = send(&client, post).await;
+            assert_eq!(head.status, 200, "{form:?} request {reqnum}");
+        }
+        assert_eq!(
+            rsa_verifications_metric(&client, &worker).await,
+            expected,
+            "{form:?}"
+        );
+        assert_eq!(
+            worker.shared().verifier().unwrap().rsa_verifications(),
+            expected
+        );
+    }
 }
 
 #[tokio::test]
