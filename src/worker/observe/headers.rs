@@ -106,10 +106,10 @@ impl Default for RequestIds {
 
 impl RequestIds {
     /// The client's `X-Request-Id` when it is usable (1 to [`MAX_REQUEST_ID_LEN`] visible
-    /// ASCII characters), else a new id.
+    /// ASCII characters), as a copy of its own ([`owned`]), else a new id.
     pub fn for_request(&self, given: Option<&HeaderValue>) -> HeaderValue {
         match given {
-            Some(v) if usable_request_id(v) => v.clone(),
+            Some(v) if usable_request_id(v) => owned(v),
             _ => self.next(),
         }
     }
@@ -123,6 +123,17 @@ impl RequestIds {
         text.header_value()
             .expect("hex digits, a dash and decimal digits are a valid header value")
     }
+}
+
+/// `v` in storage of its own.
+///
+/// Internal: a header value hyper parsed shares the connection's read buffer. Held for as
+/// long as a response streams, it would keep that buffer (8 KiB) alive and make hyper
+/// allocate another one for the connection's next read.
+pub(super) fn owned(v: &HeaderValue) -> HeaderValue {
+    let mut copy = HeaderValue::from_bytes(v.as_bytes()).unwrap_or_else(|_| v.clone());
+    copy.set_sensitive(v.is_sensitive());
+    copy
 }
 
 fn usable_request_id(v: &HeaderValue) -> bool {

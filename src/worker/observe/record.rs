@@ -13,7 +13,7 @@ use super::metrics::RequestOutcome;
 use crate::http_util::Body;
 use crate::worker::error::WorkerError;
 use crate::worker::ledger::RequestInfo;
-use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, Uri};
+use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 use http_body::Body as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -86,7 +86,8 @@ pub struct Record {
     observer: Arc<Observer>,
     started: Instant,
     method: Method,
-    uri: Uri,
+    /// The request's path, in storage of its own (see [`headers::owned`]).
+    path: Box<str>,
     client: Option<SocketAddr>,
     id: HeaderValue,
     traceparent: Option<HeaderValue>,
@@ -116,10 +117,10 @@ impl Record {
             observer,
             started: Instant::now(),
             method: parts.method.clone(),
-            uri: parts.uri.clone(),
+            path: parts.uri.path().into(),
             client,
             id,
-            traceparent: parts.headers.get(&headers::TRACEPARENT).cloned(),
+            traceparent: parts.headers.get(&headers::TRACEPARENT).map(headers::owned),
             status: None,
             workload: None,
             request_idx: None,
@@ -249,8 +250,7 @@ impl Record {
         let _ = write!(
             line,
             " method={} path={} status={status} outcome={outcome}",
-            self.method,
-            self.uri.path()
+            self.method, self.path
         );
         if let Some(w) = self.workload {
             let _ = write!(line, " workload={w:?}");
@@ -284,7 +284,7 @@ impl Record {
         tracing::info!(
             target: crate::logging::ACCESS_TARGET,
             method = %self.method,
-            path = %self.uri.path(),
+            path = %self.path,
             status,
             outcome = %outcome,
             workload = self.workload,
@@ -328,6 +328,34 @@ mod tests {
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
         }
+    }
+
+    #[test]
+    fn a_record_keeps_nothing_of_the_buffer_its_request_was_read_from() {
+        // As hyper parses a request: every part a slice of the connection's read buffer.
+        let head =
+            "/v1/completions?a=1 abc-123 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let buffer = bytes::Bytes::from(head.as_bytes().to_vec());
+        let (mut parts, ()) = http::Request::new(()).into_parts();
+        parts.uri = http::Uri::from_maybe_shared(buffer.slice(0..19)).unwrap();
+        let id = HeaderValue::from_maybe_shared(buffer.slice(20..27)).unwrap();
+        let traceparent = HeaderValue::from_maybe_shared(buffer.slice(28..)).unwrap();
+        parts.headers.insert(X_REQUEST_ID.clone(), id);
+        parts
+            .headers
+            .insert(headers::TRACEPARENT.clone(), traceparent);
+        let record = super::super::tests::observer().record(&mut parts, None);
+        drop(parts);
+        assert!(
+            buffer.is_unique(),
+            "the record holds a slice of the read buffer"
+        );
+        assert_eq!(&*record.path, "/v1/completions");
+        assert_eq!(record.id(), "abc-123");
+        assert_eq!(
+            record.traceparent.as_ref().and_then(headers::trace_id),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
     }
 
     #[test]
