@@ -477,31 +477,40 @@ impl Backend {
         let open = OpenConn::new(&self.pool.open);
         match &self.tls {
             None => handshake(stream, open).await,
-            Some(tls) => {
-                let tls_error = |source| BackendError::Connect {
-                    addr: self.addr.clone(),
-                    source,
-                };
-                let config = tls
-                    .clone()
-                    .map_err(|e| tls_error(std::io::Error::other(format!("TLS: {e}"))))?;
-                let host = self.base.host().unwrap_or("localhost");
-                let connect = crate::tls::client::connect(config, host, stream);
-                let stream = match tokio::time::timeout(self.connect_timeout, connect).await {
-                    Ok(Ok(s)) => s,
-                    // The source wraps the `rustls::Error` (e.g. an untrusted certificate).
-                    Ok(Err(e)) => return Err(tls_error(e)),
-                    Err(_) => {
-                        let timeout = std::io::ErrorKind::TimedOut;
-                        return Err(tls_error(std::io::Error::new(
-                            timeout,
-                            "TLS handshake timed out",
-                        )));
-                    }
-                };
-                handshake(stream, open).await
-            }
+            // Internal: boxed, so every request's future does not carry the TLS handshake's
+            // size for the plain backends most workers have.
+            Some(tls) => Box::pin(self.connect_tls(tls, stream, open)).await,
         }
+    }
+
+    async fn connect_tls(
+        &self,
+        tls: &Result<Arc<ClientConfig>, String>,
+        stream: TcpStream,
+        open: OpenConn,
+    ) -> Result<Conn, BackendError> {
+        let tls_error = |source| BackendError::Connect {
+            addr: self.addr.clone(),
+            source,
+        };
+        let config = tls
+            .clone()
+            .map_err(|e| tls_error(std::io::Error::other(format!("TLS: {e}"))))?;
+        let host = self.base.host().unwrap_or("localhost");
+        let connect = crate::tls::client::connect(config, host, stream);
+        let stream = match tokio::time::timeout(self.connect_timeout, connect).await {
+            Ok(Ok(s)) => s,
+            // The source wraps the `rustls::Error` (e.g. an untrusted certificate).
+            Ok(Err(e)) => return Err(tls_error(e)),
+            Err(_) => {
+                let timeout = std::io::ErrorKind::TimedOut;
+                return Err(tls_error(std::io::Error::new(
+                    timeout,
+                    "TLS handshake timed out",
+                )));
+            }
+        };
+        handshake(stream, open).await
     }
 
     fn prepare(&self, mut req: Request<Body>) -> Request<Body> {

@@ -52,7 +52,7 @@ impl Forward {
         inbound: Inbound,
     ) -> Result<Response<ResponseBody>, WorkerError> {
         let (req, replay) = backend_request(&self.backend, parts, inbound, self.max_body_size);
-        self.answer(self.backend.send(req, replay)).await
+        self.answer(|| self.backend.send(req, replay)).await
     }
 
     /// Sends a WebSocket handshake to the backend, with its upgrade headers and no body,
@@ -67,23 +67,27 @@ impl Forward {
         let (mut req, _) = backend_request(&self.backend, parts, inbound, self.max_body_size);
         *req.body_mut() = crate::http_util::empty();
         restore_upgrade_headers(&parts.headers, req.headers_mut());
-        Ok(match self.answer(self.backend.upgrade(req)).await? {
+        Ok(match self.answer(|| self.backend.upgrade(req)).await? {
             UpgradeAnswer::Refused(resp) => Sent::Response(resp),
             UpgradeAnswer::Switched(backend) => Sent::Switched(Accepted { client, backend }),
         })
     }
 
-    /// The backend's answer within `RESPONSE_START_TIMEOUT`, its failure as the client's
-    /// error.
-    async fn answer<T>(
-        &self,
-        send: impl Future<Output = Result<T, BackendError>>,
-    ) -> Result<T, WorkerError> {
+    /// The backend's answer to `send()` within `RESPONSE_START_TIMEOUT`, its failure as
+    /// the client's error.
+    ///
+    /// Internal: given the send to make rather than its future, which, as an argument of
+    /// an `async fn`, would be held twice (the argument, and the future being awaited) in
+    /// every request's future.
+    async fn answer<T, F>(&self, send: impl FnOnce() -> F) -> Result<T, WorkerError>
+    where
+        F: Future<Output = Result<T, BackendError>>,
+    {
         let sent = match self.response_start_timeout {
-            Some(limit) => tokio::time::timeout(limit, send)
+            Some(limit) => tokio::time::timeout(limit, send())
                 .await
                 .map_err(|_| WorkerError::BackendTimeout(limit.as_secs_f64()))?,
-            None => send.await,
+            None => send().await,
         };
         sent.map_err(|e| {
             if let Some(t) = BodyReadTimeout::find(&e) {
