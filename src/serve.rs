@@ -13,7 +13,14 @@
 //! (dropping the server's handle) also closes every open keep-alive connection instead of
 //! leaving them serving a stopped server. Requests are handled inside the connection's own
 //! task, so a client that leaves drops its request future at once.
+//!
+//! Internal: a connection costs what its task and hyper's state hold for as long as it is
+//! open (a streamed response can keep it for minutes), so their sizes are kept down: the
+//! protocol is told apart by [`detect`] (hyper's read buffer stays at 8 KiB), the rarer
+//! TLS and HTTP/2 states are boxed, so a plain HTTP/1.1 connection's task does not carry
+//! their size, and a request's future is boxed for as long as it runs ([`Answer`]).
 
+mod detect;
 mod limits;
 pub mod read_timeout;
 pub mod send_timeout;
@@ -22,16 +29,19 @@ pub(crate) mod stall;
 pub use limits::*;
 
 use crate::http_util::Body;
+use detect::{Rewound, Version, detect};
 use http::{Request, Response};
 use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use send_timeout::WriteStall;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -171,7 +181,7 @@ pub async fn serve<H, F>(
         let task = async move {
             match tls {
                 None => serve_connection(stream, conn, Protocol::Any, handler).await,
-                Some(tls) => serve_tls(tls, stream, conn, handler).await,
+                Some(tls) => Box::pin(serve_tls(tls, stream, conn, handler)).await,
             }
         };
         connections.spawn(task);
@@ -232,39 +242,94 @@ where
         limits,
         mut closing,
     } = conn;
-    let service = service_fn(move |req| {
-        let response = handler(req, peer);
-        async move { Ok::<_, Infallible>(response.await) }
-    });
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(limits.h2_max_concurrent_streams)
-        .max_header_list_size(limits.h2_max_header_list_size)
-        .keep_alive_interval(limits.h2_keep_alive_interval)
-        .keep_alive_timeout(limits.h2_keep_alive_timeout);
-    let builder = match protocol {
-        Protocol::Any => builder,
-        Protocol::Http1 => builder.http1_only(),
-        Protocol::Http2 => builder.http2_only(),
+    let service = service_fn(move |req| Answer(Box::pin(handler(req, peer))));
+    let io = WriteStall::new(io, limits.send_timeout);
+    let (version, io) = match protocol {
+        Protocol::Http1 => (Version::Http1, Rewound::unread(io)),
+        Protocol::Http2 => (Version::Http2, Rewound::unread(io)),
+        Protocol::Any => {
+            // A client that sends nothing is held to the time it has for a request head.
+            let first_bytes = async {
+                match limits.header_read_timeout {
+                    Some(limit) => tokio::time::timeout(limit, detect(io)).await.ok(),
+                    None => Some(detect(io).await),
+                }
+            };
+            let detected = tokio::select! {
+                d = first_bytes => d,
+                () = closed(&mut closing) => return,
+            };
+            match detected {
+                Some(Ok(d)) => d,
+                Some(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "client connection failed before its first request");
+                    return;
+                }
+                None => {
+                    tracing::debug!(%peer, "client sent nothing within the header read timeout");
+                    return;
+                }
+            }
+        }
     };
-    let io = TokioIo::new(WriteStall::new(io, limits.send_timeout));
-    let connection = builder.serve_connection_with_upgrades(io, service);
-    let mut connection = std::pin::pin!(connection);
-    let ended = tokio::select! {
-        ended = connection.as_mut() => ended,
-        () = closed(&mut closing) => {
-            connection.as_mut().graceful_shutdown();
-            connection.await
+    let io = TokioIo::new(io);
+    let ended = match version {
+        Version::Http1 => {
+            let connection = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout)
+                .serve_connection(io, service)
+                .with_upgrades();
+            until_closed(pin!(connection), &mut closing, |c| c.graceful_shutdown()).await
+        }
+        Version::Http2 => {
+            let mut connection = Box::pin(
+                http2::Builder::new(TokioExecutor::new())
+                    .timer(TokioTimer::new())
+                    .max_concurrent_streams(limits.h2_max_concurrent_streams)
+                    .max_header_list_size(limits.h2_max_header_list_size)
+                    .keep_alive_interval(limits.h2_keep_alive_interval)
+                    .keep_alive_timeout(limits.h2_keep_alive_timeout)
+                    .serve_connection(io, service),
+            );
+            until_closed(connection.as_mut(), &mut closing, |c| c.graceful_shutdown()).await
         }
     };
     if let Err(e) = ended {
         tracing::debug!(%peer, error = %e, "client connection ended with an error");
+    }
+}
+
+/// Drives `connection` to its end; when the loop asks its connections to close first,
+/// `shutdown` starts its graceful close and the connection is driven until that is done.
+async fn until_closed<C: Future>(
+    mut connection: Pin<&mut C>,
+    closing: &mut watch::Receiver<bool>,
+    shutdown: impl FnOnce(Pin<&mut C>),
+) -> C::Output {
+    tokio::select! {
+        ended = connection.as_mut() => ended,
+        () = closed(closing) => {
+            shutdown(connection.as_mut());
+            connection.await
+        }
+    }
+}
+
+/// A handler's response as hyper's service gives it: `Ok`, always.
+///
+/// Internal: hyper keeps room for one service future per connection for the connection's
+/// life, and a handler's future is the whole request pipeline, kilobytes. Boxed, it takes
+/// memory only while its request waits for the response head: a connection streaming a
+/// response, or idle between requests, holds a pointer. (An `async` block around it would
+/// hold it twice: captured, and being awaited.)
+struct Answer<F>(Pin<Box<F>>);
+
+impl<F: Future> Future for Answer<F> {
+    type Output = Result<F::Output, Infallible>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.0.as_mut().poll(cx).map(Ok)
     }
 }
 
