@@ -202,6 +202,9 @@ impl Batch {
             // Nowhere to report a failed write to stderr.
             let _ = std::io::stderr().lock().write_all(&writing);
             writing.clear();
+            // The line that went past MAX_PENDING may have doubled the buffer: a burst does
+            // not keep that much for good.
+            writing.shrink_to(MAX_PENDING);
         }
     }
 }
@@ -254,6 +257,24 @@ impl Every {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_burst_past_the_limit_leaves_buffers_of_the_usual_size() {
+        let batch = Batch {
+            pending: Mutex::new(Vec::with_capacity(MAX_PENDING)),
+            writing: Mutex::new(Vec::with_capacity(MAX_PENDING)),
+            writer: Some(std::thread::current()),
+        };
+        // Blank lines: what the test writes to stderr stays out of sight.
+        let line = [b'\n'; 1000];
+        for _ in 0..MAX_PENDING / line.len() + 2 {
+            batch.add(&line);
+        }
+        batch.write_out();
+        for buffer in [&batch.pending, &batch.writing] {
+            assert!(lock(buffer).capacity() <= MAX_PENDING);
+        }
+    }
 
     #[test]
     fn date_time_prefixes_are_utc_civil_times() {
