@@ -154,6 +154,10 @@ pub async fn serve<H, F>(
         };
         let accepted = tokio::select! {
             () = &mut stop => break,
+            // Internal: a finished connection's task keeps its memory until it is joined,
+            // so connections are joined while the loop waits for the next one too: after a
+            // burst, an idle server does not hold the memory of every closed connection.
+            Some(_) = connections.join_next() => continue,
             accepted = listener.accept() => accepted,
         };
         let (stream, peer) = match accepted {
