@@ -69,7 +69,7 @@ struct Inner {
 #[derive(Debug, Default)]
 pub struct Book {
     inner: Mutex<Inner>,
-    keep_finished: bool,
+    reports: bool,
 }
 
 pub(crate) fn unix(t: SystemTime) -> f64 {
@@ -79,12 +79,14 @@ pub(crate) fn unix(t: SystemTime) -> f64 {
 }
 
 impl Book {
-    /// A book; with `keep_finished` (a worker that reports), ended requests are kept (at most
-    /// [`MAX_FINISHED`]) for `/delete_requests/`.
-    pub fn new(keep_finished: bool) -> Self {
+    /// A book; with `reports` (a worker that reports), ended requests are kept (at most
+    /// [`MAX_FINISHED`]) for `/delete_requests/` and the recent reqnums are remembered to
+    /// count distinct ones. A worker that does not report keeps neither (the reqnum memory
+    /// alone is over a megabyte once full).
+    pub fn new(reports: bool) -> Self {
         Self {
             inner: Mutex::default(),
-            keep_finished,
+            reports,
         }
     }
 
@@ -94,7 +96,7 @@ impl Book {
     }
 
     fn push_finished(&self, rec: Finished) {
-        if !self.keep_finished {
+        if !self.reports {
             return;
         }
         let mut inner = self.lock();
@@ -122,7 +124,7 @@ impl Book {
         i.served = (i.served - sent.served).max(0.0);
     }
 
-    /// Count of distinct reqnums received since start.
+    /// Count of distinct reqnums received since start (0 in a book that does not report).
     pub fn distinct_reqnums(&self) -> u64 {
         self.lock().reqnums.count
     }
@@ -156,7 +158,7 @@ impl Recorder for Book {
     fn received(&self, info: &RequestInfo) {
         let mut inner = self.lock();
         inner.interval.received += info.workload;
-        if info.kind != Kind::InSession {
+        if self.reports && info.kind != Kind::InSession {
             inner.reqnums.see(info.reqnum);
         }
     }
@@ -213,7 +215,7 @@ mod tests {
 
     #[test]
     fn a_retried_reqnum_is_counted_once() {
-        let book = Book::new(false);
+        let book = Book::new(true);
         book.received(&info(1, 2.0));
         book.received(&info(1, 2.0));
         book.received(&info(2, 2.0));
@@ -280,10 +282,13 @@ mod tests {
     }
 
     #[test]
-    fn a_worker_that_does_not_report_keeps_no_records() {
+    fn a_worker_that_does_not_report_keeps_no_records_and_no_reqnums() {
         let book = Book::new(false);
+        book.received(&info(1, 1.0));
         book.rejected(&info(1, 1.0));
         assert!(book.pending_finished(10).0.is_empty());
         assert_eq!(book.interval().rejected, 1.0);
+        assert_eq!(book.distinct_reqnums(), 0);
+        assert!(book.lock().reqnums.recent.is_empty());
     }
 }
