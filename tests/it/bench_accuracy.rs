@@ -54,8 +54,11 @@ fn assert_within_ten_percent(what: &str, got: f64, truth: f64) {
     );
 }
 
+/// At most 4 000 tokens/s in all (250 per sequence up to batch 16, slower beyond): a debug
+/// build reading more events than that on a busy 2-core machine falls behind, and a reader
+/// that lags counts a backlog as it catches up, not the backend's rate.
 async fn measured(batch: usize) -> (f64, f64) {
-    let (sim, truth) = sim(batch, 250.0).await;
+    let (sim, truth) = sim(batch, 250.0_f64.min(4000.0 / batch as f64)).await;
     let report = Bench::new(Arc::new(short_openai()), &sim.url(), "m")
         .run(&|_| {})
         .await

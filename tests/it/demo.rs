@@ -7,7 +7,7 @@ use vespa::top::Fetcher;
 #[tokio::test]
 async fn demo_routes_traffic_through_the_proxy_to_both_workers() {
     let config = DemoConfig {
-        backends: vec![(5000.0, 2), (5000.0, 4)],
+        backends: vec![(1000.0, 2), (1000.0, 4)],
         proxy_listen: "127.0.0.1:0".parse().unwrap(),
         ..Default::default()
     };
