@@ -100,8 +100,15 @@ pub fn render(f: &Frame, width: usize) -> String {
         bounds.push(format!("{} / {n} requests", c.done));
     }
     if let Some(d) = f.goal.duration {
-        fraction = fraction.max(secs / d.as_secs_f64());
-        bounds.push(format!("{secs:.1} / {:.1} s", d.as_secs_f64()));
+        let d = d.as_secs_f64();
+        fraction = fraction.max(secs / d);
+        // Past its duration a run sends nothing more and waits for what is in flight.
+        let in_flight = c.started.saturating_sub(c.done);
+        bounds.push(if secs >= d && in_flight > 0 {
+            format!("{d:.1} s done, {in_flight} finishing")
+        } else {
+            format!("{:.1} / {d:.1} s", secs.min(d))
+        });
     }
     let fraction = fraction.min(1.0);
     let tail = format!(" {:>3.0} %  {}", fraction * 100.0, bounds.join(", "));
@@ -281,7 +288,7 @@ mod tests {
     }
 
     #[test]
-    fn a_timed_run_fills_the_bar_with_time_and_an_empty_one_says_so() {
+    fn a_timed_run_fills_the_bar_with_time_then_waits_for_what_is_in_flight() {
         let counts = Counts {
             started: 4,
             other_status: 3,
@@ -297,16 +304,32 @@ mod tests {
             rate_now: 0.0,
         };
         let text = render(&frame, 60);
-        let full = "█".repeat(60 - 12 - 2 - " 100 %  45.0 / 30.0 s".len());
+        let full = "█".repeat(60 - 12 - 2 - " 100 %  30.0 s done, 4 finishing".len());
         assert_eq!(
             text,
             format!(
-                "progress    │{full}│ 100 %  45.0 / 30.0 s\n\
+                "progress    │{full}│ 100 %  30.0 s done, 4 finishing\n\
                  rate        0.0 req/s now, 0.0 mean, 4 in flight, 45.0 s\n\
                  latency ms  no response yet\n\
                  status      other: 3\n\
                  errors      none\n"
             )
+        );
+        // Before the end, time against the duration.
+        let running = render(
+            &Frame {
+                elapsed: secs(12.0),
+                ..frame.clone()
+            },
+            60,
+        );
+        assert!(
+            running
+                .lines()
+                .next()
+                .unwrap()
+                .ends_with("  40 %  12.0 / 30.0 s"),
+            "{running}"
         );
     }
 }
