@@ -117,7 +117,7 @@ impl Arg<'_, Optional> {
 /// name, help showing the environment name and the default), a row of the `SETTINGS` table,
 /// and an accessor method of the same name as the field returning an [`Arg`].
 ///
-/// ```ignore
+/// ```text
 /// crate::env::settings! {
 ///     /// Flags of `vespa worker`.
 ///     pub struct WorkerArgs {
