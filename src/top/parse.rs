@@ -253,9 +253,41 @@ mod tests {
         assert_eq!((r.in_flight, r.queued), (Some(3.0), Some(2.0)));
         assert_eq!((r.requests, r.rejected_429, r.errors), (6.0, 1.0, 2.0));
         assert_eq!(r.ttfb.count(), 3.0);
-        assert_eq!(r.ttfb.buckets.len(), 15, "14 bounds and +Inf");
+        assert_eq!(
+            r.ttfb.buckets.len(),
+            crate::worker::observe::TTFB_BUCKETS.len() + 1,
+            "the bounds and +Inf"
+        );
         assert_eq!(r.ttfb.buckets[0], (0.005, 0.0));
         assert_eq!(r.ttfb.buckets[3], (0.05, 2.0));
+    }
+
+    #[test]
+    fn a_steady_time_to_first_byte_reads_close_to_itself() {
+        // The demo's answers: every first byte after about 1.26 s.
+        let m = Metrics::new(report_counters());
+        for i in 0..100 {
+            m.time_to_first_byte(1.25 + f64::from(i) * 0.0002);
+        }
+        let text = m.encode(
+            &Scrape {
+                in_flight: 0,
+                queued: 0,
+                working_set_workload: 0.0,
+                max_perf: 1.0,
+                estimated_wait: 0.0,
+                state: "ready",
+                idle_connections: 0,
+                open_connections: 0,
+                sessions_open: 0,
+            },
+            Format::Prometheus,
+        );
+        let ttfb = metrics(&text).unwrap().ttfb;
+        for q in [0.5, 0.99] {
+            let read = ttfb.quantile(q).unwrap();
+            assert!((1.0..=1.5).contains(&read), "p{q}: {read}");
+        }
     }
 
     #[test]
