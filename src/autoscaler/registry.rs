@@ -183,8 +183,8 @@ impl Registry {
     }
 
     /// Records a `worker_status` report received at `now`. Returns `true` for a worker not
-    /// seen before. The routed-since-report bookkeeping restarts: the report's `cur_load`
-    /// now covers what was routed before it.
+    /// seen before. The routed requests the report counts leave the routed list (all of
+    /// them when it does not list its working requests; see the module docs).
     pub fn report(&mut self, mut report: Report, now: Instant) -> bool {
         self.prune(now);
         let loaded = report.loadtime > 0.0;
@@ -261,8 +261,8 @@ impl Registry {
     }
 
     /// Records finished requests of `worker_id`: counted by status, and no longer counted in
-    /// its load, whether a report counted them yet or not. Returns `false` (and only counts them) for a worker that never
-    /// reported.
+    /// its load, whether a report counted them yet or not. Returns `false` (and only counts
+    /// them) for a worker that never reported.
     pub fn finished(&mut self, worker_id: u64, requests: &[Finished]) -> bool {
         let Some(w) = self.workers.get_mut(&worker_id) else {
             let n = u64::try_from(requests.len()).unwrap_or(u64::MAX);
