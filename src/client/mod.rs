@@ -26,6 +26,7 @@ mod error;
 pub mod load;
 pub mod proxy;
 mod route;
+pub(crate) use route::error_message;
 mod send;
 mod session;
 mod websocket;

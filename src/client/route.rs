@@ -148,8 +148,8 @@ impl Client {
     }
 }
 
-/// The `error` field of a JSON error answer, else the start of the text.
-fn error_message(text: &str) -> String {
+/// The `error` field of a JSON error answer, else the start of the text on one line.
+pub(crate) fn error_message(text: &str) -> String {
     match serde_json::from_str::<Value>(text) {
         Ok(Value::Object(o)) => match o.get("error").or_else(|| o.get("detail")) {
             Some(Value::String(s)) => s.clone(),
@@ -160,14 +160,35 @@ fn error_message(text: &str) -> String {
     }
 }
 
+/// The first 200 characters of `text`, its white space runs as single spaces.
 fn excerpt(text: &str) -> String {
     const MAX: usize = 200;
-    let t = text.trim();
+    let t = text.split_whitespace().collect::<Vec<_>>().join(" ");
     if t.is_empty() {
         return "(empty body)".into();
     }
     match t.char_indices().nth(MAX) {
         Some((i, _)) => format!("{}…", &t[..i]),
-        None => t.to_string(),
+        None => t,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_answer_reads_as_its_error_field_or_the_start_of_its_body_on_one_line() {
+        assert_eq!(
+            error_message(r#"{"error": "no such endpoint"}"#),
+            "no such endpoint"
+        );
+        assert_eq!(
+            error_message("<html>\n  not\tfound </html>"),
+            "<html> not found </html>"
+        );
+        assert_eq!(error_message(" \n"), "(empty body)");
+        let long = error_message(&"é".repeat(300));
+        assert_eq!(long, format!("{}…", "é".repeat(200)));
     }
 }

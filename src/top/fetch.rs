@@ -11,11 +11,8 @@ use super::model::{Poll, Probe};
 use super::parse::{self, Listed};
 use crate::client::ClientConfig;
 use crate::client::workers::{Workers, causes, tls_failure};
-use serde_json::{Value, json};
+use serde_json::json;
 use std::time::{Duration, Instant};
-
-/// Longest piece of an error answer's body quoted in a message, bytes.
-const QUOTED_BODY: usize = 200;
 
 /// Polls one fleet. Keeps the autoscaler's last list.
 #[derive(Debug)]
@@ -60,16 +57,20 @@ impl Fetcher {
         let (autoscaler, targets): (_, Vec<(String, Option<Listed>)>) = match &self.source {
             Source::Workers(urls) => (None, urls.iter().map(|u| (u.clone(), None)).collect()),
             Source::Endpoint { .. } => {
-                let answer = self.list().await;
-                if let Ok(list) = &answer {
-                    self.listed = list.clone();
-                }
+                // The last list read stands in while the autoscaler cannot be reached.
+                let answer = match self.list().await {
+                    Ok(list) => {
+                        self.listed = list;
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                };
                 let targets = self
                     .listed
                     .iter()
                     .map(|l| (l.url.clone(), Some(l.clone())))
                     .collect();
-                (Some(answer.map(|_| ())), targets)
+                (Some(answer), targets)
             }
         };
         let probes = targets
@@ -176,13 +177,7 @@ async fn answer(
     if status.is_success() {
         return Ok(body);
     }
-    let message = match serde_json::from_str::<Value>(&body) {
-        Ok(v) if v.get("error").is_some_and(Value::is_string) => {
-            v["error"].as_str().map(str::to_string)
-        }
-        _ => None,
-    }
-    .unwrap_or_else(|| quote(&body));
+    let message = crate::client::error_message(&body);
     Err(format!("HTTP {}: {message}", status.as_u16()))
 }
 
@@ -198,37 +193,4 @@ pub fn describe(e: &reqwest::Error, timeout: Duration) -> String {
     causes(e)
         .last()
         .map_or_else(|| e.to_string(), |inner| inner.to_string())
-}
-
-/// The start of a body, on one line.
-fn quote(body: &str) -> String {
-    let one_line: String = body.split_whitespace().collect::<Vec<_>>().join(" ");
-    let mut end = one_line.len().min(QUOTED_BODY);
-    while !one_line.is_char_boundary(end) {
-        end -= 1;
-    }
-    if end < one_line.len() {
-        format!("{}…", &one_line[..end])
-    } else {
-        one_line
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_quoted_body_is_one_short_line() {
-        assert_eq!(
-            quote("<html>\n  not\tfound </html>"),
-            "<html> not found </html>"
-        );
-        let long = "é".repeat(300);
-        let q = quote(&long);
-        assert!(
-            q.len() <= QUOTED_BODY + '…'.len_utf8() && q.ends_with('…'),
-            "{q}"
-        );
-    }
 }
