@@ -6,9 +6,9 @@
 //! is none), requests per second, 429s and errors are the counters' differences over the
 //! time between the two scrapes, and time to first byte is the quantile of what was
 //! observed in between (since start, before a second scrape). A window of a few seconds
-//! smooths the bursts of a batching backend, whose answers end together. A counter that went down means the worker restarted: what it
-//! counts now is all new. A worker that cannot be reached keeps its row, marked, with the
-//! error; its history keeps a gap.
+//! smooths the bursts of a batching backend, whose answers end together. A counter that
+//! went down means the worker restarted: what it counts now is all new. A worker that
+//! cannot be reached keeps its row, marked, with the error; its history keeps a gap.
 //!
 //! Everything is computed from the polls' own [`Instant`]s, so a fixed sequence of polls
 //! gives a fixed board (the tests rely on it).

@@ -1,6 +1,7 @@
 //! Drawing the board on a terminal: a title line, one table with the endpoint's totals
 //! then a row per worker (each figure over its sparkline of the last minute), and what is
-//! wrong below it (an unreachable worker or autoscaler, a worker's error), in full.
+//! wrong below it (an unreachable worker or autoscaler, a worker's error), wrapped, in up
+//! to a third of the screen.
 //!
 //! Drawing is a pure function of the [`Board`], so a fixed board gives a fixed frame
 //! (pinned by a snapshot on ratatui's test backend). Colour is a parameter: the caller
