@@ -12,6 +12,13 @@
 //! its end, the connection is closed. hyper's HTTP/1 client cannot reuse a connection with
 //! an unread message, so the backend sees the disconnect at once. That is how a client
 //! leaving aborts the backend's work, and why no caller hands connections back by hand.
+//!
+//! Each connection has a task of its own, which drives its I/O while a request goes out and
+//! waits for its response head, and while the connection is idle. A [`ResponseBody`]
+//! drives the connection from the task reading it ([`Conn::drive`]) until the body ends:
+//! a frame of the backend's stream then reaches the client's connection with no hand-off
+//! between tasks, and events the backend wrote together (read in one receive) go out to
+//! the client in one write rather than one write each.
 
 use crate::http_util::Body;
 use bytes::Bytes;
@@ -26,7 +33,7 @@ use rustls::ClientConfig;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -68,12 +75,125 @@ pub enum BackendError {
     Request(#[from] hyper::Error),
 }
 
-/// One backend connection: the handle requests go out on, and its driver task, which can be
-/// aborted to close the connection at once.
+/// The future that runs one connection's I/O (hyper's connection, with upgrades).
+type Driver = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>;
+
+/// A connection's driver, shared by its host task, its [`Conn`] and the [`Closer`]s of its
+/// responses.
+struct Link {
+    /// `None` once the connection ended or was closed.
+    driver: Option<Driver>,
+    /// A response body drives the connection from its own task; the host task waits.
+    inline: bool,
+    /// The host task's waker, to give the driving back to it.
+    host: Option<Waker>,
+    /// The host task, aborted when the connection is closed.
+    task: Option<AbortHandle>,
+    /// The connection's I/O goes on after its [`Conn`] is dropped, until hyper ends it
+    /// (an upgrade handing its socket over, a request body still uploading).
+    detached: bool,
+    /// Bumped each time a response releases the connection, so a [`Closer`] made for an
+    /// earlier response cannot close the connection under a later one.
+    lease: u64,
+}
+
+impl Link {
+    /// Polls the driver; returns whether the connection is still open.
+    fn poll(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(driver) = self.driver.as_mut() else {
+            return false;
+        };
+        let Poll::Ready(ended) = driver.as_mut().poll(cx) else {
+            return true;
+        };
+        if let Err(e) = ended {
+            tracing::debug!(error = %e, "backend connection ended with an error");
+        }
+        self.driver = None;
+        false
+    }
+
+    /// Closes the connection at once: the driver (and the socket with it) is dropped.
+    fn close(&mut self) {
+        self.driver = None;
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+
+    /// Gives the driving back to the host task.
+    fn hand_to_host(&mut self) {
+        if std::mem::take(&mut self.inline)
+            && let Some(host) = &self.host
+        {
+            host.wake_by_ref();
+        }
+    }
+}
+
+fn lock(link: &Mutex<Link>) -> std::sync::MutexGuard<'_, Link> {
+    link.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The task that drives a connection while no response body does: the handshake, a
+/// request on its way out and its wait for the response head, the idle time in the pool
+/// (where it reads a close by the backend). Ends with the connection.
+async fn host(link: Arc<Mutex<Link>>) {
+    std::future::poll_fn(|cx| {
+        let mut l = lock(&link);
+        if !l.host.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            l.host = Some(cx.waker().clone());
+        }
+        if l.inline && l.driver.is_some() {
+            return Poll::Pending;
+        }
+        if l.poll(cx) {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+}
+
+/// One backend connection: the handle requests go out on, and its driver.
 struct Conn {
     sender: SendRequest<Body>,
-    driver: AbortHandle,
-    _open: OpenConn,
+    link: Arc<Mutex<Link>>,
+    /// Taken only by an upgrade, whose socket keeps the count.
+    open: Option<OpenConn>,
+}
+
+impl Conn {
+    fn link(&self) -> std::sync::MutexGuard<'_, Link> {
+        lock(&self.link)
+    }
+
+    /// Drives the connection's I/O from the calling task (a response body's), registering
+    /// it to be woken when the connection can go on. The host task waits until the
+    /// response releases the connection.
+    fn drive(&self, cx: &mut Context<'_>) {
+        let mut link = self.link();
+        link.inline = true;
+        link.poll(cx);
+    }
+
+    /// Lets the connection's I/O go on with nobody waiting on it, until hyper ends it.
+    fn detach(&self) {
+        let mut link = self.link();
+        link.detached = true;
+        link.hand_to_host();
+    }
+}
+
+impl Drop for Conn {
+    /// Closes the connection, unless it was detached.
+    fn drop(&mut self) {
+        let mut link = self.link();
+        if !link.detached {
+            link.close();
+        }
+    }
 }
 
 /// Counts a connection as open while it lives (`vespa_backend_connections`).
@@ -139,9 +259,9 @@ impl Pool {
 struct Lease {
     conn: Conn,
     pool: Arc<Pool>,
-    /// Shared with a [`Closer`]: whoever takes the handle first decides whether the
-    /// connection goes back to the pool (release) or is closed (close), never both.
-    closing: Arc<Mutex<Option<AbortHandle>>>,
+    /// The connection's [`Link::lease`] while this response holds it: a [`Closer`] made
+    /// for it closes the connection only until the response releases it.
+    lease: u64,
     /// Whether the request's body has gone out whole. Internal: a streamed body may still
     /// be uploading when the response ends, and hyper takes no new request on that
     /// connection until it is sent; such a connection is closed, never pooled. A complete
@@ -210,27 +330,37 @@ impl http_body::Body for Tracked {
 
 impl Lease {
     fn release(self) {
-        let still_ours = self
-            .closing
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-            .is_some();
-        if still_ours && self.sent.all() {
+        {
+            let mut link = self.conn.link();
+            link.lease += 1;
+            if link.driver.is_none() {
+                return;
+            }
+            link.hand_to_host();
+        }
+        if self.sent.all() {
             self.pool.put(self.conn);
+        } else {
+            // The response ended while the request's body is still going out: the upload
+            // finishes, after which hyper closes the connection.
+            self.conn.detach();
         }
     }
 }
 
 /// Closes a response's backend connection while the response is still running; does
 /// nothing once the response ended and its connection went back to the pool.
-pub struct Closer(Arc<Mutex<Option<AbortHandle>>>);
+pub struct Closer {
+    link: Arc<Mutex<Link>>,
+    lease: u64,
+}
 
 impl Closer {
     /// Closes the connection, unless the response already released it.
     pub fn close(&self) {
-        if let Some(driver) = self.0.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            driver.abort();
+        let mut link = lock(&self.link);
+        if link.lease == self.lease {
+            link.close();
         }
     }
 }
@@ -249,7 +379,10 @@ impl ResponseBody {
     /// A handle that closes this response's backend connection at once (while the
     /// response is still running), for a caller that cannot drop the body itself.
     pub fn closer(&self) -> Option<Closer> {
-        self.lease.as_ref().map(|l| Closer(Arc::clone(&l.closing)))
+        self.lease.as_ref().map(|l| Closer {
+            link: Arc::clone(&l.conn.link),
+            lease: l.lease,
+        })
     }
 
     fn new(inner: Incoming, lease: Lease) -> Self {
@@ -276,6 +409,9 @@ impl http_body::Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let mut this = self.project();
+        if let Some(lease) = this.lease.as_ref() {
+            lease.conn.drive(cx);
+        }
         let polled = this.inner.as_mut().poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(_))) | Poll::Ready(None) => {
@@ -446,8 +582,9 @@ impl Backend {
     }
 
     fn respond(&self, resp: Response<Incoming>, conn: Conn, sent: Sent) -> Response<ResponseBody> {
+        let lease = conn.link().lease;
         let lease = Lease {
-            closing: Arc::new(Mutex::new(Some(conn.driver.clone()))),
+            lease,
             conn,
             pool: Arc::clone(&self.pool),
             sent,
@@ -590,19 +727,24 @@ where
         .handshake(TokioIo::new(io))
         .await
         .map_err(BackendError::Request)?;
-    // Internal: the connection driver must run on its own; it ends when both the sender
-    // and any response body are dropped, which is what closes the socket on cancel. After a
-    // `101 Switching Protocols` it hands the socket over to `hyper::upgrade::on` and ends.
-    let driver = tokio::spawn(async move {
-        if let Err(e) = conn.with_upgrades().await {
-            tracing::debug!(error = %e, "backend connection ended with an error");
-        }
-    })
-    .abort_handle();
+    // Internal: the driver ends when both the sender and any response body are dropped,
+    // or at once when it is dropped itself, which is what closes the socket on cancel.
+    // After a `101 Switching Protocols` it hands the socket over to `hyper::upgrade::on`
+    // and ends.
+    let link = Arc::new(Mutex::new(Link {
+        driver: Some(Box::pin(conn.with_upgrades())),
+        inline: false,
+        host: None,
+        task: None,
+        detached: false,
+        lease: 0,
+    }));
+    let task = tokio::spawn(host(Arc::clone(&link))).abort_handle();
+    lock(&link).task = Some(task);
     Ok(Conn {
         sender,
-        driver,
-        _open: open,
+        link,
+        open: Some(open),
     })
 }
 
@@ -613,4 +755,183 @@ fn clone_request(req: &Request<Body>, body: Bytes) -> Request<Body> {
     *copy.version_mut() = req.version();
     *copy.headers_mut() = req.headers().clone();
     copy
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body::Body as _;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// A backend that answers each request on a connection with `events` SSE events, the
+    /// head and all events in one write. Counts the connections it accepted, and says on
+    /// the channel when one ends.
+    async fn sse_backend(
+        events: usize,
+    ) -> (
+        Uri,
+        Arc<AtomicUsize>,
+        tokio::sync::mpsc::UnboundedReceiver<()>,
+    ) {
+        let (ended, ends) = tokio::sync::mpsc::unbounded_channel();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&accepted);
+        let mut answer = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+        for i in 0..events {
+            let event = format!("data: {i}\n\n");
+            answer.extend_from_slice(format!("{:x}\r\n{event}\r\n", event.len()).as_bytes());
+        }
+        answer.extend_from_slice(b"0\r\n\r\n");
+        tokio::spawn(async move {
+            loop {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                count.fetch_add(1, Ordering::Relaxed);
+                let answer = answer.clone();
+                let ended = ended.clone();
+                tokio::spawn(async move {
+                    let _ended = Defer(ended);
+                    let mut buf = vec![0u8; 4096];
+                    let mut seen = Vec::new();
+                    loop {
+                        let Ok(n @ 1..) = stream.read(&mut buf).await else {
+                            return;
+                        };
+                        seen.extend_from_slice(&buf[..n]);
+                        // Requests without a body: one per blank line.
+                        while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                            seen.drain(..end + 4);
+                            if stream.write_all(&answer).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        (format!("http://{addr}").parse().unwrap(), accepted, ends)
+    }
+
+    struct Defer(tokio::sync::mpsc::UnboundedSender<()>);
+
+    impl Drop for Defer {
+        fn drop(&mut self) {
+            let _ = self.0.send(());
+        }
+    }
+
+    fn get() -> Request<Body> {
+        Request::get("/v1/stream")
+            .body(crate::http_util::empty())
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn events_read_together_come_out_of_the_body_in_one_go_and_the_connection_is_reused() {
+        let (base, accepted, _ends) = sse_backend(5).await;
+        let backend = Backend::new(base, Duration::from_secs(5), Duration::from_secs(4));
+        for round in 0..3 {
+            // A hung exchange (a connection nobody drives) fails here rather than hanging.
+            let resp = tokio::time::timeout(
+                Duration::from_secs(10),
+                backend.send(get(), Some(Bytes::new())),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("round {round}: no response head"))
+            .unwrap();
+            let mut body = std::pin::pin!(resp.into_body());
+            // The head and every event came in one write. The body drives its connection
+            // itself, so each event is there at once, in a single poll of this task,
+            // without waiting for another task to read it.
+            let frames = std::future::poll_fn(|cx| {
+                let mut frames = Vec::new();
+                loop {
+                    match body.as_mut().poll_frame(cx) {
+                        Poll::Ready(Some(Ok(f))) => frames.push(f.into_data().unwrap()),
+                        Poll::Ready(Some(Err(e))) => panic!("round {round}: {e}"),
+                        Poll::Ready(None) => return Poll::Ready(frames),
+                        // Before the first event the head may have come alone.
+                        Poll::Pending if frames.is_empty() => return Poll::Pending,
+                        Poll::Pending => panic!("round {round}: pending after {frames:?}"),
+                    }
+                    if body.is_end_stream() {
+                        return Poll::Ready(frames);
+                    }
+                }
+            });
+            let frames = tokio::time::timeout(Duration::from_secs(10), frames)
+                .await
+                .unwrap_or_else(|_| panic!("round {round}: the body never ended"));
+            let text: Vec<u8> = frames.concat();
+            assert_eq!(
+                text, b"data: 0\n\ndata: 1\n\ndata: 2\n\ndata: 3\n\ndata: 4\n\n",
+                "round {round}"
+            );
+            assert_eq!(backend.idle_connections(), 1, "round {round}: pooled");
+        }
+        assert_eq!(
+            accepted.load(Ordering::Relaxed),
+            1,
+            "one connection for all"
+        );
+        assert_eq!(backend.open_connections(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_response_body_dropped_mid_stream_closes_its_connection_at_once() {
+        let (base, accepted, mut ends) = sse_backend(5).await;
+        let backend = Backend::new(base, Duration::from_secs(5), Duration::from_secs(4));
+        let send = || backend.send(get(), Some(Bytes::new()));
+        let resp = send().await.unwrap();
+        let closer = resp
+            .body()
+            .closer()
+            .expect("a running response has a closer");
+        let mut body = resp.into_body();
+        assert!(http_body_util::BodyExt::frame(&mut body).await.is_some());
+        drop(body);
+        assert_eq!(
+            (backend.open_connections(), backend.idle_connections()),
+            (0, 0)
+        );
+        // The backend sees the connection end now, not after the pool's idle timeout.
+        tokio::time::timeout(Duration::from_secs(5), ends.recv())
+            .await
+            .expect("the backend saw its connection close");
+        // A closer of a response that ended closes nothing later: the next response's
+        // connection stays pooled and is reused.
+        let events = 5 * "data: 0\n\n".len();
+        let resp = send().await.unwrap();
+        let bytes = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .unwrap();
+        assert_eq!(bytes.to_bytes().len(), events);
+        closer.close();
+        let resp = send().await.unwrap();
+        let later = resp.body().closer().unwrap();
+        let bytes = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .unwrap();
+        assert_eq!(bytes.to_bytes().len(), events);
+        assert_eq!(
+            accepted.load(Ordering::Relaxed),
+            2,
+            "the third reused the second's"
+        );
+        // A closer of a running response closes it at once.
+        let resp = send().await.unwrap();
+        resp.body().closer().unwrap().close();
+        let mut body = resp.into_body();
+        while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
+            if frame.is_err() {
+                break;
+            }
+        }
+        tokio::time::timeout(Duration::from_secs(5), ends.recv())
+            .await
+            .expect("the closer closed the connection");
+        drop(later);
+    }
 }

@@ -6,7 +6,7 @@
 //! it lives. Any other answer is relayed like a normal response, and its connection is
 //! closed after it.
 
-use super::{Backend, BackendError, Conn, OpenConn, ResponseBody};
+use super::{Backend, BackendError, OpenConn, ResponseBody};
 use crate::http_util::Body;
 use http::{Request, Response, StatusCode};
 use hyper::upgrade::{OnUpgrade, Upgraded};
@@ -28,7 +28,7 @@ pub struct Switched {
     /// Status and headers of the backend's answer (`Sec-WebSocket-Accept`, …).
     pub head: http::response::Parts,
     upgrade: OnUpgrade,
-    open: OpenConn,
+    open: Option<OpenConn>,
 }
 
 impl std::fmt::Debug for Switched {
@@ -54,7 +54,7 @@ impl Switched {
 /// dropped.
 pub struct BackendSocket {
     io: TokioIo<Upgraded>,
-    _open: OpenConn,
+    _open: Option<OpenConn>,
 }
 
 impl std::fmt::Debug for BackendSocket {
@@ -96,6 +96,9 @@ impl Backend {
     pub async fn upgrade(&self, req: Request<Body>) -> Result<UpgradeAnswer, BackendError> {
         let req = self.prepare(req);
         let mut conn = self.connect().await?;
+        // The driver runs on a task of its own: after a `101` it must hand the socket over
+        // with nobody waiting on the connection.
+        conn.detach();
         let mut resp = conn.sender.send_request(req).await?;
         if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
             return Ok(UpgradeAnswer::Refused(self.respond(
@@ -105,8 +108,8 @@ impl Backend {
             )));
         }
         let upgrade = hyper::upgrade::on(&mut resp);
-        // The sender and the driver's handle go; the driver hands the socket over and ends.
-        let Conn { _open: open, .. } = conn;
+        // The sender goes; the driver hands the socket over and ends.
+        let open = conn.open.take();
         let (head, _empty) = resp.into_parts();
         Ok(UpgradeAnswer::Switched(Switched {
             head,
