@@ -372,6 +372,8 @@ pin_project! {
         #[pin]
         inner: Incoming,
         lease: Option<Lease>,
+        // This body drives its connection (since it first found nothing to read).
+        driving: bool,
     }
 }
 
@@ -389,6 +391,7 @@ impl ResponseBody {
         let mut body = Self {
             inner,
             lease: Some(lease),
+            driving: false,
         };
         // Nothing may poll a body that is empty from the start (204, 304, HEAD, length 0).
         if http_body::Body::is_end_stream(&body.inner)
@@ -409,10 +412,26 @@ impl http_body::Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let mut this = self.project();
-        if let Some(lease) = this.lease.as_ref() {
-            lease.conn.drive(cx);
-        }
-        let polled = this.inner.as_mut().poll_frame(cx);
+        // Internal: a body the connection's task has already read whole (most answers
+        // that are not streamed) is taken without driving the connection, which then
+        // stays with its task. From the first time there is nothing to read, the body
+        // drives the connection before each read, so what the connection has already
+        // received is decoded at once.
+        let polled = match this.lease.as_ref() {
+            Some(lease) if *this.driving => {
+                lease.conn.drive(cx);
+                this.inner.as_mut().poll_frame(cx)
+            }
+            Some(lease) => match this.inner.as_mut().poll_frame(cx) {
+                Poll::Pending => {
+                    *this.driving = true;
+                    lease.conn.drive(cx);
+                    this.inner.as_mut().poll_frame(cx)
+                }
+                polled => polled,
+            },
+            None => this.inner.as_mut().poll_frame(cx),
+        };
         match &polled {
             Poll::Ready(Some(Ok(_))) | Poll::Ready(None) => {
                 // Internal: the caller may stop polling once `is_end_stream` says so, so the
