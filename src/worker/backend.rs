@@ -14,11 +14,11 @@
 //! leaving aborts the backend's work, and why no caller hands connections back by hand.
 //!
 //! Each connection has a task of its own, which drives its I/O while a request goes out and
-//! waits for its response head, and while the connection is idle. A [`ResponseBody`]
-//! drives the connection from the task reading it ([`Conn::drive`]) until the body ends:
-//! a frame of the backend's stream then reaches the client's connection with no hand-off
-//! between tasks, and events the backend wrote together (read in one receive) go out to
-//! the client in one write rather than one write each.
+//! waits for its response head, and while the connection is idle. A [`ResponseBody`] that
+//! finds nothing to read (a streamed answer) drives the connection from the task reading
+//! it ([`Conn::drive`]) until the body ends: a frame of the backend's stream then reaches
+//! the client's connection with no hand-off between tasks, and events the backend wrote
+//! together (read in one receive) go out to the client in one write rather than one each.
 
 use crate::http_util::Body;
 use bytes::Bytes;

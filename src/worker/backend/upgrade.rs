@@ -96,8 +96,8 @@ impl Backend {
     pub async fn upgrade(&self, req: Request<Body>) -> Result<UpgradeAnswer, BackendError> {
         let req = self.prepare(req);
         let mut conn = self.connect().await?;
-        // The driver runs on a task of its own: after a `101` it must hand the socket over
-        // with nobody waiting on the connection.
+        // Detached: dropping the connection's handle below must not close it, since after
+        // a `101` its task still hands the socket over to `hyper::upgrade::on`.
         conn.detach();
         let mut resp = conn.sender.send_request(req).await?;
         if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
