@@ -58,13 +58,7 @@ impl Fetcher {
             Source::Workers(urls) => (None, urls.iter().map(|u| (u.clone(), None)).collect()),
             Source::Endpoint { .. } => {
                 // The last list read stands in while the autoscaler cannot be reached.
-                let answer = match self.list().await {
-                    Ok(list) => {
-                        self.listed = list;
-                        Ok(())
-                    }
-                    Err(e) => Err(e),
-                };
+                let answer = self.list().await.map(|list| self.listed = list);
                 let targets = self
                     .listed
                     .iter()

@@ -330,20 +330,20 @@ impl http_body::Body for Tracked {
 
 impl Lease {
     fn release(self) {
+        let whole = self.sent.all();
         {
             let mut link = self.conn.link();
             link.lease += 1;
             if link.driver.is_none() {
                 return;
             }
+            // A response that ended while the request's body is still going out: the
+            // upload finishes, after which hyper closes the connection.
+            link.detached = !whole;
             link.hand_to_host();
         }
-        if self.sent.all() {
+        if whole {
             self.pool.put(self.conn);
-        } else {
-            // The response ended while the request's body is still going out: the upload
-            // finishes, after which hyper closes the connection.
-            self.conn.detach();
         }
     }
 }
@@ -811,7 +811,7 @@ mod tests {
                 let answer = answer.clone();
                 let ended = ended.clone();
                 tokio::spawn(async move {
-                    let _ended = Defer(ended);
+                    let _ended = SaysEnded(ended);
                     let mut buf = vec![0u8; 4096];
                     let mut seen = Vec::new();
                     loop {
@@ -833,9 +833,10 @@ mod tests {
         (format!("http://{addr}").parse().unwrap(), accepted, ends)
     }
 
-    struct Defer(tokio::sync::mpsc::UnboundedSender<()>);
+    /// Says on its channel when the connection it belongs to ends.
+    struct SaysEnded(tokio::sync::mpsc::UnboundedSender<()>);
 
-    impl Drop for Defer {
+    impl Drop for SaysEnded {
         fn drop(&mut self) {
             let _ = self.0.send(());
         }
@@ -929,7 +930,6 @@ mod tests {
         assert_eq!(bytes.to_bytes().len(), events);
         closer.close();
         let resp = send().await.unwrap();
-        let later = resp.body().closer().unwrap();
         let bytes = http_body_util::BodyExt::collect(resp.into_body())
             .await
             .unwrap();
@@ -951,6 +951,5 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), ends.recv())
             .await
             .expect("the closer closed the connection");
-        drop(later);
     }
 }
